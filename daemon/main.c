@@ -1,0 +1,190 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * main.c — vfmigd: command line, event loop, bus connection, start-up and
+ * shutdown.  Everything the daemon knows lives in the core modules; this file
+ * only wires them together.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <systemd/sd-daemon.h>
+
+#include "config.h"
+#include "log.h"
+#include "util.h"
+#include "vfmigd.h"
+#include "vfmig-names.h"
+
+static const char *arg_simulate;
+static bool arg_introspect;
+
+static void help(void)
+{
+        printf("Usage: vfmigd [OPTIONS]\n\n"
+               "VFIO migration daemon: owns this host's VFIO devices and serves\n"
+               "%s on the system bus.\n\n"
+               "  -h --help            Show this help\n"
+               "     --version         Show the version\n"
+               "     --simulate=FILE   Run on the simulated host described by FILE\n"
+               "                       (JSON, see data/sim/) instead of this host\n"
+               "     --introspect      Print the D-Bus introspection XML and exit\n"
+               "  -d --debug           Log debug messages\n",
+               VFMIG_BUS_NAME);
+}
+
+/* Returns 1 to continue, 0 to exit successfully, <0 on error. */
+static int parse_argv(int argc, char *argv[])
+{
+        enum { ARG_VERSION = 0x100, ARG_SIMULATE, ARG_INTROSPECT };
+        static const struct option options[] = {
+                { "help", no_argument, NULL, 'h' },
+                { "version", no_argument, NULL, ARG_VERSION },
+                { "simulate", required_argument, NULL, ARG_SIMULATE },
+                { "introspect", no_argument, NULL, ARG_INTROSPECT },
+                { "debug", no_argument, NULL, 'd' },
+                {}
+        };
+        int c;
+
+        while ((c = getopt_long(argc, argv, "hd", options, NULL)) >= 0) {
+                switch (c) {
+                case 'h':
+                        help();
+                        return 0;
+                case ARG_VERSION:
+                        printf("vfmigd %s\n", VFMIG_VERSION);
+                        return 0;
+                case ARG_SIMULATE:
+                        arg_simulate = optarg;
+                        break;
+                case ARG_INTROSPECT:
+                        arg_introspect = true;
+                        break;
+                case 'd':
+                        log_set_max_level(LOG_DEBUG);
+                        break;
+                default:
+                        return -EINVAL;
+                }
+        }
+        if (optind < argc) {
+                log_error("Unexpected argument: %s", argv[optind]);
+                return -EINVAL;
+        }
+        return 1;
+}
+
+static void daemon_done(Daemon *d)
+{
+        udev_source_free(d->udev);
+        if (d->bus) {
+                sd_bus_flush(d->bus);
+                sd_bus_flush_close_unref(d->bus);
+        }
+        inventory_free(d->inventory);
+        sim_host_free(d->sim);
+        sd_event_unref(d->event);
+        g_free(d->backend);
+}
+
+static int setup_inventory(Daemon *d)
+{
+        d->inventory = inventory_new();
+        inventory_set_listener(d->inventory, &bus_inventory_listener, d);
+
+        if (arg_simulate) {
+                g_autofree char *error = NULL;
+                int r = sim_host_load(arg_simulate, &d->sim, &error);
+
+                if (r < 0) {
+                        log_error("Refusing simulated host file %s", error);
+                        return r;
+                }
+                d->backend = g_strdup_printf("simulated:%s", d->sim->host_name);
+                sim_host_populate(d->sim, d->inventory);
+                return 0;
+        }
+        d->backend = g_strdup("host");
+        return udev_source_new(d->event, d->inventory, &d->udev);
+}
+
+static int setup_bus(Daemon *d)
+{
+        int r;
+
+        r = sd_bus_default_system(&d->bus);
+        if (r < 0)
+                return log_error_errno(r, "Failed to connect to the system bus: %m");
+        r = sd_bus_add_object_vtable(d->bus, NULL, VFMIG_DBUS_PATH, VFMIG_DBUS_INTERFACE_MANAGER,
+                                     manager_vtable, d);
+        if (r < 0)
+                return log_error_errno(r, "Failed to add manager object: %m");
+        r = bus_device_register(d);
+        if (r < 0)
+                return log_error_errno(r, "Failed to add device objects: %m");
+        r = sd_bus_add_object_manager(d->bus, NULL, VFMIG_DBUS_PATH);
+        if (r < 0)
+                return log_error_errno(r, "Failed to add object manager: %m");
+        r = sd_bus_attach_event(d->bus, d->event, SD_EVENT_PRIORITY_NORMAL);
+        if (r < 0)
+                return log_error_errno(r, "Failed to attach bus to event loop: %m");
+        r = sd_bus_request_name(d->bus, VFMIG_BUS_NAME, 0);
+        if (r < 0)
+                return log_error_errno(r, "Failed to acquire bus name %s: %m", VFMIG_BUS_NAME);
+        return 0;
+}
+
+int main(int argc, char *argv[])
+{
+        _cleanup_(daemon_done) Daemon d = {};
+        sigset_t mask;
+        int r;
+
+        r = parse_argv(argc, argv);
+        if (r <= 0)
+                return r < 0 ? 2 : 0;
+
+        if (arg_introspect) {
+                g_autofree char *xml = bus_introspect_all();
+                fputs(xml, stdout);
+                return 0;
+        }
+
+        r = sd_bus_error_add_map(vfmig_error_map);
+        if (r < 0)
+                return log_error_errno(r, "Failed to register error map: %m"), 1;
+
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGTERM);
+        sigaddset(&mask, SIGINT);
+        sigprocmask(SIG_BLOCK, &mask, NULL);
+
+        r = sd_event_default(&d.event);
+        if (r < 0)
+                return log_error_errno(r, "Failed to allocate event loop: %m"), 1;
+        (void) sd_event_add_signal(d.event, NULL, SIGTERM, NULL, NULL);
+        (void) sd_event_add_signal(d.event, NULL, SIGINT, NULL, NULL);
+        (void) sd_event_set_watchdog(d.event, true);
+
+        r = setup_inventory(&d);
+        if (r < 0)
+                return 1;
+        r = setup_bus(&d);
+        if (r < 0)
+                return 1;
+
+        log_info("vfmigd %s serving %s (%s, %u VFIO devices)", VFMIG_VERSION, VFMIG_BUS_NAME,
+                 d.backend, inventory_device_count(d.inventory));
+        (void) sd_notifyf(false, "READY=1\nSTATUS=Serving %u VFIO devices (%s)",
+                          inventory_device_count(d.inventory), d.backend);
+
+        r = sd_event_loop(d.event);
+        (void) sd_notify(false, "STOPPING=1\nSTATUS=Shutting down");
+        if (r < 0)
+                return log_error_errno(r, "Event loop failed: %m"), 1;
+        return 0;
+}

@@ -1,0 +1,455 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include <errno.h>
+#include <string.h>
+
+#include <json-glib/json-glib.h>
+
+#include "sim-host.h"
+#include "util.h"
+#include "vfmig-names.h"
+
+typedef struct Ctx {
+        const char *file;
+        char *error;
+} Ctx;
+
+static bool fail(Ctx *c, const char *where, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
+static bool fail(Ctx *c, const char *where, const char *fmt, ...)
+{
+        g_autofree char *reason = NULL;
+        va_list ap;
+
+        if (c->error)
+                return false;
+        va_start(ap, fmt);
+        reason = g_strdup_vprintf(fmt, ap);
+        va_end(ap);
+        c->error = g_strdup_printf("%s: %s: %s", c->file, where, reason);
+        return false;
+}
+
+static bool check_keys(Ctx *c, const char *where, JsonObject *o, const char *const *allowed)
+{
+        g_autoptr(GList) members = json_object_get_members(o);
+
+        for (GList *l = members; l; l = l->next) {
+                if (!g_strv_contains(allowed, l->data))
+                        return fail(c, where, "unknown key \"%s\"", (const char *) l->data);
+        }
+        return true;
+}
+
+static JsonNode *member(JsonObject *o, const char *key)
+{
+        return json_object_has_member(o, key) ? json_object_get_member(o, key) : NULL;
+}
+
+static bool get_string_full(Ctx *c, const char *where, JsonObject *o, const char *key,
+                            bool required, size_t max, bool multiline, char **out)
+{
+        JsonNode *n = member(o, key);
+        const char *s;
+
+        if (!n) {
+                if (required)
+                        return fail(c, where, "missing required key \"%s\"", key);
+                return true;
+        }
+        if (!JSON_NODE_HOLDS_VALUE(n) || json_node_get_value_type(n) != G_TYPE_STRING)
+                return fail(c, where, "\"%s\" must be a string", key);
+        s = json_node_get_string(n);
+        if (!(multiline ? vfmig_text_is_valid(s, max) : vfmig_string_is_valid(s, max)))
+                return fail(c, where, "\"%s\" must be printable text of at most %zu bytes", key, max);
+        g_free(*out);
+        *out = g_strdup(s);
+        return true;
+}
+
+static bool get_string(Ctx *c, const char *where, JsonObject *o, const char *key,
+                       bool required, size_t max, char **out)
+{
+        return get_string_full(c, where, o, key, required, max, false, out);
+}
+
+/* PCI IDs are written as in sysfs: "0x15b3". */
+static bool get_hex(Ctx *c, const char *where, JsonObject *o, const char *key,
+                    bool required, uint32_t max, uint32_t *out)
+{
+        g_autofree char *s = NULL;
+        char *end = NULL;
+        JsonNode *n = member(o, key);
+        guint64 v;
+
+        if (n && (!JSON_NODE_HOLDS_VALUE(n) || json_node_get_value_type(n) != G_TYPE_STRING))
+                return fail(c, where, "\"%s\" must be a hex string like \"0x15b3\"", key);
+        if (!get_string(c, where, o, key, required, 16, &s))
+                return false;
+        if (!s)
+                return true;
+        if (!g_str_has_prefix(s, "0x") || !s[2])
+                return fail(c, where, "\"%s\" must be a hex string like \"0x15b3\"", key);
+        v = g_ascii_strtoull(s + 2, &end, 16);
+        if (*end || v > max)
+                return fail(c, where, "\"%s\" = \"%s\" is not a hex number <= 0x%x", key, s, max);
+        *out = (uint32_t) v;
+        return true;
+}
+
+static bool get_int(Ctx *c, const char *where, JsonObject *o, const char *key,
+                    gint64 min, gint64 max, gint64 *out)
+{
+        JsonNode *n = member(o, key);
+        gint64 v;
+
+        if (!n)
+                return true;
+        if (!JSON_NODE_HOLDS_VALUE(n) || json_node_get_value_type(n) != G_TYPE_INT64)
+                return fail(c, where, "\"%s\" must be an integer", key);
+        v = json_node_get_int(n);
+        if (v < min || v > max)
+                return fail(c, where, "\"%s\" = %" G_GINT64_FORMAT " is out of range [%" G_GINT64_FORMAT ", %" G_GINT64_FORMAT "]",
+                            key, v, min, max);
+        *out = v;
+        return true;
+}
+
+static bool get_object(Ctx *c, const char *where, JsonObject *o, const char *key, JsonObject **out)
+{
+        JsonNode *n = member(o, key);
+
+        *out = NULL;
+        if (!n)
+                return true;
+        if (!JSON_NODE_HOLDS_OBJECT(n))
+                return fail(c, where, "\"%s\" must be an object", key);
+        *out = json_node_get_object(n);
+        return true;
+}
+
+static bool get_array(Ctx *c, const char *where, JsonObject *o, const char *key, JsonArray **out)
+{
+        JsonNode *n = member(o, key);
+
+        *out = NULL;
+        if (!n)
+                return true;
+        if (!JSON_NODE_HOLDS_ARRAY(n))
+                return fail(c, where, "\"%s\" must be an array", key);
+        *out = json_node_get_array(n);
+        return true;
+}
+
+static bool parse_attributes(Ctx *c, const char *where, JsonObject *o, GHashTable *into)
+{
+        g_autofree char *w = g_strdup_printf("%s.attributes", where);
+        g_autoptr(GList) members = NULL;
+        JsonObject *attrs;
+
+        if (!get_object(c, where, o, "attributes", &attrs))
+                return false;
+        if (!attrs)
+                return true;
+        members = json_object_get_members(attrs);
+        for (GList *l = members; l; l = l->next) {
+                g_autofree char *v = NULL;
+                if (!vfmig_device_name_is_valid(l->data))
+                        return fail(c, w, "attribute name \"%s\" is not valid", (const char *) l->data);
+                if (!get_string(c, w, attrs, l->data, true, 256, &v))
+                        return false;
+                g_hash_table_replace(into, g_strdup(l->data), g_steal_pointer(&v));
+        }
+        return true;
+}
+
+static VfmigDevice *parse_device(Ctx *c, JsonNode *node, guint index)
+{
+        static const char *const keys[] = {
+                "name", "kind", "driver", "vendor-id", "device-id", "subsystem-vendor-id",
+                "subsystem-device-id", "revision", "iommu-group", "numa-node", "mdev-type",
+                "parent", "attributes", "migration", "comment", NULL
+        };
+        g_autofree char *where = g_strdup_printf("devices[%u]", index);
+        g_autofree char *name = NULL, *kind = NULL;
+        g_autoptr(VfmigDevice) d = NULL;
+        uint32_t x = 0;
+        gint64 i;
+        JsonObject *o, *mig;
+
+        if (!JSON_NODE_HOLDS_OBJECT(node))
+                return fail(c, where, "must be an object"), NULL;
+        o = json_node_get_object(node);
+        if (!check_keys(c, where, o, keys) ||
+            !get_string(c, where, o, "name", true, VFMIG_NAME_MAX, &name) ||
+            !get_string(c, where, o, "kind", true, 16, &kind))
+                return NULL;
+        if (!vfmig_device_name_is_valid(name))
+                return fail(c, where, "\"name\" = \"%s\" is not a device name (PCI address or UUID)", name), NULL;
+        if (strcmp(kind, VFMIG_KIND_PCI) == 0) {
+                if (!vfmig_pci_address_is_valid(name))
+                        return fail(c, where, "\"name\" = \"%s\" is not a PCI address like 0000:17:00.1", name), NULL;
+                d = vfmig_device_new(name, VFMIG_DEVICE_PCI);
+        } else if (strcmp(kind, VFMIG_KIND_MDEV) == 0) {
+                if (!vfmig_uuid_is_valid(name))
+                        return fail(c, where, "\"name\" = \"%s\" is not an mdev UUID", name), NULL;
+                d = vfmig_device_new(name, VFMIG_DEVICE_MDEV);
+        } else
+                return fail(c, where, "\"kind\" must be \"pci\" or \"mdev\", not \"%s\"", kind), NULL;
+
+        if (!get_string(c, where, o, "driver", d->kind == VFMIG_DEVICE_PCI, VFMIG_NAME_MAX, &d->driver))
+                return NULL;
+        if (d->kind == VFMIG_DEVICE_PCI) {
+                if (!get_hex(c, where, o, "vendor-id", true, 0xffff, &x))
+                        return NULL;
+                d->vendor_id = x;
+                if (!get_hex(c, where, o, "device-id", true, 0xffff, &x))
+                        return NULL;
+                d->device_id = x, x = 0;
+                if (!get_hex(c, where, o, "subsystem-vendor-id", false, 0xffff, &x))
+                        return NULL;
+                d->subsystem_vendor_id = x, x = 0;
+                if (!get_hex(c, where, o, "subsystem-device-id", false, 0xffff, &x))
+                        return NULL;
+                d->subsystem_device_id = x, x = 0;
+                if (!get_hex(c, where, o, "revision", false, 0xff, &x))
+                        return NULL;
+                d->revision = x;
+        } else {
+                if (!get_string(c, where, o, "mdev-type", true, VFMIG_NAME_MAX, &d->mdev_type) ||
+                    !get_string(c, where, o, "parent", true, VFMIG_NAME_MAX, &d->parent))
+                        return NULL;
+                if (!vfmig_device_name_is_valid(d->mdev_type))
+                        return fail(c, where, "\"mdev-type\" = \"%s\" is not a valid type id", d->mdev_type), NULL;
+        }
+        i = -1;
+        if (!get_int(c, where, o, "iommu-group", -1, INT32_MAX, &i))
+                return NULL;
+        d->iommu_group = (int32_t) i;
+        i = -1;
+        if (!get_int(c, where, o, "numa-node", -1, 1023, &i))
+                return NULL;
+        d->numa_node = (int32_t) i;
+        if (!parse_attributes(c, where, o, d->attributes))
+                return NULL;
+        /* The migration behaviour is read by the VFIO simulator (sim-device.c). */
+        if (!get_object(c, where, o, "migration", &mig))
+                return NULL;
+        return g_steal_pointer(&d);
+}
+
+static VfmigMdevType *parse_type(Ctx *c, const char *pwhere, JsonNode *node, guint index)
+{
+        static const char *const keys[] = {
+                "id", "name", "device-api", "description", "available-instances",
+                "attributes", "migration", "comment", NULL
+        };
+        g_autofree char *where = g_strdup_printf("%s.types[%u]", pwhere, index);
+        g_autofree char *id = NULL;
+        VfmigMdevType *t;
+        JsonObject *o;
+        gint64 avail = 0;
+
+        if (!JSON_NODE_HOLDS_OBJECT(node))
+                return fail(c, where, "must be an object"), NULL;
+        o = json_node_get_object(node);
+        if (!check_keys(c, where, o, keys) ||
+            !get_string(c, where, o, "id", true, VFMIG_NAME_MAX, &id))
+                return NULL;
+        if (!vfmig_device_name_is_valid(id))
+                return fail(c, where, "\"id\" = \"%s\" is not a valid type id", id), NULL;
+        t = vfmig_mdev_type_new(id);
+        if (!get_string(c, where, o, "name", false, 256, &t->name) ||
+            !get_string(c, where, o, "device-api", true, 64, &t->device_api) ||
+            !get_string_full(c, where, o, "description", false, 1024, true, &t->description) ||
+            !get_int(c, where, o, "available-instances", 0, 1 << 20, &avail)) {
+                vfmig_mdev_type_free(t);
+                return NULL;
+        }
+        t->available_instances = (uint32_t) avail;
+        return t;
+}
+
+static VfmigMdevParent *parse_parent(Ctx *c, JsonNode *node, guint index)
+{
+        static const char *const keys[] = { "name", "driver", "types", "comment", NULL };
+        g_autofree char *where = g_strdup_printf("mdev-parents[%u]", index);
+        g_autofree char *name = NULL;
+        g_autoptr(VfmigMdevParent) p = NULL;
+        JsonArray *types;
+        JsonObject *o;
+
+        if (!JSON_NODE_HOLDS_OBJECT(node))
+                return fail(c, where, "must be an object"), NULL;
+        o = json_node_get_object(node);
+        if (!check_keys(c, where, o, keys) ||
+            !get_string(c, where, o, "name", true, VFMIG_NAME_MAX, &name))
+                return NULL;
+        if (!vfmig_device_name_is_valid(name))
+                return fail(c, where, "\"name\" = \"%s\" is not a device name", name), NULL;
+        p = vfmig_mdev_parent_new(name);
+        if (!get_string(c, where, o, "driver", true, VFMIG_NAME_MAX, &p->driver) ||
+            !get_array(c, where, o, "types", &types))
+                return NULL;
+        if (!types || json_array_get_length(types) == 0)
+                return fail(c, where, "\"types\" must be a non-empty array"), NULL;
+        for (guint i = 0; i < json_array_get_length(types); i++) {
+                VfmigMdevType *t = parse_type(c, where, json_array_get_element(types, i), i);
+                if (!t)
+                        return NULL;
+                for (guint j = 0; j < p->types->len; j++)
+                        if (strcmp(((VfmigMdevType *) p->types->pdata[j])->id, t->id) == 0) {
+                                fail(c, where, "type \"%s\" listed twice", t->id);
+                                vfmig_mdev_type_free(t);
+                                return NULL;
+                        }
+                g_ptr_array_add(p->types, t);
+        }
+        vfmig_mdev_parent_sort(p);
+        return g_steal_pointer(&p);
+}
+
+static bool cross_check(Ctx *c, SimHost *h)
+{
+        g_autoptr(GHashTable) names = g_hash_table_new(g_str_hash, g_str_equal);
+
+        for (guint i = 0; i < h->devices->len; i++) {
+                VfmigDevice *d = h->devices->pdata[i];
+                g_autofree char *where = g_strdup_printf("devices[%u]", i);
+
+                if (!g_hash_table_add(names, d->name))
+                        return fail(c, where, "device \"%s\" listed twice", d->name);
+        }
+        for (guint i = 0; i < h->devices->len; i++) {
+                VfmigDevice *d = h->devices->pdata[i];
+                g_autofree char *where = g_strdup_printf("devices[%u]", i);
+                VfmigMdevParent *p = NULL;
+                bool type_ok = false;
+
+                if (d->kind != VFMIG_DEVICE_MDEV)
+                        continue;
+                for (guint j = 0; j < h->parents->len; j++)
+                        if (strcmp(((VfmigMdevParent *) h->parents->pdata[j])->name, d->parent) == 0)
+                                p = h->parents->pdata[j];
+                if (!p)
+                        return fail(c, where, "\"parent\" = \"%s\" is not listed in mdev-parents", d->parent);
+                for (guint j = 0; j < p->types->len; j++)
+                        type_ok |= strcmp(((VfmigMdevType *) p->types->pdata[j])->id, d->mdev_type) == 0;
+                if (!type_ok)
+                        return fail(c, where, "\"mdev-type\" = \"%s\" is not a type of parent %s", d->mdev_type, p->name);
+        }
+        return true;
+}
+
+static void copy_parent_identity(SimHost *h)
+{
+        /* An mdev carries the PCI identity of its parent, as on a real host. */
+        for (guint i = 0; i < h->devices->len; i++) {
+                VfmigDevice *d = h->devices->pdata[i];
+
+                if (d->kind != VFMIG_DEVICE_MDEV)
+                        continue;
+                for (guint j = 0; j < h->devices->len; j++) {
+                        VfmigDevice *p = h->devices->pdata[j];
+                        if (p->kind != VFMIG_DEVICE_PCI || strcmp(p->name, d->parent) != 0)
+                                continue;
+                        d->vendor_id = p->vendor_id;
+                        d->device_id = p->device_id;
+                        d->subsystem_vendor_id = p->subsystem_vendor_id;
+                        d->subsystem_device_id = p->subsystem_device_id;
+                        d->revision = p->revision;
+                        if (d->numa_node < 0)
+                                d->numa_node = p->numa_node;
+                }
+        }
+}
+
+int sim_host_load(const char *path, SimHost **ret, char **error)
+{
+        static const char *const keys[] = {
+                "host", "kernel-release", "devices", "mdev-parents", "comment", NULL
+        };
+        g_autoptr(JsonParser) parser = json_parser_new();
+        g_autoptr(GError) gerr = NULL;
+        g_autoptr(SimHost) h = NULL;
+        Ctx c = { .file = path };
+        JsonArray *devices, *parents;
+        JsonNode *root;
+        JsonObject *o;
+
+        if (!json_parser_load_from_file(parser, path, &gerr)) {
+                /* json-glib's message carries FILE:LINE:COL already. */
+                *error = g_str_has_prefix(gerr->message, path) ? g_strdup(gerr->message)
+                                                                : g_strdup_printf("%s: %s", path, gerr->message);
+                return -EINVAL;
+        }
+        root = json_parser_get_root(parser);
+        if (!root || !JSON_NODE_HOLDS_OBJECT(root)) {
+                *error = g_strdup_printf("%s: top level must be an object", path);
+                return -EINVAL;
+        }
+        o = json_node_get_object(root);
+        h = g_new0(SimHost, 1);
+        h->path = g_strdup(path);
+        h->devices = g_ptr_array_new_with_free_func((GDestroyNotify) vfmig_device_free);
+        h->parents = g_ptr_array_new_with_free_func((GDestroyNotify) vfmig_mdev_parent_free);
+
+        if (!check_keys(&c, "(top)", o, keys) ||
+            !get_string(&c, "(top)", o, "host", true, VFMIG_NAME_MAX, &h->host_name) ||
+            !get_string(&c, "(top)", o, "kernel-release", false, VFMIG_NAME_MAX, &h->kernel_release) ||
+            !get_array(&c, "(top)", o, "devices", &devices) ||
+            !get_array(&c, "(top)", o, "mdev-parents", &parents))
+                goto out;
+        if (!devices) {
+                fail(&c, "(top)", "missing required key \"devices\"");
+                goto out;
+        }
+        for (guint i = 0; i < json_array_get_length(devices); i++) {
+                VfmigDevice *d = parse_device(&c, json_array_get_element(devices, i), i);
+                if (!d)
+                        goto out;
+                g_ptr_array_add(h->devices, d);
+        }
+        for (guint i = 0; parents && i < json_array_get_length(parents); i++) {
+                VfmigMdevParent *p = parse_parent(&c, json_array_get_element(parents, i), i);
+                if (!p)
+                        goto out;
+                g_ptr_array_add(h->parents, p);
+        }
+        if (cross_check(&c, h))
+                copy_parent_identity(h);
+out:
+        if (c.error) {
+                *error = c.error;
+                return -EINVAL;
+        }
+        if (!h->kernel_release)
+                h->kernel_release = g_strdup("");
+        *ret = g_steal_pointer(&h);
+        return 0;
+}
+
+void sim_host_free(SimHost *h)
+{
+        if (!h)
+                return;
+        g_free(h->path);
+        g_free(h->host_name);
+        g_free(h->kernel_release);
+        g_ptr_array_unref(h->devices);
+        g_ptr_array_unref(h->parents);
+        g_free(h);
+}
+
+void sim_host_populate(SimHost *h, Inventory *inv)
+{
+        for (guint i = 0; i < h->devices->len; i++) {
+                VfmigDevice *d = h->devices->pdata[i];
+
+                if (d->kind == VFMIG_DEVICE_PCI && !vfmig_driver_is_vfio_pci(d->driver))
+                        continue;
+                h->devices->pdata[i] = NULL;
+                inventory_put_device(inv, d);
+        }
+        g_ptr_array_remove_range(h->devices, 0, h->devices->len);
+        while (h->parents->len > 0)
+                inventory_put_parent(inv, g_ptr_array_steal_index(h->parents, 0));
+}

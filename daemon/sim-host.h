@@ -1,0 +1,29 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * sim-host.h — a simulated host read from a JSON file (data/sim/NAME.json, schema
+ * in doc/sim-host.md): its VFIO devices, non-VFIO devices (which the daemon
+ * must ignore exactly as on a real host) and mdev parents with their types.
+ *
+ * sim_host_load() validates the whole file before anything is used; on error
+ * it returns -EINVAL and *error says "FILE:LINE:COL: reason" or
+ * "FILE: json.path: reason".  No D-Bus, no sd-event.
+ */
+#pragma once
+
+#include "inventory.h"
+
+typedef struct SimHost {
+        char *path;
+        char *host_name;
+        char *kernel_release;
+        GPtrArray *devices;     /* VfmigDevice*: every device in the file, VFIO or not */
+        GPtrArray *parents;     /* VfmigMdevParent* */
+} SimHost;
+
+int sim_host_load(const char *path, SimHost **ret, char **error);
+void sim_host_free(SimHost *h);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(SimHost, sim_host_free)
+
+/* Move the host's VFIO devices (filtered like the udev source) and its
+ * parents into the inventory. */
+void sim_host_populate(SimHost *h, Inventory *inv);

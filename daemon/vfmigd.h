@@ -1,0 +1,40 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * vfmigd.h — the daemon's top-level context: the event loop, the bus
+ * connection and the core modules.  Only main.c and the bus-* adapters see
+ * this struct; core modules get just what they need.
+ */
+#pragma once
+
+#include <systemd/sd-bus.h>
+#include <systemd/sd-event.h>
+
+#include "inventory-udev.h"
+#include "inventory.h"
+#include "sim-host.h"
+
+typedef struct Daemon {
+        sd_event *event;
+        sd_bus *bus;
+        Inventory *inventory;
+        UdevSource *udev;          /* real host */
+        SimHost *sim;              /* simulated host (--simulate) */
+        char *backend;             /* "host" or "simulated:<host name>" */
+} Daemon;
+
+/* bus-manager.c */
+extern const sd_bus_vtable manager_vtable[];
+/* bus-device.c */
+extern const sd_bus_vtable device_vtable[];
+int bus_device_register(Daemon *d);
+char *bus_device_path(const char *name);
+/* Glue from inventory changes to bus signals. */
+extern const InventoryListener bus_inventory_listener;
+
+/* bus-errors.c */
+extern const sd_bus_error_map vfmig_error_map[];
+
+/* bus-introspect.c: the introspection XML of one interface from its vtable. */
+char *bus_introspect_interface(const char *interface, const sd_bus_vtable *vtable);
+/* All interfaces the daemon implements, as one document. */
+char *bus_introspect_all(void);
