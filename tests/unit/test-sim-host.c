@@ -1,0 +1,96 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* Unit tests for the simulated host parser: the shipped hosts load and are
+ * filtered like a real host; malformed input is refused with a located
+ * reason (the bus tests check the daemon's exit and message). */
+#include <glib.h>
+#include <glib/gstdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "sim-host.h"
+
+static char *write_tmp(const char *text)
+{
+        g_autoptr(GError) err = NULL;
+        char *path = NULL;
+        int fd = g_file_open_tmp("vfmig-host-XXXXXX.json", &path, &err);
+
+        g_assert_no_error(err);
+        g_assert_true(g_file_set_contents(path, text, -1, &err));
+        close(fd);
+        return path;
+}
+
+static void test_shipped_host_a(void)
+{
+        g_autofree char *path = g_build_filename(VFMIG_SOURCE_DATADIR, "sim", "host-a.json", NULL);
+        g_autoptr(SimHost) h = NULL;
+        g_autoptr(Inventory) inv = inventory_new();
+        g_autofree char *error = NULL;
+        VfmigDevice *m;
+
+        g_assert_cmpint(sim_host_load(path, &h, &error), ==, 0);
+        g_assert_null(error);
+        g_assert_cmpstr(h->host_name, ==, "sim-host-a");
+        sim_host_populate(h, inv);
+        /* mlx5_core PF, nvidia, i915 and nvme functions are not VFIO devices. */
+        g_assert_null(inventory_get_device(inv, "0000:17:00.0"));
+        g_assert_null(inventory_get_device(inv, "0000:5e:00.0"));
+        g_assert_nonnull(inventory_get_device(inv, "0000:17:00.3"));
+        g_assert_cmpuint(inventory_device_count(inv), ==, 5);
+        /* An mdev carries its parent's PCI identity. */
+        m = inventory_get_device(inv, "c3d1e9a0-7f2b-4e8d-b1a4-5e6f7a8b9c0d");
+        g_assert_nonnull(m);
+        g_assert_cmphex(m->vendor_id, ==, 0x8086);
+        g_assert_cmphex(m->device_id, ==, 0x3e92);
+        g_assert_cmpstr(m->mdev_type, ==, "i915-GVTg_V5_4");
+        g_assert_nonnull(inventory_get_parent(inv, "0000:3b:00.0"));
+}
+
+static void expect_error(const char *json, const char *fragment)
+{
+        g_autofree char *path = write_tmp(json);
+        g_autoptr(SimHost) h = NULL;
+        g_autofree char *error = NULL;
+
+        g_assert_cmpint(sim_host_load(path, &h, &error), ==, -EINVAL);
+        g_assert_null(h);
+        g_assert_nonnull(error);
+        if (!strstr(error, fragment))
+                g_error("error \"%s\" lacks \"%s\"", error, fragment);
+        g_assert_nonnull(strstr(error, path));
+        g_unlink(path);
+}
+
+static void test_malformed(void)
+{
+        expect_error("", "");
+        expect_error("{", "Parse error");
+        expect_error("[]", "top level must be an object");
+        expect_error("{\"host\": 5, \"devices\": []}", "\"host\" must be a string");
+        expect_error("{\"host\": \"h\"}", "missing required key \"devices\"");
+        expect_error("{\"host\": \"h\", \"devices\": [5]}", "devices[0]: must be an object");
+        expect_error("{\"host\": \"h\", \"devices\": [{\"name\": \"0000:01:00.0\", \"kind\": \"pci\", "
+                     "\"driver\": \"vfio-pci\", \"vendor-id\": \"0x10de\"}]}",
+                     "missing required key \"device-id\"");
+        expect_error("{\"host\": \"h\", \"devices\": [], \"mdev-parents\": [{\"name\": \"0000:00:02.0\", "
+                     "\"driver\": \"i915\", \"types\": []}]}",
+                     "mdev-parents[0]: \"types\" must be a non-empty array");
+        expect_error("{\"host\": \"h\", \"devices\": [], \"mdev-parents\": [{\"name\": \"0000:00:02.0\", "
+                     "\"driver\": \"i915\", \"types\": [{\"id\": \"a\", \"device-api\": \"vfio-pci\"}, "
+                     "{\"id\": \"a\", \"device-api\": \"vfio-pci\"}]}]}",
+                     "type \"a\" listed twice");
+        expect_error("{\"host\": \"h\", \"devices\": [{\"name\": \"0000:01:00.0\", \"kind\": \"pci\", "
+                     "\"driver\": \"vfio-pci\", \"vendor-id\": \"0x10de\", \"device-id\": \"0x1\", "
+                     "\"attributes\": {\"a/b\": \"x\"}}]}",
+                     "attribute name \"a/b\" is not valid");
+}
+
+int main(int argc, char *argv[])
+{
+        g_test_init(&argc, &argv, NULL);
+        g_test_add_func("/sim-host/shipped-host-a", test_shipped_host_a);
+        g_test_add_func("/sim-host/malformed", test_malformed);
+        return g_test_run();
+}
