@@ -7,6 +7,7 @@
  */
 #include <errno.h>
 #include <stddef.h>
+#include <string.h>
 
 #include "log.h"
 #include "util.h"
@@ -60,6 +61,100 @@ static int device_enumerate(sd_bus *bus, const char *prefix, void *userdata,
         return 0;
 }
 
+static int property_get_migration_flags(sd_bus *bus, const char *path, const char *interface,
+                                        const char *property, sd_bus_message *reply,
+                                        void *userdata, sd_bus_error *error)
+{
+        VfmigDevice *dev = userdata;
+        ManagedDevice *m = dev->managed;
+        g_auto(GStrv) flags = vfmig_mig_flags_to_strv(m ? m->migration_flags : 0, m && m->dma_logging);
+
+        return sd_bus_message_append_strv(reply, flags);
+}
+
+static int property_get_migration_state(sd_bus *bus, const char *path, const char *interface,
+                                        const char *property, sd_bus_message *reply,
+                                        void *userdata, sd_bus_error *error)
+{
+        VfmigDevice *dev = userdata;
+        VfmigMigState st;
+        int r;
+
+        /* Read live: a VMM holding the device FD may move the state itself. */
+        r = managed_device_get_state(dev->managed, &st);
+        if (r == -ENODEV)
+                return sd_bus_message_append(reply, "s", "unknown");
+        if (r < 0)
+                return sd_bus_message_append(reply, "s", "unsupported");
+        return sd_bus_message_append(reply, "s", vfmig_mig_state_to_string(st));
+}
+
+static int property_get_status(sd_bus *bus, const char *path, const char *interface,
+                               const char *property, sd_bus_message *reply,
+                               void *userdata, sd_bus_error *error)
+{
+        VfmigDevice *dev = userdata;
+        ManagedDevice *m = dev->managed;
+
+        return sd_bus_message_append(reply, "s", m ? access_status_to_string(m->status) : "unavailable");
+}
+
+static int property_get_status_message(sd_bus *bus, const char *path, const char *interface,
+                                       const char *property, sd_bus_message *reply,
+                                       void *userdata, sd_bus_error *error)
+{
+        VfmigDevice *dev = userdata;
+        ManagedDevice *m = dev->managed;
+
+        return sd_bus_message_append(reply, "s", m ? m->status_message : "");
+}
+
+/* The device must be open and held by vfmigd for anything but queries. */
+static int require_managed(VfmigDevice *dev, sd_bus_error *error)
+{
+        ManagedDevice *m = dev->managed;
+
+        if (!m || m->status != ACCESS_MANAGED)
+                return sd_bus_error_setf(error, VFMIG_ERROR_NOT_MANAGED,
+                                         "Device %s is not managed by vfmigd (status %s: %s)", dev->name,
+                                         m ? access_status_to_string(m->status) : "unavailable",
+                                         m ? m->status_message : "no VFIO access");
+        return 0;
+}
+
+static int method_open_device(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+        VfmigDevice *dev = userdata;
+        _cleanup_close_ int fd = -1;
+        int r;
+
+        r = require_managed(dev, error);
+        if (r < 0)
+                return r;
+        fd = managed_device_open_fd(dev->managed);
+        if (fd < 0)
+                return sd_bus_error_set_errnof(error, fd, "Cannot duplicate the device FD of %s: %m", dev->name);
+        log_device(LOG_INFO, dev->name, "device FD handed out to %s", sd_bus_message_get_sender(msg));
+        /* sd-bus dups the fd into the message; ours is closed on return. */
+        return sd_bus_reply_method_return(msg, "h", fd);
+}
+
+static int method_reset(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+        VfmigDevice *dev = userdata;
+        int r;
+
+        r = require_managed(dev, error);
+        if (r < 0)
+                return r;
+        r = managed_device_reset(dev->managed);
+        if (r < 0)
+                return sd_bus_error_setf(error, VFMIG_ERROR_DEVICE_FAILED,
+                                         "VFIO_DEVICE_RESET of %s failed: %s", dev->name, strerror(-r));
+        log_device(LOG_INFO, dev->name, "device reset by %s", sd_bus_message_get_sender(msg));
+        return sd_bus_reply_method_return(msg, NULL);
+}
+
 static int property_get_kind(sd_bus *bus, const char *path, const char *interface,
                              const char *property, sd_bus_message *reply,
                              void *userdata, sd_bus_error *error)
@@ -84,6 +179,22 @@ const sd_bus_vtable device_vtable[] = {
         SD_BUS_PROPERTY("MdevType", "s", NULL, offsetof(VfmigDevice, mdev_type), SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("Parent", "s", NULL, offsetof(VfmigDevice, parent), SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("SysfsPath", "s", NULL, offsetof(VfmigDevice, sysfs_path), SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("MigrationFlags", "as", property_get_migration_flags, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("MigrationState", "s", property_get_migration_state, 0, 0),
+        SD_BUS_PROPERTY("Status", "s", property_get_status, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("StatusMessage", "s", property_get_status_message, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        /* Not UNPRIVILEGED: sd-bus refuses callers without CAP_SYS_ADMIN
+         * until the authorization layer (polkit) handles these. */
+        SD_BUS_METHOD_WITH_ARGS("OpenDevice",
+                                SD_BUS_NO_ARGS,
+                                SD_BUS_RESULT("h", fd),
+                                method_open_device,
+                                0),
+        SD_BUS_METHOD_WITH_ARGS("Reset",
+                                SD_BUS_NO_ARGS,
+                                SD_BUS_NO_RESULT,
+                                method_reset,
+                                0),
         SD_BUS_VTABLE_END
 };
 
@@ -122,42 +233,28 @@ static void emit_device_signal(Daemon *d, const VfmigDevice *dev, const char *me
                                               VFMIG_DBUS_INTERFACE_MANAGER, "DeviceCount", NULL);
 }
 
-static void on_device_added(Inventory *inv, const VfmigDevice *dev, void *userdata)
+void bus_device_emit_added(Daemon *d, const VfmigDevice *dev)
 {
-        log_device(LOG_INFO, dev->name, "VFIO device appeared (%s, driver %s)",
-                   vfmig_device_kind_to_string(dev->kind), dev->driver);
-        emit_device_signal(userdata, dev, "DeviceAdded", true);
+        emit_device_signal(d, dev, "DeviceAdded", true);
 }
 
-static void on_device_removed(Inventory *inv, const VfmigDevice *dev, void *userdata)
+void bus_device_emit_removed(Daemon *d, const VfmigDevice *dev)
 {
-        log_device(LOG_INFO, dev->name, "VFIO device disappeared");
-        emit_device_signal(userdata, dev, "DeviceRemoved", false);
+        emit_device_signal(d, dev, "DeviceRemoved", false);
 }
 
-static void on_device_changed(Inventory *inv, const VfmigDevice *dev, void *userdata)
+void bus_device_emit_changed(Daemon *d, const VfmigDevice *dev)
 {
-        Daemon *d = userdata;
         _cleanup_free_ char *path = bus_device_path(dev->name);
 
-        log_device(LOG_DEBUG, dev->name, "VFIO device changed");
         if (path && d->bus)
                 (void) sd_bus_emit_properties_changed_strv(d->bus, path,
                                                            VFMIG_DBUS_INTERFACE_DEVICE, NULL);
 }
 
-static void on_parents_changed(Inventory *inv, void *userdata)
+void bus_manager_emit_types_changed(Daemon *d)
 {
-        Daemon *d = userdata;
-
         if (d->bus)
                 (void) sd_bus_emit_signal(d->bus, VFMIG_DBUS_PATH, VFMIG_DBUS_INTERFACE_MANAGER,
                                           "MdevTypesChanged", "");
 }
-
-const InventoryListener bus_inventory_listener = {
-        .device_added = on_device_added,
-        .device_changed = on_device_changed,
-        .device_removed = on_device_removed,
-        .parents_changed = on_parents_changed,
-};

@@ -93,6 +93,9 @@ char *bus_introspect_interface(const char *interface, const sd_bus_vtable *vtabl
                         g_string_append_printf(out, "  <method name=\"%s\">\n", v->x.method.member);
                         write_args(out, v->x.method.signature, &names, "in");
                         write_args(out, v->x.method.result, &names, "out");
+                        /* As sd-bus marks methods that need privileges. */
+                        if (!(v->flags & SD_BUS_VTABLE_UNPRIVILEGED))
+                                g_string_append(out, "   <annotation name=\"org.freedesktop.systemd1.Privileged\" value=\"true\"/>\n");
                         g_string_append(out, "  </method>\n");
                         break;
                 case _SD_BUS_VTABLE_SIGNAL:

@@ -30,6 +30,7 @@ typedef struct VfmigDevice {
         char *parent;             /* mdev: parent device name; "" for PCI */
         char *sysfs_path;         /* "" on a simulated host */
         GHashTable *attributes;   /* extra sysfs/sim attributes: name -> value */
+        void *managed;            /* the device-access entry (ManagedDevice*), set by the daemon */
         void *backend_data;       /* opaque per-source data (e.g. sim config), freed with backend_free */
         void (*backend_free)(void *);
 } VfmigDevice;

@@ -21,6 +21,7 @@
 
 static const char *arg_simulate;
 static bool arg_introspect;
+static const char *arg_config = VFMIG_SYSCONFDIR "/vfmigd.conf";
 
 static void help(void)
 {
@@ -32,19 +33,21 @@ static void help(void)
                "     --simulate=FILE   Run on the simulated host described by FILE\n"
                "                       (JSON, see data/sim/) instead of this host\n"
                "     --introspect      Print the D-Bus introspection XML and exit\n"
+               "     --config=FILE     Read FILE instead of %s/vfmigd.conf\n"
                "  -d --debug           Log debug messages\n",
-               VFMIG_BUS_NAME);
+               VFMIG_BUS_NAME, VFMIG_SYSCONFDIR);
 }
 
 /* Returns 1 to continue, 0 to exit successfully, <0 on error. */
 static int parse_argv(int argc, char *argv[])
 {
-        enum { ARG_VERSION = 0x100, ARG_SIMULATE, ARG_INTROSPECT };
+        enum { ARG_VERSION = 0x100, ARG_SIMULATE, ARG_INTROSPECT, ARG_CONFIG };
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, ARG_VERSION },
                 { "simulate", required_argument, NULL, ARG_SIMULATE },
                 { "introspect", no_argument, NULL, ARG_INTROSPECT },
+                { "config", required_argument, NULL, ARG_CONFIG },
                 { "debug", no_argument, NULL, 'd' },
                 {}
         };
@@ -64,6 +67,9 @@ static int parse_argv(int argc, char *argv[])
                 case ARG_INTROSPECT:
                         arg_introspect = true;
                         break;
+                case ARG_CONFIG:
+                        arg_config = optarg;
+                        break;
                 case 'd':
                         log_set_max_level(LOG_DEBUG);
                         break;
@@ -78,6 +84,48 @@ static int parse_argv(int argc, char *argv[])
         return 1;
 }
 
+/* Inventory changes: keep device ownership current, then tell the bus. */
+static void on_device_added(Inventory *inv, const VfmigDevice *dev, void *userdata)
+{
+        Daemon *d = userdata;
+
+        ((VfmigDevice *) dev)->managed = device_access_update(d->access, dev);
+        log_device(LOG_INFO, dev->name, "VFIO device appeared (%s, driver %s)",
+                   vfmig_device_kind_to_string(dev->kind), dev->driver);
+        bus_device_emit_added(d, dev);
+}
+
+static void on_device_changed(Inventory *inv, const VfmigDevice *dev, void *userdata)
+{
+        Daemon *d = userdata;
+
+        ((VfmigDevice *) dev)->managed = device_access_update(d->access, dev);
+        log_device(LOG_DEBUG, dev->name, "VFIO device changed");
+        bus_device_emit_changed(d, dev);
+}
+
+static void on_device_removed(Inventory *inv, const VfmigDevice *dev, void *userdata)
+{
+        Daemon *d = userdata;
+
+        log_device(LOG_INFO, dev->name, "VFIO device disappeared");
+        bus_device_emit_removed(d, dev);
+        ((VfmigDevice *) dev)->managed = NULL;
+        device_access_remove(d->access, dev->name);
+}
+
+static void on_parents_changed(Inventory *inv, void *userdata)
+{
+        bus_manager_emit_types_changed(userdata);
+}
+
+static const InventoryListener inventory_listener = {
+        .device_added = on_device_added,
+        .device_changed = on_device_changed,
+        .device_removed = on_device_removed,
+        .parents_changed = on_parents_changed,
+};
+
 static void daemon_done(Daemon *d)
 {
         udev_source_free(d->udev);
@@ -86,6 +134,7 @@ static void daemon_done(Daemon *d)
                 sd_bus_flush_close_unref(d->bus);
         }
         inventory_free(d->inventory);
+        device_access_free(d->access);
         sim_host_free(d->sim);
         sd_event_unref(d->event);
         g_free(d->backend);
@@ -93,8 +142,16 @@ static void daemon_done(Daemon *d)
 
 static int setup_inventory(Daemon *d)
 {
+        _cleanup_(access_config_done) AccessConfig config = {};
+        g_autofree char *config_error = NULL;
+
+        if (access_config_load(arg_config, &config, &config_error) < 0) {
+                log_error("Refusing configuration %s", config_error);
+                return -EINVAL;
+        }
+        d->access = device_access_new(&config, arg_simulate != NULL);
         d->inventory = inventory_new();
-        inventory_set_listener(d->inventory, &bus_inventory_listener, d);
+        inventory_set_listener(d->inventory, &inventory_listener, d);
 
         if (arg_simulate) {
                 g_autofree char *error = NULL;

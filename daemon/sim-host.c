@@ -161,12 +161,106 @@ static bool parse_attributes(Ctx *c, const char *where, JsonObject *o, GHashTabl
         return true;
 }
 
+static void sim_spec_free(void *p)
+{
+        SimDeviceSpec *s = p;
+
+        if (!s)
+                return;
+        g_free(s->stream_type);
+        g_free(s);
+}
+
+static bool get_bool(Ctx *c, const char *where, JsonObject *o, const char *key, bool *out)
+{
+        JsonNode *n = member(o, key);
+
+        if (!n)
+                return true;
+        if (!JSON_NODE_HOLDS_VALUE(n) || json_node_get_value_type(n) != G_TYPE_BOOLEAN)
+                return fail(c, where, "\"%s\" must be true or false", key);
+        *out = json_node_get_boolean(n);
+        return true;
+}
+
+/* The simulated device's behaviour: the "migration" object and "open-error". */
+static bool parse_sim_spec(Ctx *c, const char *dwhere, JsonObject *dev, JsonObject *mig, VfmigDevice *d)
+{
+        static const char *const keys[] = {
+                "flags", "dma-logging", "data-size", "state-size", "dirty-rate",
+                "stream-type", "stream-version", "fill-seed", "comment", NULL
+        };
+        static const struct { const char *name; uint64_t bit; } flag_names[] = {
+                { "stop-copy", VFMIG_MIGRATION_STOP_COPY },
+                { "p2p", VFMIG_MIGRATION_P2P },
+                { "pre-copy", VFMIG_MIGRATION_PRE_COPY },
+        };
+        g_autofree char *where = g_strdup_printf("%s.migration", dwhere);
+        g_autofree char *open_error = NULL;
+        SimDeviceSpec *spec;
+        JsonArray *flags;
+        gint64 size = 1 << 20, rate = 0, version = 1, seed = 1;
+        bool data_size = true;
+
+        if (!get_string(c, dwhere, dev, "open-error", false, 32, &open_error))
+                return false;
+        if (open_error && strcmp(open_error, "group-in-use") != 0)
+                return fail(c, dwhere, "\"open-error\" must be \"group-in-use\"");
+        if (!mig && !open_error)
+                return true;
+
+        spec = g_new0(SimDeviceSpec, 1);
+        d->backend_data = spec;
+        d->backend_free = sim_spec_free;
+        spec->open_error = open_error ? -EBUSY : 0;
+        spec->stream_type = g_strdup("none");
+        spec->config.memory_size = 4096;
+        spec->config.stream_version = 1;
+        spec->config.stream_type = spec->stream_type;
+        if (!mig)
+                return true;
+
+        if (!check_keys(c, where, mig, keys) ||
+            !get_array(c, where, mig, "flags", &flags) ||
+            !get_bool(c, where, mig, "dma-logging", &spec->config.dma_logging) ||
+            !get_bool(c, where, mig, "data-size", &data_size) ||
+            !get_int(c, where, mig, "state-size", 1, G_GINT64_CONSTANT(1) << 40, &size) ||
+            !get_int(c, where, mig, "dirty-rate", 0, G_GINT64_CONSTANT(1) << 40, &rate) ||
+            !get_int(c, where, mig, "stream-version", 0, UINT32_MAX, &version) ||
+            !get_int(c, where, mig, "fill-seed", 0, G_MAXINT64, &seed) ||
+            !get_string(c, where, mig, "stream-type", true, 31, &spec->stream_type))
+                return false;
+        for (guint i = 0; flags && i < json_array_get_length(flags); i++) {
+                JsonNode *n = json_array_get_element(flags, i);
+                const char *f = JSON_NODE_HOLDS_VALUE(n) && json_node_get_value_type(n) == G_TYPE_STRING
+                                ? json_node_get_string(n) : NULL;
+                bool known = false;
+
+                for (size_t k = 0; f && k < G_N_ELEMENTS(flag_names); k++)
+                        if (strcmp(f, flag_names[k].name) == 0) {
+                                spec->config.migration_flags |= flag_names[k].bit;
+                                known = true;
+                        }
+                if (!known)
+                        return fail(c, where, "flags[%u] must be one of \"stop-copy\", \"p2p\", \"pre-copy\"", i);
+        }
+        if (spec->config.migration_flags && !(spec->config.migration_flags & VFMIG_MIGRATION_STOP_COPY))
+                return fail(c, where, "\"flags\" must include \"stop-copy\" (the kernel requires it)");
+        spec->config.stream_type = spec->stream_type;
+        spec->config.no_data_size = !data_size;
+        spec->config.memory_size = (uint64_t) size;
+        spec->config.dirty_rate = (uint64_t) rate;
+        spec->config.stream_version = (uint32_t) version;
+        spec->config.fill_seed = (uint64_t) seed;
+        return true;
+}
+
 static VfmigDevice *parse_device(Ctx *c, JsonNode *node, guint index)
 {
         static const char *const keys[] = {
                 "name", "kind", "driver", "vendor-id", "device-id", "subsystem-vendor-id",
                 "subsystem-device-id", "revision", "iommu-group", "numa-node", "mdev-type",
-                "parent", "attributes", "migration", "comment", NULL
+                "parent", "attributes", "migration", "open-error", "comment", NULL
         };
         g_autofree char *where = g_strdup_printf("devices[%u]", index);
         g_autofree char *name = NULL, *kind = NULL;
@@ -230,8 +324,9 @@ static VfmigDevice *parse_device(Ctx *c, JsonNode *node, guint index)
         d->numa_node = (int32_t) i;
         if (!parse_attributes(c, where, o, d->attributes))
                 return NULL;
-        /* The migration behaviour is read by the VFIO simulator (sim-device.c). */
         if (!get_object(c, where, o, "migration", &mig))
+                return NULL;
+        if (!parse_sim_spec(c, where, o, mig, d))
                 return NULL;
         return g_steal_pointer(&d);
 }

@@ -11,6 +11,15 @@
 #pragma once
 
 #include "inventory.h"
+#include "vfio.h"
+
+/* What a simulated device does, from its "migration" object; kept in the
+ * VfmigDevice's backend_data. */
+typedef struct SimDeviceSpec {
+        VfmigSimDeviceConfig config;    /* config.stream_type points at stream_type */
+        char *stream_type;
+        int open_error;                 /* 0, or -EBUSY to act as a group held elsewhere */
+} SimDeviceSpec;
 
 typedef struct SimHost {
         char *path;

@@ -9,6 +9,7 @@
 #include <systemd/sd-bus.h>
 #include <systemd/sd-event.h>
 
+#include "device-access.h"
 #include "inventory-udev.h"
 #include "inventory.h"
 #include "sim-host.h"
@@ -20,6 +21,7 @@ typedef struct Daemon {
         UdevSource *udev;          /* real host */
         SimHost *sim;              /* simulated host (--simulate) */
         char *backend;             /* "host" or "simulated:<host name>" */
+        DeviceAccess *access;
 } Daemon;
 
 /* bus-manager.c */
@@ -28,8 +30,11 @@ extern const sd_bus_vtable manager_vtable[];
 extern const sd_bus_vtable device_vtable[];
 int bus_device_register(Daemon *d);
 char *bus_device_path(const char *name);
-/* Glue from inventory changes to bus signals. */
-extern const InventoryListener bus_inventory_listener;
+/* Signals for inventory changes. */
+void bus_device_emit_added(Daemon *d, const VfmigDevice *dev);
+void bus_device_emit_removed(Daemon *d, const VfmigDevice *dev);
+void bus_device_emit_changed(Daemon *d, const VfmigDevice *dev);
+void bus_manager_emit_types_changed(Daemon *d);
 
 /* bus-errors.c */
 extern const sd_bus_error_map vfmig_error_map[];

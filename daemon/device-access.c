@@ -1,0 +1,238 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include <errno.h>
+#include <fnmatch.h>
+#include <string.h>
+
+#include "device-access.h"
+#include "log.h"
+#include "sim-host.h"
+#include "util.h"
+
+struct DeviceAccess {
+        AccessConfig config;
+        bool simulate;
+        GHashTable *entries;   /* name -> ManagedDevice* */
+};
+
+static const char *const status_names[_ACCESS_STATUS_MAX] = {
+        [ACCESS_MANAGED] = "managed",
+        [ACCESS_EXCLUDED] = "excluded",
+        [ACCESS_GROUP_NOT_VIABLE] = "group-not-viable",
+        [ACCESS_GROUP_IN_USE] = "group-in-use",
+        [ACCESS_UNAVAILABLE] = "unavailable",
+};
+
+const char *access_status_to_string(AccessStatus s)
+{
+        return s < _ACCESS_STATUS_MAX ? status_names[s] : NULL;
+}
+
+static bool patterns_valid(char **l)
+{
+        for (char **p = l; p && *p; p++)
+                if (!**p || !vfmig_string_is_valid(*p, 256))
+                        return false;
+        return true;
+}
+
+int access_config_load(const char *path, AccessConfig *ret, char **error)
+{
+        g_autoptr(GKeyFile) kf = g_key_file_new();
+        g_autoptr(GError) err = NULL;
+        AccessConfig c = {};
+
+        *ret = (AccessConfig) {};
+        if (!g_key_file_load_from_file(kf, path, G_KEY_FILE_NONE, &err)) {
+                if (g_error_matches(err, G_FILE_ERROR, G_FILE_ERROR_NOENT))
+                        return 0;
+                *error = g_strdup_printf("%s: %s", path, err->message);
+                return -EINVAL;
+        }
+        c.allow = g_key_file_get_string_list(kf, "Devices", "Allow", NULL, NULL);
+        c.deny = g_key_file_get_string_list(kf, "Devices", "Deny", NULL, NULL);
+        if (!patterns_valid(c.allow) || !patterns_valid(c.deny)) {
+                *error = g_strdup_printf("%s: [Devices] Allow=/Deny= must be ;-separated non-empty patterns "
+                                         "of printable characters", path);
+                access_config_done(&c);
+                return -EINVAL;
+        }
+        *ret = c;
+        return 0;
+}
+
+void access_config_done(AccessConfig *c)
+{
+        g_strfreev(c->allow);
+        g_strfreev(c->deny);
+        *c = (AccessConfig) {};
+}
+
+static bool matches(char **patterns, const VfmigDevice *d)
+{
+        g_autofree char *drv = g_strconcat("driver:", d->driver, NULL);
+        g_autofree char *type = g_strconcat("type:", d->mdev_type, NULL);
+
+        for (char **p = patterns; p && *p; p++)
+                if (fnmatch(*p, d->name, 0) == 0 || fnmatch(*p, drv, 0) == 0 ||
+                    (d->mdev_type[0] && fnmatch(*p, type, 0) == 0))
+                        return true;
+        return false;
+}
+
+bool access_config_allows(const AccessConfig *c, const VfmigDevice *d)
+{
+        if (c->allow && !matches(c->allow, d))
+                return false;
+        return !matches(c->deny, d);
+}
+
+static void managed_device_free(ManagedDevice *m)
+{
+        if (!m)
+                return;
+        vfmig_vfio_close(m->vfio);
+        g_free(m->name);
+        g_free(m->driver);
+        g_free(m->status_message);
+        g_free(m);
+}
+
+DeviceAccess *device_access_new(const AccessConfig *config, bool simulate)
+{
+        DeviceAccess *a = g_new0(DeviceAccess, 1);
+
+        a->config.allow = g_strdupv(config ? config->allow : NULL);
+        a->config.deny = g_strdupv(config ? config->deny : NULL);
+        a->simulate = simulate;
+        a->entries = g_hash_table_new_full(g_str_hash, g_str_equal, NULL,
+                                           (GDestroyNotify) managed_device_free);
+        return a;
+}
+
+void device_access_free(DeviceAccess *a)
+{
+        if (!a)
+                return;
+        g_hash_table_unref(a->entries);
+        access_config_done(&a->config);
+        g_free(a);
+}
+
+static void set_status(ManagedDevice *m, AccessStatus s, char *message)
+{
+        m->status = s;
+        g_free(m->status_message);
+        m->status_message = message;
+}
+
+/* The simulator's stand-in for a device without migration support. */
+static const VfmigSimDeviceConfig no_migration_config = {
+        .memory_size = 4096,
+        .stream_type = "none",
+        .stream_version = 1,
+};
+
+static int open_vfio(DeviceAccess *a, const VfmigDevice *d, VfmigVfioDevice **ret)
+{
+        if (a->simulate) {
+                const SimDeviceSpec *spec = d->backend_data;
+                VfmigSimDeviceConfig named = spec ? spec->config : no_migration_config;
+
+                if (spec && spec->open_error)
+                        return spec->open_error;
+                named.name = d->name;
+                return vfmig_vfio_sim_open(&named, ret);
+        }
+        return vfmig_vfio_kernel_open(d->name, d->iommu_group,
+                                      d->sysfs_path[0] ? d->sysfs_path : NULL, ret);
+}
+
+static void open_entry(DeviceAccess *a, ManagedDevice *m, const VfmigDevice *d)
+{
+        VfmigVfioDevice *v = NULL;
+        int r;
+
+        vfmig_vfio_close(steal_ptr(&m->vfio));
+        m->migration_flags = 0;
+        m->dma_logging = false;
+
+        if (!access_config_allows(&a->config, d)) {
+                set_status(m, ACCESS_EXCLUDED, g_strdup("excluded by the Allow=/Deny= lists of vfmigd.conf"));
+                log_device(LOG_INFO, d->name, "not managed: excluded by configuration");
+                return;
+        }
+        r = open_vfio(a, d, &v);
+        if (r == -EBUSY) {
+                /* The VFIO layer says -EBUSY both for a non-viable group and a
+                 * group held elsewhere; non-viability is the kernel's answer
+                 * when a member has a host driver, which we cannot tell from
+                 * here, so say both plainly. */
+                set_status(m, ACCESS_GROUP_IN_USE,
+                           g_strdup_printf("IOMMU group %d is held by another process or is not viable "
+                                           "(every device of the group must be bound to a VFIO driver)",
+                                           d->iommu_group));
+                log_device(LOG_WARNING, d->name, "not managed: %s", m->status_message);
+                return;
+        }
+        if (r < 0) {
+                errno = -r;
+                set_status(m, ACCESS_UNAVAILABLE, g_strdup_printf("cannot open the VFIO device: %m"));
+                log_device(LOG_WARNING, d->name, "not managed: %s", m->status_message);
+                return;
+        }
+        m->vfio = v;
+        if (vfmig_vfio_get_migration_flags(v, &m->migration_flags) < 0)
+                m->migration_flags = 0;
+        m->dma_logging = vfmig_vfio_has_dma_logging(v);
+        set_status(m, ACCESS_MANAGED, g_strdup_printf("open (%s)", vfmig_vfio_backend(v)));
+        log_device(LOG_INFO, d->name, "managed through %s", vfmig_vfio_backend(v));
+}
+
+ManagedDevice *device_access_update(DeviceAccess *a, const VfmigDevice *d)
+{
+        ManagedDevice *m = g_hash_table_lookup(a->entries, d->name);
+
+        if (m && streq_ptr(m->driver, d->driver) && m->iommu_group == d->iommu_group)
+                return m;
+        if (!m) {
+                m = g_new0(ManagedDevice, 1);
+                m->name = g_strdup(d->name);
+                g_hash_table_insert(a->entries, m->name, m);
+        }
+        g_free(m->driver);
+        m->driver = g_strdup(d->driver);
+        m->iommu_group = d->iommu_group;
+        open_entry(a, m, d);
+        return m;
+}
+
+void device_access_remove(DeviceAccess *a, const char *name)
+{
+        g_hash_table_remove(a->entries, name);
+}
+
+ManagedDevice *device_access_get(DeviceAccess *a, const char *name)
+{
+        return g_hash_table_lookup(a->entries, name);
+}
+
+int managed_device_get_state(ManagedDevice *m, VfmigMigState *ret)
+{
+        if (!m || !m->vfio)
+                return -ENODEV;
+        return vfmig_vfio_get_state(m->vfio, ret);
+}
+
+int managed_device_reset(ManagedDevice *m)
+{
+        if (!m || !m->vfio)
+                return -ENODEV;
+        return vfmig_vfio_reset(m->vfio);
+}
+
+int managed_device_open_fd(ManagedDevice *m)
+{
+        if (!m || !m->vfio)
+                return -ENODEV;
+        return vfmig_vfio_dup_fd(m->vfio);
+}
