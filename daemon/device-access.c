@@ -162,15 +162,17 @@ static void open_entry(DeviceAccess *a, ManagedDevice *m, const VfmigDevice *d)
                 return;
         }
         r = open_vfio(a, d, &v);
+        if (r == -EPERM) {
+                set_status(m, ACCESS_GROUP_NOT_VIABLE,
+                           g_strdup_printf("IOMMU group %d is not viable: every device of the group must be "
+                                           "bound to a VFIO driver (or to none)", d->iommu_group));
+                log_device(LOG_WARNING, d->name, "not managed: %s", m->status_message);
+                return;
+        }
         if (r == -EBUSY) {
-                /* The VFIO layer says -EBUSY both for a non-viable group and a
-                 * group held elsewhere; non-viability is the kernel's answer
-                 * when a member has a host driver, which we cannot tell from
-                 * here, so say both plainly. */
                 set_status(m, ACCESS_GROUP_IN_USE,
-                           g_strdup_printf("IOMMU group %d is held by another process or is not viable "
-                                           "(every device of the group must be bound to a VFIO driver)",
-                                           d->iommu_group));
+                           g_strdup_printf("IOMMU group %d (or the device) is held by another process; "
+                                           "vfmigd must be the only owner of VFIO devices", d->iommu_group));
                 log_device(LOG_WARNING, d->name, "not managed: %s", m->status_message);
                 return;
         }

@@ -204,15 +204,15 @@ static bool parse_sim_spec(Ctx *c, const char *dwhere, JsonObject *dev, JsonObje
 
         if (!get_string(c, dwhere, dev, "open-error", false, 32, &open_error))
                 return false;
-        if (open_error && strcmp(open_error, "group-in-use") != 0)
-                return fail(c, dwhere, "\"open-error\" must be \"group-in-use\"");
+        if (open_error && strcmp(open_error, "group-in-use") != 0 && strcmp(open_error, "group-not-viable") != 0)
+                return fail(c, dwhere, "\"open-error\" must be \"group-in-use\" or \"group-not-viable\"");
         if (!mig && !open_error)
                 return true;
 
         spec = g_new0(SimDeviceSpec, 1);
         d->backend_data = spec;
         d->backend_free = sim_spec_free;
-        spec->open_error = open_error ? -EBUSY : 0;
+        spec->open_error = !open_error ? 0 : strcmp(open_error, "group-in-use") == 0 ? -EBUSY : -EPERM;
         spec->stream_type = g_strdup("none");
         spec->config.memory_size = 4096;
         spec->config.stream_version = 1;

@@ -18,7 +18,7 @@
 typedef struct SimDeviceSpec {
         VfmigSimDeviceConfig config;    /* config.stream_type points at stream_type */
         char *stream_type;
-        int open_error;                 /* 0, or -EBUSY to act as a group held elsewhere */
+        int open_error;                 /* 0, -EBUSY (group held elsewhere), -EPERM (group not viable) */
 } SimDeviceSpec;
 
 typedef struct SimHost {

@@ -117,8 +117,9 @@ static int group_get(int number, KernelGroup **ret)
                 return -errno;
         if (ioctl(group, VFIO_GROUP_GET_STATUS, &status) < 0)
                 return -errno;
+        /* -EPERM, as the kernel's own SET_CONTAINER says for a non-viable group. */
         if (!(status.flags & VFIO_GROUP_FLAGS_VIABLE))
-                return -EBUSY;
+                return -EPERM;
         if (ioctl(group, VFIO_GROUP_SET_CONTAINER, &container) < 0)
                 return -errno;
         if (ioctl(container, VFIO_SET_IOMMU, iommu_type) < 0)

@@ -68,8 +68,8 @@ typedef struct VfmigVfioData VfmigVfioData;       /* one migration data stream *
  * that path reports -ENOTTY/-ENODEV/-ENOENT) the legacy group/container path,
  * with the container shared by every device of one group in this process.
  * -EINVAL for a malformed name, -ENOENT when no such device or group node,
- * -EBUSY when the group is not viable (a member is bound to a host driver) or
- * already owned by another process, -EPROTO for an unknown VFIO API version,
+ * -EPERM when the group is not viable (a member is bound to a host driver),
+ * -EBUSY when the group or device is already held by another process, -EPROTO for an unknown VFIO API version,
  * -EOPNOTSUPP when no Type1 IOMMU is available; other errnos as the kernel
  * gives them.
  */

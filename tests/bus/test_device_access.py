@@ -124,6 +124,22 @@ class DeviceAccess(unittest.TestCase):
         self.assertEqual(len(os.listdir(fd_dir)), before)
 
 
+class NotViable(unittest.TestCase):
+    def test_group_not_viable_is_listed_with_status(self):
+        d = vt.Daemon(['--simulate', os.path.join(vt.SIM, 'host-b.json')]).start()
+        try:
+            c = vt.Client()
+            path = c.manager('GetDevice', '(s)', ('0000:31:00.4',))[0]
+            p = c.get_all(path, vt.DEVICE)
+            self.assertEqual(p['Status'], 'group-not-viable')
+            self.assertIn('IOMMU group 20 is not viable', p['StatusMessage'])
+            with self.assertRaises(GLib.Error) as cm:
+                open_device(c.bus, path)
+            self.assertEqual(vt.dbus_error_name(cm.exception), 'org.vfmig1.Error.NotManaged')
+        finally:
+            self.assertEqual(d.stop(), 0)
+
+
 class Configured(unittest.TestCase):
     def test_deny_list_excludes(self):
         conf = os.path.join(os.environ.get('TMPDIR', '/tmp'), f'vfmigd-test-{os.getpid()}.conf')
