@@ -29,6 +29,7 @@ static const Verb verbs[] = {
         { "show", 1, 1, true, verb_show, "DEVICE", "Show all properties of one device" },
         { "types", 0, 0, true, verb_types, "", "List the mdev types of this host's mdev parents" },
         { "status", 0, 0, true, verb_status, "", "Show the daemon's version, backend and device count" },
+        { "reset", 1, 1, false, verb_reset, "DEVICE", "Reset a device (VFIO_DEVICE_RESET; root only)" },
 };
 
 static void help(FILE *f)

@@ -54,6 +54,7 @@ int verb_devices(VfmigCtl *ctl, int argc, char **argv); /* vfmigctl-devices.c */
 int verb_show(VfmigCtl *ctl, int argc, char **argv);    /* vfmigctl-devices.c */
 int verb_types(VfmigCtl *ctl, int argc, char **argv);   /* vfmigctl-types.c */
 int verb_status(VfmigCtl *ctl, int argc, char **argv);  /* vfmigctl-status.c */
+int verb_reset(VfmigCtl *ctl, int argc, char **argv);   /* vfmigctl-reset.c */
 
 /* --- bus helpers (vfmigctl-bus.c) --------------------------------------- */
 

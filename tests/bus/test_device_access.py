@@ -5,6 +5,7 @@ unprivileged callers, and no FD leaks in the daemon."""
 import json
 import mmap
 import os
+import subprocess
 import unittest
 
 import vfmigtest as vt
@@ -91,6 +92,23 @@ class DeviceAccess(unittest.TestCase):
     def test_reset(self):
         self.client.call(self.path('0000:17:00.1'), vt.DEVICE, 'Reset')
         self.assertEqual(self.props('0000:17:00.1')['MigrationState'], 'running')
+
+    def test_vfmigctl_reset_and_show(self):
+        r = subprocess.run([vt.VFMIGCTL, 'reset', '0000:17:00.1'], capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        r = subprocess.run([vt.VFMIGCTL, 'reset', '0000:17:00.4'], capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn('not managed', r.stderr)
+        r = subprocess.run([vt.VFMIGCTL, 'reset', '0000:99:00.0'], capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.returncode, 3)
+        r = vt.run_as_nobody([vt.VFMIGCTL, 'reset', '0000:17:00.1'])
+        self.assertEqual(r.returncode, 4, r.stderr)
+        r = subprocess.run([vt.VFMIGCTL, 'show', '--json', '0000:17:00.1'], capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        shown = json.loads(r.stdout)
+        self.assertEqual(shown['migration-flags'], ['stop-copy', 'p2p', 'pre-copy', 'dma-logging'])
+        self.assertEqual(shown['migration-state'], 'running')
+        self.assertEqual(shown['status'], 'managed')
 
     def test_unknown_object(self):
         with self.assertRaises(GLib.Error) as cm:
