@@ -46,7 +46,7 @@ run "$ctl" show 0000:17:00.1
 step "the same through busctl"
 run busctl --system tree org.vfmig1
 run busctl --system call org.vfmig1 /org/vfmig1 org.vfmig1.Manager GetDevice s 0000:17:00.1
-run busctl --system introspect org.vfmig1 /org/vfmig1/device/0000_3a17_3a00_2e1 org.vfmig1.Device
+run busctl --system introspect org.vfmig1 /org/vfmig1/device/_30000_3a17_3a00_2e1 org.vfmig1.Device
 step "an unprivileged user may query"
 run setpriv --reuid=65534 --regid=65534 --clear-groups -- "$ctl" devices --json
 step "an unknown device is a typed error"
