@@ -2,6 +2,8 @@
 #include <errno.h>
 #include <fnmatch.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <unistd.h>
 
 #include "device-access.h"
 #include "log.h"
@@ -11,6 +13,9 @@
 struct DeviceAccess {
         AccessConfig config;
         bool simulate;
+        sd_event *event;
+        DeviceReleasedFn on_released;
+        void *userdata;
         GHashTable *entries;   /* name -> ManagedDevice* */
 };
 
@@ -20,6 +25,7 @@ static const char *const status_names[_ACCESS_STATUS_MAX] = {
         [ACCESS_GROUP_NOT_VIABLE] = "group-not-viable",
         [ACCESS_GROUP_IN_USE] = "group-in-use",
         [ACCESS_UNAVAILABLE] = "unavailable",
+        [ACCESS_RELEASED] = "released",
 };
 
 const char *access_status_to_string(AccessStatus s)
@@ -86,21 +92,31 @@ bool access_config_allows(const AccessConfig *c, const VfmigDevice *d)
         return !matches(c->deny, d);
 }
 
+static void close_vfio(ManagedDevice *m)
+{
+        m->request = sd_event_source_disable_unref(m->request);
+        vfmig_vfio_close(steal_ptr(&m->vfio));
+}
+
 static void managed_device_free(ManagedDevice *m)
 {
         if (!m)
                 return;
-        vfmig_vfio_close(m->vfio);
+        close_vfio(m);
         g_free(m->name);
         g_free(m->driver);
         g_free(m->status_message);
         g_free(m);
 }
 
-DeviceAccess *device_access_new(const AccessConfig *config, bool simulate)
+DeviceAccess *device_access_new(const AccessConfig *config, bool simulate, sd_event *event,
+                                DeviceReleasedFn on_released, void *userdata)
 {
         DeviceAccess *a = g_new0(DeviceAccess, 1);
 
+        a->event = event ? sd_event_ref(event) : NULL;
+        a->on_released = on_released;
+        a->userdata = userdata;
         a->config.allow = g_strdupv(config ? config->allow : NULL);
         a->config.deny = g_strdupv(config ? config->deny : NULL);
         a->simulate = simulate;
@@ -115,6 +131,7 @@ void device_access_free(DeviceAccess *a)
                 return;
         g_hash_table_unref(a->entries);
         access_config_done(&a->config);
+        sd_event_unref(a->event);
         g_free(a);
 }
 
@@ -147,12 +164,52 @@ static int open_vfio(DeviceAccess *a, const VfmigDevice *d, VfmigVfioDevice **re
                                       d->sysfs_path[0] ? d->sysfs_path : NULL, ret);
 }
 
+static int on_request(sd_event_source *s, int fd, uint32_t revents, void *userdata)
+{
+        ManagedDevice *m = userdata;
+        uint64_t n;
+
+        (void) read(fd, &n, sizeof(n));
+        /* The kernel waits in unbind/remove until the last holder closes. */
+        log_device(LOG_NOTICE, m->name, "the kernel asked for the device back; releasing it");
+        close_vfio(m);
+        m->migration_flags = 0;
+        m->dma_logging = false;
+        set_status(m, ACCESS_RELEASED,
+                   g_strdup("given back to the kernel on its request (driver unbind or mdev removal)"));
+        if (m->access->on_released)
+                m->access->on_released(m, m->access->userdata);
+        return 0;
+}
+
+/* Watch the device request eventfd, if the device has one. */
+static void watch_request(DeviceAccess *a, ManagedDevice *m)
+{
+        int fd, r;
+
+        if (!a->event)
+                return;
+        fd = vfmig_vfio_request_eventfd(m->vfio);
+        if (fd < 0) {
+                if (fd != -EOPNOTSUPP)
+                        log_device(LOG_WARNING, m->name, "no device request channel: %s", strerror(-fd));
+                return;
+        }
+        r = sd_event_add_io(a->event, &m->request, fd, EPOLLIN, on_request, m);
+        if (r < 0) {
+                close(fd);
+                log_device(LOG_WARNING, m->name, "cannot watch the device request channel: %s", strerror(-r));
+                return;
+        }
+        (void) sd_event_source_set_io_fd_own(m->request, true);
+}
+
 static void open_entry(DeviceAccess *a, ManagedDevice *m, const VfmigDevice *d)
 {
         VfmigVfioDevice *v = NULL;
         int r;
 
-        vfmig_vfio_close(steal_ptr(&m->vfio));
+        close_vfio(m);
         m->migration_flags = 0;
         m->dma_logging = false;
 
@@ -186,6 +243,7 @@ static void open_entry(DeviceAccess *a, ManagedDevice *m, const VfmigDevice *d)
         if (vfmig_vfio_get_migration_flags(v, &m->migration_flags) < 0)
                 m->migration_flags = 0;
         m->dma_logging = vfmig_vfio_has_dma_logging(v);
+        watch_request(a, m);
         set_status(m, ACCESS_MANAGED, g_strdup_printf("open (%s)", vfmig_vfio_backend(v)));
         log_device(LOG_INFO, d->name, "managed through %s", vfmig_vfio_backend(v));
 }
@@ -199,6 +257,7 @@ ManagedDevice *device_access_update(DeviceAccess *a, const VfmigDevice *d)
         if (!m) {
                 m = g_new0(ManagedDevice, 1);
                 m->name = g_strdup(d->name);
+                m->access = a;
                 g_hash_table_insert(a->entries, m->name, m);
         }
         g_free(m->driver);

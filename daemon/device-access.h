@@ -12,6 +12,8 @@
  */
 #pragma once
 
+#include <systemd/sd-event.h>
+
 #include "device.h"
 #include "vfio.h"
 
@@ -21,10 +23,11 @@ typedef enum AccessStatus {
         ACCESS_GROUP_NOT_VIABLE,   /* another group member is bound to a host driver */
         ACCESS_GROUP_IN_USE,       /* the group or device is held by another process */
         ACCESS_UNAVAILABLE,        /* could not be opened for another reason */
+        ACCESS_RELEASED,           /* given back because the kernel asked (unbind, mdev removal) */
         _ACCESS_STATUS_MAX,
 } AccessStatus;
 
-/* "managed", "excluded", "group-not-viable", "group-in-use", "unavailable" */
+/* "managed", "excluded", "group-not-viable", "group-in-use", "unavailable", "released" */
 const char *access_status_to_string(AccessStatus s);
 
 typedef struct AccessConfig {
@@ -48,13 +51,20 @@ typedef struct ManagedDevice {
         VfmigVfioDevice *vfio;        /* NULL unless ACCESS_MANAGED */
         uint64_t migration_flags;     /* probed at open */
         bool dma_logging;
+        sd_event_source *request;     /* the kernel's "give it back" eventfd */
+        struct DeviceAccess *access;
 } ManagedDevice;
 
 typedef struct DeviceAccess DeviceAccess;
 
+/* Called after a device was given back to the kernel on its request. */
+typedef void (*DeviceReleasedFn)(ManagedDevice *m, void *userdata);
+
 /* simulate: open devices with the simulator, using each device's
- * backend_data (a VfmigSimDeviceConfig*, NULL = no migration support). */
-DeviceAccess *device_access_new(const AccessConfig *config, bool simulate);
+ * backend_data (a SimDeviceSpec*, NULL = no migration support).  event: where
+ * to watch the kernel's device request eventfds (NULL: don't). */
+DeviceAccess *device_access_new(const AccessConfig *config, bool simulate, sd_event *event,
+                                DeviceReleasedFn on_released, void *userdata);
 void device_access_free(DeviceAccess *a);
 
 /* Keep the entry of d current (open, reopen or exclude).  Returns the entry. */

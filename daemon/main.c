@@ -119,6 +119,15 @@ static void on_parents_changed(Inventory *inv, void *userdata)
         bus_manager_emit_types_changed(userdata);
 }
 
+static void on_device_released(ManagedDevice *m, void *userdata)
+{
+        Daemon *d = userdata;
+        VfmigDevice *dev = inventory_get_device(d->inventory, m->name);
+
+        if (dev)
+                bus_device_emit_changed(d, dev);
+}
+
 static const InventoryListener inventory_listener = {
         .device_added = on_device_added,
         .device_changed = on_device_changed,
@@ -149,7 +158,7 @@ static int setup_inventory(Daemon *d)
                 log_error("Refusing configuration %s", config_error);
                 return -EINVAL;
         }
-        d->access = device_access_new(&config, arg_simulate != NULL);
+        d->access = device_access_new(&config, arg_simulate != NULL, d->event, on_device_released, d);
         d->inventory = inventory_new();
         inventory_set_listener(d->inventory, &inventory_listener, d);
 

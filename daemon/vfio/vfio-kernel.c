@@ -18,6 +18,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -415,6 +417,44 @@ static int kernel_dup_fd(VfmigVfioDevice *base)
         return fd < 0 ? -errno : fd;
 }
 
+static int kernel_request_eventfd(VfmigVfioDevice *base)
+{
+        KernelDevice *d = KDEV(base);
+        struct vfio_device_info info = { .argsz = sizeof(info) };
+        struct vfio_irq_info irq = { .argsz = sizeof(irq), .index = VFIO_PCI_REQ_IRQ_INDEX };
+        union {
+                struct vfio_irq_set set;
+                uint8_t buf[sizeof(struct vfio_irq_set) + sizeof(int32_t)];
+        } u = {};
+        _cleanup_close_ int efd = -1;
+        int32_t fd32;
+
+        /* The request IRQ is how the kernel asks the owner to let go (driver
+         * unbind, mdev removal); vfio-pci puts it at VFIO_PCI_REQ_IRQ_INDEX
+         * and mdev drivers with a vfio-pci device API follow it. */
+        if (ioctl(d->fd, VFIO_DEVICE_GET_INFO, &info) < 0)
+                return -errno;
+        if (info.num_irqs <= VFIO_PCI_REQ_IRQ_INDEX)
+                return -EOPNOTSUPP;
+        if (ioctl(d->fd, VFIO_DEVICE_GET_IRQ_INFO, &irq) < 0)
+                return -errno;
+        if (irq.count < 1 || !(irq.flags & VFIO_IRQ_INFO_EVENTFD))
+                return -EOPNOTSUPP;
+        efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (efd < 0)
+                return -errno;
+        u.set.argsz = sizeof(u.buf);
+        u.set.flags = VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER;
+        u.set.index = VFIO_PCI_REQ_IRQ_INDEX;
+        u.set.start = 0;
+        u.set.count = 1;
+        fd32 = efd;
+        memcpy(u.set.data, &fd32, sizeof(fd32));
+        if (ioctl(d->fd, VFIO_DEVICE_SET_IRQS, &u.set) < 0)
+                return -errno;
+        return steal_fd(&efd);
+}
+
 static ssize_t kernel_data_read(VfmigVfioData *base, void *buf, size_t n)
 {
         for (;;) {
@@ -470,6 +510,7 @@ static void kernel_data_close(VfmigVfioData *base)
                 .get_data_size = kernel_get_data_size,                  \
                 .reset = kernel_reset,                                  \
                 .dup_fd = kernel_dup_fd,                                \
+                .request_eventfd = kernel_request_eventfd,              \
         }
 
 static const VfmigVfioDeviceOps kernel_legacy_ops = KERNEL_DEVICE_OPS("kernel-legacy");

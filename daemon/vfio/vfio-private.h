@@ -18,6 +18,7 @@ typedef struct VfmigVfioDeviceOps {
         int (*get_data_size)(VfmigVfioDevice *d, uint64_t *ret);
         int (*reset)(VfmigVfioDevice *d);
         int (*dup_fd)(VfmigVfioDevice *d);
+        int (*request_eventfd)(VfmigVfioDevice *d);   /* NULL: no request channel */
 } VfmigVfioDeviceOps;
 
 struct VfmigVfioDevice {

@@ -124,6 +124,15 @@ int vfmig_vfio_reset(VfmigVfioDevice *d)
         return d->ops->reset(d);
 }
 
+int vfmig_vfio_request_eventfd(VfmigVfioDevice *d)
+{
+        if (!d)
+                return -EINVAL;
+        if (!d->ops->request_eventfd)
+                return -EOPNOTSUPP;
+        return d->ops->request_eventfd(d);
+}
+
 int vfmig_vfio_dup_fd(VfmigVfioDevice *d)
 {
         if (!d)

@@ -151,6 +151,12 @@ int vfmig_vfio_get_data_size(VfmigVfioDevice *d, uint64_t *ret_stop_copy_length)
  * open stream ends. */
 int vfmig_vfio_reset(VfmigVfioDevice *d);
 
+/* A new non-blocking eventfd that the kernel signals when it wants the device
+ * back (driver unbind, mdev removal: the device request IRQ).  The owner must
+ * then close the device, or the kernel's unbind/remove waits.  The caller
+ * owns the fd.  -EOPNOTSUPP when the device has no request channel (the sim). */
+int vfmig_vfio_request_eventfd(VfmigVfioDevice *d);
+
 /* A new O_CLOEXEC duplicate of the device FD, for a VMM (OpenDevice); for the
  * sim a duplicate of its memory memfd.  The caller owns it. */
 int vfmig_vfio_dup_fd(VfmigVfioDevice *d);
