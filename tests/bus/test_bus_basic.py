@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
 """vfmigd on a private system bus with the shipped policy: name ownership,
 query access for unprivileged users, errors, clean shutdown."""
+import json
 import os
 import subprocess
 import unittest
@@ -95,6 +96,33 @@ class BusBasics(unittest.TestCase):
         self.assertIn('org.vfmig1', r.stderr)
         # The first instance is still the one answering.
         self.assertEqual(self.client.get(vt.ROOT_PATH, vt.MANAGER, 'Backend'), 'simulated:sim-host-a')
+
+
+class Notify(unittest.TestCase):
+    def test_ready_status_and_clean_exit(self):
+        import socket
+        import tempfile
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, 'notify')
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            sock.bind(path)
+            sock.settimeout(20)
+            d = vt.Daemon(['--simulate', os.path.join(vt.SIM, 'host-b.json')], env={'NOTIFY_SOCKET': path})
+            d.start(wait=False)
+            try:
+                msg = sock.recv(4096).decode()
+                self.assertIn('READY=1', msg.split('\n'))
+                host = json.load(open(os.path.join(vt.SIM, 'host-b.json')))
+                n = sum(1 for x in host['devices'] if x['kind'] == 'mdev' or x['driver'] == 'vfio-pci'
+                        or x['driver'].endswith('_vfio_pci'))
+                self.assertIn(f'STATUS=Serving {n} VFIO devices (simulated:sim-host-b)', msg)
+                # READY is only sent once the name is owned.
+                self.assertTrue(vt.Client().get(vt.ROOT_PATH, vt.MANAGER, 'Version'))
+            finally:
+                self.assertEqual(d.stop(), 0)
+            msg = sock.recv(4096).decode()
+            self.assertIn('STOPPING=1', msg)
+            sock.close()
 
 
 if __name__ == '__main__':
