@@ -105,47 +105,34 @@ static int read_value(sd_bus_message *m, JsonNode **ret)
                 return -EBADMSG;
 
         switch (type) {
-        case SD_BUS_TYPE_BYTE: {
-                uint8_t v;
-                r = sd_bus_message_read_basic(m, type, &v);
-                node = json_node_init_int(json_node_alloc(), v);
-                break;
-        }
-        case SD_BUS_TYPE_INT16: {
-                int16_t v;
-                r = sd_bus_message_read_basic(m, type, &v);
-                node = json_node_init_int(json_node_alloc(), v);
-                break;
-        }
-        case SD_BUS_TYPE_UINT16: {
-                uint16_t v;
-                r = sd_bus_message_read_basic(m, type, &v);
-                node = json_node_init_int(json_node_alloc(), v);
-                break;
-        }
-        case SD_BUS_TYPE_INT32: {
-                int32_t v;
-                r = sd_bus_message_read_basic(m, type, &v);
-                node = json_node_init_int(json_node_alloc(), v);
-                break;
-        }
-        case SD_BUS_TYPE_UINT32: {
-                uint32_t v;
-                r = sd_bus_message_read_basic(m, type, &v);
-                node = json_node_init_int(json_node_alloc(), v);
-                break;
-        }
-        case SD_BUS_TYPE_INT64: {
-                int64_t v;
-                r = sd_bus_message_read_basic(m, type, &v);
-                node = json_node_init_int(json_node_alloc(), v);
-                break;
-        }
+        case SD_BUS_TYPE_BYTE:
+        case SD_BUS_TYPE_INT16:
+        case SD_BUS_TYPE_UINT16:
+        case SD_BUS_TYPE_INT32:
+        case SD_BUS_TYPE_UINT32:
+        case SD_BUS_TYPE_INT64:
         case SD_BUS_TYPE_UINT64: {
-                /* JSON readers lose precision above 2^53 anyway; keep the bits. */
-                uint64_t v;
+                union {
+                        uint8_t y;
+                        int16_t n;
+                        uint16_t q;
+                        int32_t i;
+                        uint32_t u;
+                        int64_t x;
+                        uint64_t t;
+                } v = {};
+                gint64 x;
+
                 r = sd_bus_message_read_basic(m, type, &v);
-                node = json_node_init_int(json_node_alloc(), (gint64) v);
+                x = type == SD_BUS_TYPE_BYTE ? v.y :
+                    type == SD_BUS_TYPE_INT16 ? v.n :
+                    type == SD_BUS_TYPE_UINT16 ? v.q :
+                    type == SD_BUS_TYPE_INT32 ? v.i :
+                    type == SD_BUS_TYPE_UINT32 ? v.u :
+                    type == SD_BUS_TYPE_INT64 ? v.x :
+                    /* JSON readers lose precision above 2^53 anyway; keep the bits. */
+                    (gint64) v.t;
+                node = json_node_init_int(json_node_alloc(), x);
                 break;
         }
         case SD_BUS_TYPE_DOUBLE: {

@@ -11,16 +11,6 @@ import vfmigtest as vt
 BAD = os.path.join(vt.SOURCE, 'tests', 'data', 'bad-hosts')
 
 
-def expected_devices(host):
-    """The VFIO devices of a host file, computed independently of the daemon."""
-    out = {}
-    for d in host['devices']:
-        drv = d.get('driver', '')
-        if d['kind'] == 'mdev' or drv == 'vfio-pci' or drv.endswith('_vfio_pci'):
-            out[d['name']] = d
-    return out
-
-
 class ShippedHosts(unittest.TestCase):
     def test_each_shipped_host(self):
         files = sorted(glob.glob(os.path.join(vt.SIM, '*.json')))
@@ -29,7 +19,7 @@ class ShippedHosts(unittest.TestCase):
             with self.subTest(host=os.path.basename(f)):
                 with open(f) as fh:
                     host = json.load(fh)
-                want = expected_devices(host)
+                want = vt.expected_vfio_devices(host)
                 d = vt.Daemon(['--simulate', f]).start()
                 try:
                     c = vt.Client()

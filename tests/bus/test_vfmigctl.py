@@ -38,12 +38,7 @@ with open(HOST_FILE) as f:
 
 def expected_devices():
     """The VFIO devices of host-a, computed from the host file alone."""
-    out = {}
-    for d in HOST['devices']:
-        drv = d.get('driver', '')
-        if d['kind'] == 'mdev' or drv == 'vfio-pci' or drv.endswith('_vfio_pci'):
-            out[d['name']] = d
-    return out
+    return vt.expected_vfio_devices(HOST)
 
 
 def json_key(dbus_name):

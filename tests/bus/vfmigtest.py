@@ -119,6 +119,17 @@ class Client:
         return self.call(ROOT_PATH, 'org.freedesktop.DBus.ObjectManager', 'GetManagedObjects')[0]
 
 
+def is_vfio_device(spec):
+    """Whether a host-file device is a VFIO device, decided from the file alone."""
+    drv = spec.get('driver', '')
+    return spec['kind'] == 'mdev' or drv == 'vfio-pci' or drv.endswith('_vfio_pci')
+
+
+def expected_vfio_devices(host):
+    """name -> spec of the VFIO devices of a parsed host file."""
+    return {d['name']: d for d in host['devices'] if is_vfio_device(d)}
+
+
 def dbus_error_name(exc):
     return Gio.DBusError.get_remote_error(exc)
 
