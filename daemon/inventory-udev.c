@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <systemd/sd-device.h>
 
@@ -351,6 +352,12 @@ int udev_source_new(sd_event *event, Inventory *inv, UdevSource **ret)
         int r;
 
         s->inv = inv;
+
+        /* sd-device monitors listen to udev's netlink group: without
+         * systemd-udevd there are no events after the first enumeration. */
+        if (access("/run/udev/control", F_OK) < 0)
+                log_warning("systemd-udevd is not running (no /run/udev/control): devices that appear, "
+                            "disappear or change driver after start-up will not be seen");
 
         /* Monitor first, so nothing that happens during enumeration is lost. */
         r = sd_device_monitor_new(&s->monitor);

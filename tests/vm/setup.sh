@@ -48,8 +48,10 @@ apt_install() {
 }
 
 # Tools used by run-vm.sh too: make/gcc for kbuild, cpio+gzip for the
-# initramfs, kmod for modprobe/depmod, timeout (coreutils).
-apt_install qemu-system-x86 linux-headers-amd64 busybox-static kmod cpio gzip make gcc libelf-dev python3
+# initramfs, kmod for modprobe/depmod, timeout (coreutils). udev: the guest
+# runs systemd-udevd from the host root, as a real host does, because vfmigd
+# listens to udev's netlink group, not the kernel's (vm-daemon).
+apt_install qemu-system-x86 linux-headers-amd64 busybox-static kmod cpio gzip make gcc libelf-dev python3 udev
 
 # The ABI: from the installed metapackage's dependency, never hard-coded.
 DEP=$(dpkg-query -W -f='${Depends}' linux-headers-amd64) || die "cannot read linux-headers-amd64 dependencies"
@@ -91,6 +93,7 @@ BB_APPLETS=$(/bin/busybox --list) || die "/bin/busybox does not run"
 grep -qx sh <<<"$BB_APPLETS" || die "/bin/busybox has no sh applet"
 grep -qx cttyhack <<<"$BB_APPLETS" || die "/bin/busybox has no cttyhack applet"
 command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 missing"
+[ -x /lib/systemd/systemd-udevd ] || die "/lib/systemd/systemd-udevd missing (package udev)"
 
 log "ready: ABI $ABI, kernel root $KROOT"
 echo "ABI=$ABI"

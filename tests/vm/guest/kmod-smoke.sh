@@ -4,7 +4,8 @@
 # Guest script: smoke test of the vfmig_testmdev kernel module on the real
 # kernel. Load, types, create, /dev/vfio/<group>, migration_version
 # (read + write-and-test), migration/ attributes, a raw-uAPI migration self
-# test, remove, unload, and a clean kernel log.
+# test, removal while a device is held (the request channel), remove, unload,
+# and a clean kernel log.
 set -u
 . "$(dirname "$0")/lib.sh"
 
@@ -74,6 +75,17 @@ else
     bad "vfio-selftest"
 fi
 echo 1 > /sys/module/$TM_MOD/parameters/stream_version
+
+echo "== device request: remove while the device is held"
+for mode in armed unarmed; do
+    R=$(tm_create small) || { bad "create for the $mode request test"; continue; }
+    RG=$(tm_group "$R") || { bad "no /dev/vfio group for $R"; continue; }
+    if /usr/bin/python3 "$(dirname "$0")/vfio-request.py" $mode "$R" "$RG"; then
+        ok "vfio-request $mode"
+    else
+        bad "vfio-request $mode"
+    fi
+done
 
 echo "== remove and unload"
 for u in $S1 $S2 $L1; do

@@ -10,8 +10,10 @@
  *   vfmig_testmdev-large  256 KiB of device memory
  *
  * Each instance exposes its memory as VFIO region 0 (read/write through the
- * device fd), supports VFIO_DEVICE_RESET, and implements VFIO migration v2
- * with STOP_COPY and P2P.  The STOP_COPY data fd emits exactly
+ * device fd), supports VFIO_DEVICE_RESET, implements VFIO migration v2 with
+ * STOP_COPY and P2P, and has vfio-pci's device request channel: an eventfd
+ * armed through SET_IRQS on VFIO_PCI_REQ_IRQ_INDEX, signalled by .request
+ * when the kernel wants the device back (mdev removal while it is open).  The STOP_COPY data fd emits exactly
  *
  *   "VFMIGDEV" (8 bytes) | u32 LE stream version | type name (32 bytes,
  *   NUL padded) | u64 LE memory size | memory bytes | EOF
@@ -38,6 +40,7 @@
 #include <linux/anon_inodes.h>
 #include <linux/ctype.h>
 #include <linux/device.h>
+#include <linux/eventfd.h>
 #include <linux/file.h>
 #include <linux/fs.h>
 #include <linux/kernel.h>
@@ -143,6 +146,14 @@ struct tm_state {
 	struct tm_migf *resuming;
 	u8 *mem;
 	size_t mem_size;
+	/*
+	 * The device request channel (vfio-pci's VFIO_PCI_REQ_IRQ_INDEX): an
+	 * eventfd the owner arms with SET_IRQS and the kernel signals through
+	 * .request when it wants the device back (mdev removal).
+	 */
+	struct mutex req_lock;	/* protects req_trigger, req_warned */
+	struct eventfd_ctx *req_trigger;
+	bool req_warned;
 };
 
 static struct tm_state *to_tm(struct vfio_device *vdev)
@@ -529,6 +540,7 @@ static int tm_init_dev(struct vfio_device *vdev)
 	tm->type = type;
 	tm->mem_size = type->mem_size;
 	mutex_init(&tm->lock);
+	mutex_init(&tm->req_lock);
 	tm->mig_state = VFIO_DEVICE_STATE_RUNNING;
 	vdev->migration_flags = VFIO_MIGRATION_STOP_COPY | VFIO_MIGRATION_P2P;
 	vdev->mig_ops = &tm_mig_ops;
@@ -540,6 +552,9 @@ static void tm_release_dev(struct vfio_device *vdev)
 	struct tm_state *tm = to_tm(vdev);
 
 	kvfree(tm->mem);
+	if (tm->req_trigger)	/* close_device dropped it; never expected */
+		eventfd_ctx_put(tm->req_trigger);
+	mutex_destroy(&tm->req_lock);
 	mutex_destroy(&tm->lock);
 	atomic_dec(&tm->type->instances);
 	vfio_free_device(vdev);
@@ -555,14 +570,138 @@ static int tm_open_device(struct vfio_device *vdev)
 	return 0;
 }
 
+static void tm_req_disarm(struct tm_state *tm)
+{
+	mutex_lock(&tm->req_lock);
+	if (tm->req_trigger) {
+		eventfd_ctx_put(tm->req_trigger);
+		tm->req_trigger = NULL;
+	}
+	mutex_unlock(&tm->req_lock);
+}
+
 static void tm_close_device(struct vfio_device *vdev)
 {
 	struct tm_state *tm = to_tm(vdev);
 
+	tm_req_disarm(tm);
 	mutex_lock(&tm->lock);
 	tm_disable_fds(tm);
 	tm->mig_state = VFIO_DEVICE_STATE_RUNNING;
 	mutex_unlock(&tm->lock);
+}
+
+/*
+ * The kernel wants the device back (6.1: vfio_unregister_group_dev() calls
+ * this, count = 0, 1, ..., every 10 s until the last fd is closed).  Tell
+ * the owner through its request eventfd, as vfio-pci does.
+ */
+static void tm_request(struct vfio_device *vdev, unsigned int count)
+{
+	struct tm_state *tm = to_tm(vdev);
+	struct device *dev = mdev_dev(tm->mdev);
+
+	mutex_lock(&tm->req_lock);
+	if (tm->req_trigger) {
+		eventfd_signal(tm->req_trigger, 1);
+	} else if (!tm->req_warned) {
+		tm->req_warned = true;
+		dev_notice(dev, "removal requested but no request eventfd armed; waiting for the user to close the device\n");
+	}
+	mutex_unlock(&tm->req_lock);
+}
+
+/*
+ * VFIO_DEVICE_SET_IRQS on VFIO_PCI_REQ_IRQ_INDEX, with vfio-pci's semantics
+ * (vfio_pci_set_ctx_trigger_single): ACTION_TRIGGER only; DATA_EVENTFD arms
+ * (fd >= 0) or disarms (fd == -1); DATA_NONE with count 1 (or DATA_BOOL true)
+ * signals the armed eventfd, a loopback test; DATA_NONE with count 0
+ * disarms.  DATA_NONE without an armed eventfd is EINVAL, as there.
+ */
+static int tm_set_req_trigger(struct tm_state *tm, struct vfio_irq_set *hdr,
+			      const void *data)
+{
+	struct eventfd_ctx *ctx;
+	int ret = 0;
+	s32 fd;
+
+	if (hdr->start != 0 || hdr->count > 1 ||
+	    (hdr->flags & VFIO_IRQ_SET_ACTION_TYPE_MASK) != VFIO_IRQ_SET_ACTION_TRIGGER)
+		return -EINVAL;
+
+	mutex_lock(&tm->req_lock);
+	switch (hdr->flags & VFIO_IRQ_SET_DATA_TYPE_MASK) {
+	case VFIO_IRQ_SET_DATA_NONE:
+		if (!tm->req_trigger) {
+			ret = -EINVAL;
+		} else if (hdr->count) {
+			eventfd_signal(tm->req_trigger, 1);
+		} else {
+			eventfd_ctx_put(tm->req_trigger);
+			tm->req_trigger = NULL;
+		}
+		break;
+	case VFIO_IRQ_SET_DATA_BOOL:
+		if (!hdr->count)
+			ret = -EINVAL;
+		else if (*(const u8 *)data && tm->req_trigger)
+			eventfd_signal(tm->req_trigger, 1);
+		break;
+	case VFIO_IRQ_SET_DATA_EVENTFD:
+		if (!hdr->count) {
+			ret = -EINVAL;
+			break;
+		}
+		fd = *(const s32 *)data;
+		if (fd == -1) {
+			if (tm->req_trigger)
+				eventfd_ctx_put(tm->req_trigger);
+			tm->req_trigger = NULL;
+		} else if (fd >= 0) {
+			ctx = eventfd_ctx_fdget(fd);
+			if (IS_ERR(ctx)) {
+				ret = PTR_ERR(ctx);
+				break;
+			}
+			if (tm->req_trigger)
+				eventfd_ctx_put(tm->req_trigger);
+			tm->req_trigger = ctx;
+			tm->req_warned = false;
+		} else {
+			ret = -EINVAL;
+		}
+		break;
+	default:
+		ret = -EINVAL;
+	}
+	mutex_unlock(&tm->req_lock);
+	return ret;
+}
+
+static int tm_set_irqs(struct tm_state *tm, void __user *uarg)
+{
+	struct vfio_irq_set hdr;
+	unsigned long minsz = offsetofend(struct vfio_irq_set, count);
+	size_t data_size = 0;
+	u8 *data = NULL;
+	int ret;
+
+	if (copy_from_user(&hdr, uarg, minsz))
+		return -EFAULT;
+	/* Only the request index has an IRQ (count 1); the others have none. */
+	ret = vfio_set_irqs_validate_and_prepare(&hdr,
+			hdr.index == VFIO_PCI_REQ_IRQ_INDEX ? 1 : 0,
+			VFIO_PCI_NUM_IRQS, &data_size);
+	if (ret)
+		return ret;
+	if (data_size) {
+		data = memdup_user(uarg + minsz, data_size);
+		if (IS_ERR(data))
+			return PTR_ERR(data);
+	}
+	ret = tm_set_req_trigger(tm, &hdr, data);
+	kfree(data);
+	return ret;
 }
 
 static ssize_t tm_rw(struct tm_state *tm, char __user *ubuf, size_t count,
@@ -629,7 +768,8 @@ static long tm_ioctl(struct vfio_device *vdev, unsigned int cmd,
 			return -EINVAL;
 		info.flags = VFIO_DEVICE_FLAGS_PLATFORM | VFIO_DEVICE_FLAGS_RESET;
 		info.num_regions = 1;
-		info.num_irqs = 0;
+		/* IRQ indexes as vfio-pci numbers them; only REQ has an IRQ. */
+		info.num_irqs = VFIO_PCI_NUM_IRQS;
 		return copy_to_user(uarg, &info, minsz) ? -EFAULT : 0;
 	}
 	case VFIO_DEVICE_GET_REGION_INFO: {
@@ -654,11 +794,14 @@ static long tm_ioctl(struct vfio_device *vdev, unsigned int cmd,
 		minsz = offsetofend(struct vfio_irq_info, count);
 		if (copy_from_user(&info, uarg, minsz))
 			return -EFAULT;
-		if (info.argsz < minsz)
+		if (info.argsz < minsz || info.index >= VFIO_PCI_NUM_IRQS)
 			return -EINVAL;
-		/* no interrupts: num_irqs is 0, every index is out of range */
-		return -EINVAL;
+		info.flags = VFIO_IRQ_INFO_EVENTFD;
+		info.count = info.index == VFIO_PCI_REQ_IRQ_INDEX ? 1 : 0;
+		return copy_to_user(uarg, &info, minsz) ? -EFAULT : 0;
 	}
+	case VFIO_DEVICE_SET_IRQS:
+		return tm_set_irqs(tm, uarg);
 	case VFIO_DEVICE_RESET:
 		tm_reset(tm);
 		return 0;
@@ -675,6 +818,7 @@ static const struct vfio_device_ops tm_dev_ops = {
 	.read = tm_read,
 	.write = tm_write,
 	.ioctl = tm_ioctl,
+	.request = tm_request,
 };
 
 /* ---- compatibility attributes on the mdev device ------------------------- */
