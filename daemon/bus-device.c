@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <string.h>
 
+#include "bus-polkit.h"
 #include "log.h"
 #include "util.h"
 #include "vfmigd.h"
@@ -122,15 +123,53 @@ static int require_managed(VfmigDevice *dev, sd_bus_error *error)
         return 0;
 }
 
+/* The Daemon a device method runs for: the fallback vtable's userdata. */
+static Daemon *current_daemon(sd_bus_message *msg)
+{
+        return sd_bus_slot_get_userdata(sd_bus_get_current_slot(sd_bus_message_get_bus(msg)));
+}
+
+/*
+ * parse → validate → authorize → look the object up again → act → reply.
+ * Returns 1 with *ret set when the caller may act on the device, 0 when the
+ * call is parked while polkit is asked (the handler then returns without a
+ * reply and runs again when polkit answered), <0 on refusal with *error set.
+ */
+static int device_authorize(sd_bus_message *msg, VfmigDevice *dev, VfmigDevice **ret, sd_bus_error *error)
+{
+        Daemon *d = current_daemon(msg);
+        _cleanup_free_ char *name = strdup(dev->name);
+        int r;
+
+        if (!name)
+                return -ENOMEM;
+        r = require_managed(dev, error);
+        if (r < 0)
+                return r;
+        r = bus_verify_method_async(msg, VFMIG_DBUS_INTERFACE_DEVICE, name, &d->polkit_registry, error);
+        if (r <= 0)
+                return r;
+        /* Authorized: act on the device as it is now. */
+        dev = inventory_get_device(d->inventory, name);
+        if (!dev)
+                return sd_bus_error_setf(error, VFMIG_ERROR_NO_SUCH_DEVICE,
+                                         "Device %s disappeared while the call was authorized", name);
+        r = require_managed(dev, error);
+        if (r < 0)
+                return r;
+        *ret = dev;
+        return 1;
+}
+
 static int method_open_device(sd_bus_message *msg, void *userdata, sd_bus_error *error)
 {
         VfmigDevice *dev = userdata;
         _cleanup_close_ int fd = -1;
         int r;
 
-        r = require_managed(dev, error);
-        if (r < 0)
-                return r;
+        r = device_authorize(msg, dev, &dev, error);
+        if (r <= 0)
+                return r < 0 ? r : 1;   /* refused, or parked until polkit answers */
         fd = managed_device_open_fd(dev->managed);
         if (fd < 0)
                 return sd_bus_error_set_errnof(error, fd, "Cannot duplicate the device FD of %s: %m", dev->name);
@@ -144,9 +183,9 @@ static int method_reset(sd_bus_message *msg, void *userdata, sd_bus_error *error
         VfmigDevice *dev = userdata;
         int r;
 
-        r = require_managed(dev, error);
-        if (r < 0)
-                return r;
+        r = device_authorize(msg, dev, &dev, error);
+        if (r <= 0)
+                return r < 0 ? r : 1;   /* refused, or parked until polkit answers */
         r = managed_device_reset(dev->managed);
         if (r < 0)
                 return sd_bus_error_setf(error, VFMIG_ERROR_DEVICE_FAILED,
@@ -183,18 +222,17 @@ const sd_bus_vtable device_vtable[] = {
         SD_BUS_PROPERTY("MigrationState", "s", property_get_migration_state, 0, 0),
         SD_BUS_PROPERTY("Status", "s", property_get_status, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("StatusMessage", "s", property_get_status_message, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
-        /* Not UNPRIVILEGED: sd-bus refuses callers without CAP_SYS_ADMIN
-         * until the authorization layer (polkit) handles these. */
+        /* UNPRIVILEGED: the handlers ask polkit themselves (bus-polkit.c). */
         SD_BUS_METHOD_WITH_ARGS("OpenDevice",
                                 SD_BUS_NO_ARGS,
                                 SD_BUS_RESULT("h", fd),
                                 method_open_device,
-                                0),
+                                SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("Reset",
                                 SD_BUS_NO_ARGS,
                                 SD_BUS_NO_RESULT,
                                 method_reset,
-                                0),
+                                SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_VTABLE_END
 };
 

@@ -138,6 +138,7 @@ static const InventoryListener inventory_listener = {
 static void daemon_done(Daemon *d)
 {
         udev_source_free(d->udev);
+        polkit_registry_free(d->polkit_registry);
         if (d->bus) {
                 sd_bus_flush(d->bus);
                 sd_bus_flush_close_unref(d->bus);

@@ -9,6 +9,7 @@
 #include <systemd/sd-bus.h>
 #include <systemd/sd-event.h>
 
+#include "bus-polkit.h"
 #include "device-access.h"
 #include "inventory-udev.h"
 #include "inventory.h"
@@ -22,6 +23,7 @@ typedef struct Daemon {
         SimHost *sim;              /* simulated host (--simulate) */
         char *backend;             /* "host" or "simulated:<host name>" */
         DeviceAccess *access;
+        PolkitRegistry *polkit_registry;   /* calls parked while polkit answers */
 } Daemon;
 
 /* bus-manager.c */

@@ -5,10 +5,18 @@
 
 #include "rules-private.h"
 
+/* The target's own profile, shared by acceptors made alike (a warm start
+ * gives every target of one rule and profile the same one). */
+typedef struct SharedProfile {
+        gint n_ref;
+        VfmigProfile *p;
+} SharedProfile;
+
 struct VfmigAcceptor {
         VfmigRuleSet *rs;          /* keeps rule alive */
         const Rule *rule;
-        VfmigProfile *profile;     /* the target's own profile */
+        SharedProfile *shared;
+        const VfmigProfile *profile;   /* shared->p: the target's own profile */
         char *where;               /* " (rule ID in FILE)" */
         char *device;              /* NULL for a creatable type */
         char *parent;
@@ -44,6 +52,39 @@ char *vfmig_verdict_reasons_text(const VfmigVerdict *v)
 
 /* ---- acceptors ----------------------------------------------------------- */
 
+static SharedProfile *shared_new(VfmigProfile *p)
+{
+        SharedProfile *s = g_new(SharedProfile, 1);
+
+        s->n_ref = 1;
+        s->p = p;
+        return s;
+}
+
+static void shared_unref(SharedProfile *s)
+{
+        if (s && g_atomic_int_dec_and_test(&s->n_ref)) {
+                vfmig_profile_free(s->p);
+                g_free(s);
+        }
+}
+
+static VfmigAcceptor *acceptor_alloc(VfmigRuleSet *rs, const Rule *r, SharedProfile *shared, const char *device,
+                                     const char *parent, const char *mdev_type)
+{
+        VfmigAcceptor *a = g_new0(VfmigAcceptor, 1);
+
+        a->rs = vfmig_rules_ref(rs);
+        a->rule = r;
+        a->shared = shared;
+        a->profile = shared->p;
+        a->where = compat_rule_where(r);
+        a->device = g_strdup(device);
+        a->parent = g_strdup(parent);
+        a->mdev_type = g_strdup(mdev_type);
+        return a;
+}
+
 static int acceptor_new(VfmigRuleSet *rs, const VfmigDevice *target, const VfmigDevice *parent, uint64_t flags,
                         bool candidate, VfmigAcceptor **ret, char **why_not)
 {
@@ -58,15 +99,10 @@ static int acceptor_new(VfmigRuleSet *rs, const VfmigDevice *target, const Vfmig
         k = compat_rule_profile(r, target, parent, flags & ~VFMIG_COMPAT_FLAG_NEEDS_P2P, &p, why_not);
         if (k < 0)
                 return k;
-        a = g_new0(VfmigAcceptor, 1);
-        a->rs = vfmig_rules_ref(rs);
-        a->rule = r;
-        a->profile = g_steal_pointer(&p);
-        a->where = compat_rule_where(r);
-        a->device = candidate ? NULL : g_strdup(target->name);
-        a->parent = target->kind == VFMIG_DEVICE_MDEV && target->parent && *target->parent
-                    ? g_strdup(target->parent) : NULL;
-        a->mdev_type = target->kind == VFMIG_DEVICE_MDEV ? g_strdup(target->mdev_type) : NULL;
+        a = acceptor_alloc(rs, r, shared_new(g_steal_pointer(&p)), candidate ? NULL : target->name,
+                           target->kind == VFMIG_DEVICE_MDEV && target->parent && *target->parent
+                           ? target->parent : NULL,
+                           target->kind == VFMIG_DEVICE_MDEV ? target->mdev_type : NULL);
         *ret = a;
         return 0;
 }
@@ -109,11 +145,74 @@ int vfmig_acceptor_new_for_mdev_type(VfmigRuleSet *rs, const VfmigDevice *parent
         return acceptor_new(rs, &cand, parent, flags, true, ret, why_not);
 }
 
+int vfmig_acceptor_new_cached(VfmigRuleSet *rs, const char *rule_id, const VfmigProfile *profile,
+                              const char *device, const char *parent, const char *mdev_type, VfmigAcceptor **ret,
+                              char **error)
+{
+        const Rule *r = rule_id ? g_hash_table_lookup(rs->ids, rule_id) : NULL;
+        g_autofree char *why = NULL;
+        size_t n;
+
+        *ret = NULL;
+        if (!r) {
+                if (error)
+                        *error = g_strdup_printf("rule \"%s\" is not in force", rule_id ? rule_id : "");
+                return -ENOENT;
+        }
+        if (vfmig_profile_validate(profile, &why) < 0) {
+                if (error)
+                        *error = g_strdup_printf("profile for rule %s: %s", r->id, why);
+                return -EINVAL;
+        }
+        n = strlen(r->ns);
+        if (strncmp(profile->migration_type, r->ns, n) != 0 || profile->migration_type[n] != ':' ||
+            !(profile->capabilities & VFMIG_CAP_STOP_COPY) || (profile->capabilities & VFMIG_CAP_NEEDS_P2P)) {
+                if (error)
+                        *error = g_strdup_printf("profile of type \"%s\" cannot come from rule %s (namespace %s)",
+                                                 profile->migration_type, r->id, r->ns);
+                return -EINVAL;
+        }
+        if (mdev_type && !*mdev_type)
+                mdev_type = NULL;
+        if (parent && !*parent)
+                parent = NULL;
+        *ret = acceptor_alloc(rs, r, shared_new(vfmig_profile_copy(profile)), device, parent, mdev_type);
+        return 0;
+}
+
+VfmigAcceptor *vfmig_acceptor_new_like(const VfmigAcceptor *a, const char *device, const char *parent,
+                                       const char *mdev_type)
+{
+        g_atomic_int_inc(&a->shared->n_ref);
+        return acceptor_alloc(a->rs, a->rule, a->shared, device, parent && *parent ? parent : NULL,
+                              mdev_type && *mdev_type ? mdev_type : NULL);
+}
+
+bool vfmig_acceptor_uses_kernel(const VfmigAcceptor *a)
+{
+        return a->rule->has_kernel;
+}
+
+const char *vfmig_acceptor_get_rule_file(const VfmigAcceptor *a)
+{
+        return a->rule->file;
+}
+
+const char *vfmig_acceptor_get_rule_definition(const VfmigAcceptor *a)
+{
+        return a->rule->json;
+}
+
+bool vfmig_acceptor_is_creatable(const VfmigAcceptor *a)
+{
+        return !a->device;
+}
+
 void vfmig_acceptor_free(VfmigAcceptor *a)
 {
         if (!a)
                 return;
-        vfmig_profile_free(a->profile);
+        shared_unref(a->shared);
         g_free(a->where);
         g_free(a->device);
         g_free(a->parent);

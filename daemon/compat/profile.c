@@ -347,30 +347,14 @@ static void json_to_value(JsonNode *node, VfmigValue *v, GPtrArray *keep)
         }
 }
 
-int vfmig_profile_from_json(const char *text, gssize len, VfmigProfile **ret, char **error)
+int vfmig_profile_from_json_node(JsonNode *root, VfmigProfile **ret, char **error)
 {
-        g_autoptr(JsonParser) parser = json_parser_new_immutable();
-        g_autoptr(GError) err = NULL;
         g_autoptr(VfmigProfile) p = vfmig_profile_new();
         g_autoptr(GList) members = NULL;
-        JsonNode *root;
         JsonObject *o;
         int r;
 
         *ret = NULL;
-        if (len < 0)
-                len = (gssize) strlen(text);
-        if (memchr(text, '\0', (size_t) len)) {
-                if (error)
-                        *error = g_strdup("profile: contains a NUL byte");
-                return -EINVAL;
-        }
-        if (!json_parser_load_from_data(parser, text, len, &err)) {
-                if (error)
-                        *error = g_strdup_printf("profile: not valid JSON: %s", err->message);
-                return -EINVAL;
-        }
-        root = json_parser_get_root(parser);
         if (!root || !JSON_NODE_HOLDS_OBJECT(root)) {
                 if (error)
                         *error = g_strdup("profile: must be a JSON object");
@@ -394,16 +378,34 @@ int vfmig_profile_from_json(const char *text, gssize len, VfmigProfile **ret, ch
         return 0;
 }
 
+int vfmig_profile_from_json(const char *text, gssize len, VfmigProfile **ret, char **error)
+{
+        g_autoptr(JsonParser) parser = json_parser_new_immutable();
+        g_autoptr(GError) err = NULL;
+
+        *ret = NULL;
+        if (len < 0)
+                len = (gssize) strlen(text);
+        if (memchr(text, '\0', (size_t) len)) {
+                if (error)
+                        *error = g_strdup("profile: contains a NUL byte");
+                return -EINVAL;
+        }
+        if (!json_parser_load_from_data(parser, text, len, &err)) {
+                if (error)
+                        *error = g_strdup_printf("profile: not valid JSON: %s", err->message);
+                return -EINVAL;
+        }
+        return vfmig_profile_from_json_node(json_parser_get_root(parser), ret, error);
+}
+
 static gint str_cmp(gconstpointer a, gconstpointer b)
 {
         return strcmp(*(const char *const *) a, *(const char *const *) b);
 }
 
-char *vfmig_profile_to_json(const VfmigProfile *p)
+void vfmig_profile_build_json(const VfmigProfile *p, JsonBuilder *b)
 {
-        g_autoptr(JsonBuilder) b = json_builder_new();
-        g_autoptr(JsonGenerator) gen = json_generator_new();
-        g_autoptr(JsonNode) root = NULL;
         g_autoptr(GPtrArray) keys = g_ptr_array_new();
         g_auto(GStrv) caps = vfmig_caps_to_strv(p->capabilities);
         GHashTableIter it;
@@ -446,6 +448,15 @@ char *vfmig_profile_to_json(const VfmigProfile *p)
                 json_builder_add_string_value(b, p->source_device);
         }
         json_builder_end_object(b);
+}
+
+char *vfmig_profile_to_json(const VfmigProfile *p)
+{
+        g_autoptr(JsonBuilder) b = json_builder_new();
+        g_autoptr(JsonGenerator) gen = json_generator_new();
+        g_autoptr(JsonNode) root = NULL;
+
+        vfmig_profile_build_json(p, b);
         root = json_builder_get_root(b);
         json_generator_set_root(gen, root);
         json_generator_set_pretty(gen, true);

@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include <glib.h>
+#include <json-glib/json-glib.h>
 
 #define VFMIG_PROFILE_FORMAT 1
 
@@ -104,6 +105,12 @@ int vfmig_profile_validate(const VfmigProfile *p, char **error);
  * input; len may be -1 for a NUL-terminated string.
  */
 int vfmig_profile_from_json(const char *text, gssize len, VfmigProfile **ret, char **error);
+
+/* The same from an already parsed JSON node (a cache file, an export). */
+int vfmig_profile_from_json_node(JsonNode *node, VfmigProfile **ret, char **error);
+
+/* Add the profile as one JSON object value to b (stable key order). */
+void vfmig_profile_build_json(const VfmigProfile *p, JsonBuilder *b);
 
 /* Pretty JSON with stable key order; never NULL. */
 char *vfmig_profile_to_json(const VfmigProfile *p);

@@ -77,6 +77,8 @@ typedef struct Rule {
         uint32_t caps;          /* declared capabilities */
         bool caps_declared;
         GPtrArray *accept;      /* Clause* */
+        bool has_kernel;        /* an accept clause asks the kernel (per-target answer) */
+        char *json;             /* the rule's definition as written, compact JSON */
 } Rule;
 
 struct VfmigRuleSet {

@@ -70,6 +70,7 @@ static void rule_free(Rule *r)
         g_free(r->ns);
         g_free(r->type_tmpl);
         g_free(r->version_tmpl);
+        g_free(r->json);
         if (r->exports)
                 g_ptr_array_unref(r->exports);
         if (r->accept)
@@ -114,6 +115,20 @@ const char *const *vfmig_rules_files(const VfmigRuleSet *rs)
 const char *vfmig_rules_fingerprint(const VfmigRuleSet *rs)
 {
         return rs->fingerprint;
+}
+
+const char *vfmig_rules_rule_file(const VfmigRuleSet *rs, const char *id)
+{
+        const Rule *r = id ? g_hash_table_lookup(rs->ids, id) : NULL;
+
+        return r ? r->file : NULL;
+}
+
+const char *vfmig_rules_rule_definition(const VfmigRuleSet *rs, const char *id)
+{
+        const Rule *r = id ? g_hash_table_lookup(rs->ids, id) : NULL;
+
+        return r ? r->json : NULL;
 }
 
 /* ---- parsing helpers ----------------------------------------------------- */
@@ -848,9 +863,11 @@ static Rule *parse_rule(Ctx *c, const char *where, JsonNode *node, const char *f
                         Clause *cl = parse_clause(c, w, json_array_get_element(a, i));
                         if (!cl)
                                 return NULL;
+                        r->has_kernel |= cl->kind == CHECK_KERNEL;
                         g_ptr_array_add(r->accept, cl);
                 }
         }
+        r->json = json_to_string(node, false);
         return g_steal_pointer(&r);
 }
 

@@ -64,6 +64,10 @@ const char *const *vfmig_rules_files(const VfmigRuleSet *rs);
 /* SHA-256 over the names and contents of every file read (also the broken
  * ones): part of the matrix fingerprint. */
 const char *vfmig_rules_fingerprint(const VfmigRuleSet *rs);
+/* The file a rule of that id comes from, and its definition as written
+ * (compact JSON: what ExportMatrix shows schedulers); NULL for an unknown id. */
+const char *vfmig_rules_rule_file(const VfmigRuleSet *rs, const char *id);
+const char *vfmig_rules_rule_definition(const VfmigRuleSet *rs, const char *id);
 
 /*
  * The profile of dev as a migration source.  parent: for an mdev, its parent
@@ -136,8 +140,34 @@ int vfmig_acceptor_new(VfmigRuleSet *rs, const VfmigDevice *target, const VfmigD
  */
 int vfmig_acceptor_new_for_mdev_type(VfmigRuleSet *rs, const VfmigDevice *parent, const char *type_id,
                                      uint64_t flags, VfmigAcceptor **ret, char **why_not);
+/*
+ * Recreate an acceptor from what a cache remembered, without matching or
+ * expanding anything: the rule (by id, in rs) and the target's own profile
+ * (copied; must be valid, of the rule's namespace, with stop-copy).  device:
+ * the target device's name, NULL for a creatable type; parent, mdev_type as
+ * for a kernel query (NULL or "" when none).  -ENOENT when no rule of that id
+ * is in force, -EINVAL for a profile the rule could not have given; *error
+ * (may be NULL) says which.  Only valid while the cache's fingerprint (which
+ * covers rs's fingerprint and the target's identity) matches.
+ */
+int vfmig_acceptor_new_cached(VfmigRuleSet *rs, const char *rule_id, const VfmigProfile *profile,
+                              const char *device, const char *parent, const char *mdev_type,
+                              VfmigAcceptor **ret, char **error);
+/* Another target with the same rule and the same own profile as a (shared,
+ * not copied): the cheap path for many identical VFs. */
+VfmigAcceptor *vfmig_acceptor_new_like(const VfmigAcceptor *a, const char *device, const char *parent,
+                                       const char *mdev_type);
 void vfmig_acceptor_free(VfmigAcceptor *a);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(VfmigAcceptor, vfmig_acceptor_free)
+
+/* Whether the rule has a {"check": "kernel"} clause: with a hook, the verdict
+ * then depends on the target device itself, not only on rule and profile. */
+bool vfmig_acceptor_uses_kernel(const VfmigAcceptor *a);
+/* A creatable mdev type (no device yet): scored −5, may solve a factor. */
+bool vfmig_acceptor_is_creatable(const VfmigAcceptor *a);
+const char *vfmig_acceptor_get_rule_file(const VfmigAcceptor *a);
+/* The rule as written (compact JSON), as vfmig_rules_rule_definition(). */
+const char *vfmig_acceptor_get_rule_definition(const VfmigAcceptor *a);
 
 /* The matrix index key, e.g. "pci-15b3:mlx5-cx7-vf". */
 const char *vfmig_acceptor_get_migration_type(const VfmigAcceptor *a);

@@ -139,7 +139,8 @@ class DeviceAccess(unittest.TestCase):
             with self.assertRaises(GLib.Error):
                 open_device(self.client.bus, bad)
             self.client.call(path, vt.DEVICE, 'Reset')
-        self.assertEqual(len(os.listdir(fd_dir)), before)
+        # A leak grows the table; a lazily opened descriptor closing is fine.
+        self.assertLessEqual(len(os.listdir(fd_dir)), before)
 
 
 class NotViable(unittest.TestCase):
