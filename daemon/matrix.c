@@ -11,12 +11,27 @@
 
 #include "matrix.h"
 
-#define DIGEST_LEN 32
+#define DIGEST_LEN 16
 #define REASON_MAX 4096
 #define KEY_MAX    512
 
 typedef struct Class Class;
 typedef struct Bucket Bucket;
+
+/*
+ * A device identity as the rules see it, flattened into one allocation in a
+ * canonical byte form (which is also what the fingerprint hashes): kind,
+ * PCI ids, revision, then name, driver, mdev type, parent, and the
+ * attributes sorted by name, each NUL-terminated.  Refcounted: a parent's
+ * identity is shared by all of its creatable types and instances.
+ */
+typedef struct Inputs {
+        gint n_ref;
+        uint64_t hash[2];
+        guint32 len;
+        guint32 n_attrs;
+        guint8 data[];
+} Inputs;
 
 struct MatrixEntry {
         gint n_ref;
@@ -30,10 +45,10 @@ struct MatrixEntry {
         char *reason;
         char *class_key;            /* with an acceptor: rule, kind, own profile */
         /* Inputs, private to the matrix. */
-        VfmigDevice *dev;           /* device entries: the identity */
-        VfmigDevice *pid;           /* the parent's identity (mdev, creatable), or NULL */
+        Inputs *dev;                /* device entries: the identity */
+        Inputs *pid;                /* the parent's identity (mdev, creatable), or NULL; shared */
         uint64_t flags;
-        guint8 digest[DIGEST_LEN];  /* over the inputs: the fingerprint's part */
+        uint64_t digest[2];         /* over the inputs: the fingerprint's part */
         Class *cls;                 /* where it is indexed, or NULL */
 };
 
@@ -57,7 +72,7 @@ struct Bucket {
 
 typedef struct ParentRec {
         char *name;
-        VfmigDevice *identity;      /* given, or bare (name + driver) */
+        Inputs *identity;           /* given, or bare (name + driver) */
         GPtrArray *types;           /* char* type ids with an entry */
         GHashTable *children;       /* mdev device keys with this parent (set) */
 } ParentRec;
@@ -73,7 +88,7 @@ struct Matrix {
         GHashTable *parents;        /* name → ParentRec* */
         GHashTable *orphans;        /* parent name → set of mdev keys whose parent is unknown */
         guint n_indexed;
-        uint64_t acc[4];            /* sum of the entries' digests (order-free) */
+        uint64_t acc[2];            /* sum of the entries' digests (order-free) */
         char *fingerprint;          /* cached, NULL when stale */
         uint64_t generation;
         bool built;
@@ -83,7 +98,6 @@ struct Matrix {
         int64_t cache_generation;   /* from a readable cache file, -1 */
         char *saved_fp;
         uint64_t saved_generation;
-        GChecksum *sum;
         MatrixStats stats;
 };
 
@@ -104,31 +118,18 @@ static const char *nz(const char *s)
         return s && *s ? s : NULL;
 }
 
-static VfmigDevice *ident_copy(const VfmigDevice *d)
+/* Device, parent and type names as sysfs has them: printable, no '/'
+ * (the creatable key's separator) and no newline (the cache's). */
+static bool key_ok(const char *s)
 {
-        VfmigDevice *c = vfmig_device_new(d->name ? d->name : "", d->kind);
-        GHashTableIter it;
-        gpointer k, v;
+        size_t n = 0;
 
-        g_free(c->driver);
-        c->driver = g_strdup(d->driver ? d->driver : "");
-        c->vendor_id = d->vendor_id;
-        c->device_id = d->device_id;
-        c->subsystem_vendor_id = d->subsystem_vendor_id;
-        c->subsystem_device_id = d->subsystem_device_id;
-        c->revision = d->revision;
-        c->numa_node = d->numa_node;
-        c->iommu_group = d->iommu_group;
-        g_free(c->mdev_type);
-        c->mdev_type = g_strdup(d->mdev_type ? d->mdev_type : "");
-        g_free(c->parent);
-        c->parent = g_strdup(d->parent ? d->parent : "");
-        if (d->attributes) {
-                g_hash_table_iter_init(&it, d->attributes);
-                while (g_hash_table_iter_next(&it, &k, &v))
-                        g_hash_table_replace(c->attributes, g_strdup(k), g_strdup(v));
-        }
-        return c;
+        if (!s || !*s)
+                return false;
+        for (; s[n]; n++)
+                if ((unsigned char) s[n] <= 0x20 || s[n] == 0x7f || s[n] == '/' || n >= KEY_MAX)
+                        return false;
+        return true;
 }
 
 static void feed_str(GChecksum *s, const char *str)
@@ -137,63 +138,179 @@ static void feed_str(GChecksum *s, const char *str)
         g_checksum_update(s, (const guchar *) "", 1);
 }
 
-/* The identity fields rules can see, in a canonical order. */
-static void feed_ident(GChecksum *s, const VfmigDevice *d)
+/* A 64-bit FNV-1a with a seed and a final avalanche (splitmix64): two of
+ * them make the 128-bit digest of an entry's inputs.  Not cryptographic:
+ * the fingerprint is a cache key, and its final form is a SHA-256. */
+static uint64_t hash64(const void *p, size_t n, uint64_t h)
 {
-        char buf[64];
-        guint n = 0;
+        const guint8 *b = p;
+        size_t i = 0;
 
-        if (!d) {
-                feed_str(s, "-");
-                return;
+        h ^= n * UINT64_C(0x9e3779b97f4a7c15);
+        for (; i + 8 <= n; i += 8) {
+                uint64_t w;
+                memcpy(&w, b + i, 8);
+                h ^= w;
+                h *= UINT64_C(0x100000001b3);
+                h ^= h >> 29;
         }
-        feed_str(s, d->name);
-        feed_str(s, d->kind == VFMIG_DEVICE_MDEV ? "mdev" : "pci");
-        feed_str(s, d->driver);
-        g_snprintf(buf, sizeof buf, "%04x:%04x:%04x:%04x:%02x", d->vendor_id, d->device_id,
-                   d->subsystem_vendor_id, d->subsystem_device_id, d->revision);
-        feed_str(s, buf);
-        feed_str(s, d->mdev_type);
-        feed_str(s, d->parent);
-        if (d->attributes && g_hash_table_size(d->attributes) > 0) {
-                g_autofree gpointer *keys = g_hash_table_get_keys_as_array(d->attributes, &n);
-                qsort(keys, n, sizeof(gpointer), str_ptr_cmp);
-                for (guint i = 0; i < n; i++) {
-                        feed_str(s, keys[i]);
-                        feed_str(s, g_hash_table_lookup(d->attributes, keys[i]));
-                }
+        for (; i < n; i++) {
+                h ^= b[i];
+                h *= UINT64_C(0x100000001b3);
         }
-        g_snprintf(buf, sizeof buf, "attrs=%u", n);
-        feed_str(s, buf);
+        h ^= h >> 30;
+        h *= UINT64_C(0xbf58476d1ce4e5b9);
+        h ^= h >> 27;
+        h *= UINT64_C(0x94d049bb133111eb);
+        h ^= h >> 31;
+        return h;
+}
+#define SEED0 UINT64_C(0xcbf29ce484222325)
+#define SEED1 UINT64_C(0x84222325cbf29ce4)
+
+static Inputs *inputs_ref(Inputs *in)
+{
+        if (in)
+                g_atomic_int_inc(&in->n_ref);
+        return in;
 }
 
-static void entry_compute_digest(Matrix *m, MatrixEntry *e)
+static void inputs_unref(Inputs *in)
 {
-        char buf[32];
-        gsize len = DIGEST_LEN;
+        if (in && g_atomic_int_dec_and_test(&in->n_ref))
+                g_free(in);
+}
 
-        g_checksum_reset(m->sum);
-        feed_str(m->sum, e->kind == MATRIX_ENTRY_DEVICE ? "device" : "creatable");
-        feed_str(m->sum, e->key);
-        if (e->kind == MATRIX_ENTRY_DEVICE) {
-                feed_ident(m->sum, e->dev);
-                g_snprintf(buf, sizeof buf, "%" G_GINT64_MODIFIER "x", e->flags);
-                feed_str(m->sum, buf);
-        } else {
-                feed_str(m->sum, e->parent);
-                feed_str(m->sum, e->mdev_type);
+static bool inputs_equal(const Inputs *a, const Inputs *b)
+{
+        if (a == b)
+                return true;
+        return a && b && a->len == b->len && a->hash[0] == b->hash[0] && memcmp(a->data, b->data, a->len) == 0;
+}
+
+#define HEAD_LEN 10   /* kind, vendor, device, subvendor, subdevice (LE), revision */
+
+static void put_str(guint8 **p, const char *s)
+{
+        size_t n = strlen(s ? s : "") + 1;
+
+        memcpy(*p, s ? s : "", n);
+        *p += n;
+}
+
+/* name_override: the parent's name for a parent identity. */
+static Inputs *inputs_new(const VfmigDevice *d, const char *name_override)
+{
+        const char *name = name_override ? name_override : (d->name ? d->name : "");
+        g_autofree gpointer *keys = NULL;
+        guint n = 0;
+        size_t len = HEAD_LEN + strlen(name) + 1 + strlen(d->driver ? d->driver : "") + 1 +
+                     strlen(d->mdev_type ? d->mdev_type : "") + 1 + strlen(d->parent ? d->parent : "") + 1;
+        Inputs *in;
+        guint8 *p;
+
+        if (d->attributes && g_hash_table_size(d->attributes) > 0) {
+                keys = g_hash_table_get_keys_as_array(d->attributes, &n);
+                if (n > 1)
+                        qsort(keys, n, sizeof(gpointer), str_ptr_cmp);
+                for (guint i = 0; i < n; i++)
+                        len += strlen(keys[i]) + 1 +
+                               strlen((const char *) g_hash_table_lookup(d->attributes, keys[i])) + 1;
         }
-        feed_ident(m->sum, e->pid);
-        g_checksum_get_digest(m->sum, e->digest, &len);
+        in = g_malloc(sizeof(Inputs) + len);
+        in->n_ref = 1;
+        in->len = (guint32) len;
+        in->n_attrs = n;
+        p = in->data;
+        *p++ = d->kind == VFMIG_DEVICE_MDEV ? 'm' : 'p';
+        *p++ = (guint8) (d->vendor_id & 0xff), *p++ = (guint8) (d->vendor_id >> 8);
+        *p++ = (guint8) (d->device_id & 0xff), *p++ = (guint8) (d->device_id >> 8);
+        *p++ = (guint8) (d->subsystem_vendor_id & 0xff), *p++ = (guint8) (d->subsystem_vendor_id >> 8);
+        *p++ = (guint8) (d->subsystem_device_id & 0xff), *p++ = (guint8) (d->subsystem_device_id >> 8);
+        *p++ = d->revision;
+        put_str(&p, name);
+        put_str(&p, d->driver);
+        put_str(&p, d->mdev_type);
+        put_str(&p, d->parent);
+        for (guint i = 0; i < n; i++) {
+                put_str(&p, keys[i]);
+                put_str(&p, g_hash_table_lookup(d->attributes, keys[i]));
+        }
+        g_assert((size_t) (p - in->data) == len);
+        in->hash[0] = hash64(in->data, len, SEED0);
+        in->hash[1] = hash64(in->data, len, SEED1);
+        return in;
+}
+
+/* A VfmigDevice that points into an Inputs (valid while both live). */
+typedef struct View {
+        VfmigDevice d;
+        GHashTable *attrs;
+} View;
+
+static const char *take_str(const guint8 **p)
+{
+        const char *s = (const char *) *p;
+
+        *p += strlen(s) + 1;
+        return s;
+}
+
+static const VfmigDevice *view_init(View *v, const Inputs *in)
+{
+        const guint8 *p;
+
+        if (!in)
+                return NULL;
+        p = in->data;
+        v->attrs = g_hash_table_new(g_str_hash, g_str_equal);
+        v->d = (VfmigDevice) {
+                .kind = p[0] == 'm' ? VFMIG_DEVICE_MDEV : VFMIG_DEVICE_PCI,
+                .vendor_id = (uint16_t) (p[1] | p[2] << 8),
+                .device_id = (uint16_t) (p[3] | p[4] << 8),
+                .subsystem_vendor_id = (uint16_t) (p[5] | p[6] << 8),
+                .subsystem_device_id = (uint16_t) (p[7] | p[8] << 8),
+                .revision = p[9],
+                .iommu_group = -1,
+                .numa_node = -1,
+                .sysfs_path = (char *) "",
+                .attributes = v->attrs,
+        };
+        p += HEAD_LEN;
+        v->d.name = (char *) take_str(&p);
+        v->d.driver = (char *) take_str(&p);
+        v->d.mdev_type = (char *) take_str(&p);
+        v->d.parent = (char *) take_str(&p);
+        for (guint i = 0; i < in->n_attrs; i++) {
+                const char *k = take_str(&p);
+                g_hash_table_insert(v->attrs, (gpointer) k, (gpointer) take_str(&p));
+        }
+        return &v->d;
+}
+
+static void view_clear(View *v)
+{
+        g_clear_pointer(&v->attrs, g_hash_table_unref);
+}
+
+static void entry_compute_digest(MatrixEntry *e)
+{
+        /* kind, key, flags, the identity's hashes, the parent identity's. */
+        uint64_t buf[8] = {
+                e->kind, e->flags,
+                e->dev ? e->dev->hash[0] : 0, e->dev ? e->dev->hash[1] : 0,
+                e->pid ? e->pid->hash[0] : 1, e->pid ? e->pid->hash[1] : 1,
+                hash64(e->key, strlen(e->key), SEED0), hash64(e->key, strlen(e->key), SEED1),
+        };
+
+        e->digest[0] = hash64(buf, sizeof buf, SEED0);
+        e->digest[1] = hash64(buf, sizeof buf, SEED1);
 }
 
 static void acc_add(Matrix *m, const MatrixEntry *e, int sign)
 {
-        for (int i = 0; i < 4; i++) {
-                uint64_t x;
-                memcpy(&x, e->digest + 8 * i, 8);
-                m->acc[i] += sign > 0 ? x : -x;
-        }
+        for (int i = 0; i < 2; i++)
+                m->acc[i] += sign > 0 ? e->digest[i] : -e->digest[i];
         g_clear_pointer(&m->fingerprint, g_free);
 }
 
@@ -231,8 +348,8 @@ void matrix_entry_unref(MatrixEntry *e)
         g_free(e->key);
         g_free(e->parent);
         g_free(e->mdev_type);
-        vfmig_device_free(e->dev);
-        vfmig_device_free(e->pid);
+        inputs_unref(e->dev);
+        inputs_unref(e->pid);
         g_free(e);
 }
 
@@ -352,6 +469,21 @@ static guint members_search(GPtrArray *a, const char *key, bool *found)
         return lo;
 }
 
+static void class_append(Matrix *m, Class *c, MatrixEntry *e)
+{
+        if (m->bulk || !c->sorted) {
+                g_ptr_array_add(c->members, e);
+                c->sorted = c->members->len <= 1;
+        } else {
+                bool found;
+                guint pos = members_search(c->members, e->key, &found);
+                g_ptr_array_insert(c->members, (gint) pos, e);
+        }
+        e->cls = c;
+        c->bucket->n++;
+        m->n_indexed++;
+}
+
 static void index_insert(Matrix *m, MatrixEntry *e)
 {
         const char *type = vfmig_acceptor_get_migration_type(e->acceptor);
@@ -377,17 +509,7 @@ static void index_insert(Matrix *m, MatrixEntry *e)
                 g_hash_table_insert(b->classes, c->key, c);
                 g_ptr_array_add(b->list, c);
         }
-        if (m->bulk || !c->sorted) {
-                g_ptr_array_add(c->members, e);
-                c->sorted = c->members->len <= 1;
-        } else {
-                bool found;
-                guint pos = members_search(c->members, e->key, &found);
-                g_ptr_array_insert(c->members, (gint) pos, e);
-        }
-        e->cls = c;
-        b->n++;
-        m->n_indexed++;
+        class_append(m, c, e);
 }
 
 static void index_remove(Matrix *m, MatrixEntry *e)
@@ -505,11 +627,17 @@ static void evaluate(Matrix *m, MatrixEntry *e)
         entry_clear_result(e);
         e->pending = false;
         m->stats.evaluations++;
-        if (e->kind == MATRIX_ENTRY_DEVICE)
-                r = vfmig_acceptor_new(m->rs, e->dev, e->pid, e->flags, &e->acceptor, &why);
-        else
-                r = vfmig_acceptor_new_for_mdev_type(m->rs, e->pid, e->mdev_type, VFMIG_COMPAT_FLAG_UNKNOWN,
-                                                     &e->acceptor, &why);
+        {
+                View dv = { 0 }, pv = { 0 };
+                const VfmigDevice *parent = e->pid ? view_init(&pv, e->pid) : NULL;
+                if (e->kind == MATRIX_ENTRY_DEVICE)
+                        r = vfmig_acceptor_new(m->rs, view_init(&dv, e->dev), parent, e->flags, &e->acceptor, &why);
+                else
+                        r = vfmig_acceptor_new_for_mdev_type(m->rs, parent, e->mdev_type, VFMIG_COMPAT_FLAG_UNKNOWN,
+                                                             &e->acceptor, &why);
+                view_clear(&dv);
+                view_clear(&pv);
+        }
         if (r >= 0) {
                 e->class_key = class_key_for(e->acceptor, e->kind);
                 return;
@@ -522,23 +650,28 @@ static void evaluate(Matrix *m, MatrixEntry *e)
                 e->reason = g_strdup("no profile");
 }
 
-static MatrixEntry *entry_new_device(Matrix *m, const VfmigDevice *dev, const VfmigDevice *pid, uint64_t flags)
+/* Takes dev and pid. */
+static MatrixEntry *entry_new_device(Inputs *dev, Inputs *pid, uint64_t flags)
 {
-        MatrixEntry *e = entry_alloc(MATRIX_ENTRY_DEVICE, dev->name);
+        const guint8 *p = dev->data + HEAD_LEN;
+        const char *name = take_str(&p), *mdev_type, *parent;
+        MatrixEntry *e = entry_alloc(MATRIX_ENTRY_DEVICE, name);
 
-        e->dev = ident_copy(dev);
-        if (dev->kind == VFMIG_DEVICE_MDEV) {
-                e->parent = g_strdup(nz(dev->parent));
-                e->mdev_type = g_strdup(nz(dev->mdev_type));
+        (void) take_str(&p);   /* driver */
+        mdev_type = take_str(&p);
+        parent = take_str(&p);
+        e->dev = dev;
+        if (dev->data[0] == 'm') {
+                e->parent = g_strdup(nz(parent));
+                e->mdev_type = g_strdup(nz(mdev_type));
         }
-        e->pid = pid ? ident_copy(pid) : NULL;
+        e->pid = pid;
         e->flags = flags;
-        entry_compute_digest(m, e);
+        entry_compute_digest(e);
         return e;
 }
 
-static MatrixEntry *entry_new_creatable(Matrix *m, const char *parent, const char *type, uint32_t available,
-                                        const VfmigDevice *pid)
+static MatrixEntry *entry_new_creatable(const char *parent, const char *type, uint32_t available, Inputs *pid)
 {
         g_autofree char *key = g_strdup_printf("%s/%s", parent, type);
         MatrixEntry *e = entry_alloc(MATRIX_ENTRY_CREATABLE, key);
@@ -546,8 +679,8 @@ static MatrixEntry *entry_new_creatable(Matrix *m, const char *parent, const cha
         e->parent = g_strdup(parent);
         e->mdev_type = g_strdup(type);
         e->available = available;
-        e->pid = ident_copy(pid);
-        entry_compute_digest(m, e);
+        e->pid = inputs_ref(pid);
+        entry_compute_digest(e);
         return e;
 }
 
@@ -560,7 +693,7 @@ static bool install(Matrix *m, MatrixEntry *ne)
 {
         MatrixEntry *oe = g_hash_table_lookup(m->entries, ne->key);
 
-        if (oe && oe->kind == ne->kind && memcmp(oe->digest, ne->digest, DIGEST_LEN) == 0) {
+        if (oe && oe->kind == ne->kind && memcmp(oe->digest, ne->digest, sizeof oe->digest) == 0) {
                 /* Same inputs: at most the availability moved. */
                 bool changed = oe->available != ne->available;
                 oe->available = ne->available;
@@ -579,10 +712,9 @@ static bool install(Matrix *m, MatrixEntry *ne)
                 /* Nothing a reader sees changed: keep the entry (and its
                  * acceptor), take the new inputs for the fingerprint. */
                 acc_add(m, oe, -1);
-                G_STATIC_ASSERT(sizeof oe->digest == DIGEST_LEN);
-                memcpy(oe->digest, ne->digest, DIGEST_LEN);
+                memcpy(oe->digest, ne->digest, sizeof oe->digest);
                 acc_add(m, oe, +1);
-                VfmigDevice *t = oe->dev; oe->dev = ne->dev; ne->dev = t;
+                Inputs *t = oe->dev; oe->dev = ne->dev; ne->dev = t;
                 t = oe->pid; oe->pid = ne->pid; ne->pid = t;
                 oe->flags = ne->flags;
                 matrix_entry_unref(ne);
@@ -597,7 +729,7 @@ static bool install(Matrix *m, MatrixEntry *ne)
 static void parent_rec_free(ParentRec *r)
 {
         g_free(r->name);
-        vfmig_device_free(r->identity);
+        inputs_unref(r->identity);
         g_ptr_array_unref(r->types);
         if (r->children)
                 g_hash_table_unref(r->children);
@@ -640,7 +772,6 @@ Matrix *matrix_new(VfmigRuleSet *rs, const char *host_name)
         m->parents = g_hash_table_new_full(g_str_hash, g_str_equal, NULL, (GDestroyNotify) parent_rec_free);
         m->orphans = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, (GDestroyNotify) g_hash_table_unref);
         m->cache_generation = -1;
-        m->sum = g_checksum_new(G_CHECKSUM_SHA256);
         return m;
 }
 
@@ -660,7 +791,6 @@ void matrix_free(Matrix *m)
         g_free(m->kernel_release);
         g_free(m->fingerprint);
         g_free(m->saved_fp);
-        g_checksum_free(m->sum);
         g_free(m);
 }
 
@@ -726,7 +856,7 @@ static MatrixEntry *entry_take_inputs(MatrixEntry *e)
         n->dev = g_steal_pointer(&e->dev);
         n->pid = g_steal_pointer(&e->pid);
         n->flags = e->flags;
-        memcpy(n->digest, e->digest, DIGEST_LEN);
+        memcpy(n->digest, e->digest, sizeof n->digest);
         return n;
 }
 
@@ -818,19 +948,26 @@ bool matrix_build(Matrix *m)
 
 bool matrix_update_device(Matrix *m, const VfmigDevice *dev, const VfmigDevice *parent_or_NULL, uint64_t flags)
 {
-        const VfmigDevice *pid = parent_or_NULL;
+        Inputs *pid = NULL;
         MatrixEntry *old;
 
-        if (!dev || !dev->name || !*dev->name || strlen(dev->name) > KEY_MAX)
+        if (!dev || !key_ok(dev->name))
                 return false;
         old = g_hash_table_lookup(m->entries, dev->name);
         if (old && old->kind != MATRIX_ENTRY_DEVICE)
                 return false;
-        if (!pid && dev->kind == VFMIG_DEVICE_MDEV) {
+        if (dev->kind == VFMIG_DEVICE_MDEV) {
                 ParentRec *r = parent_rec(m, nz(dev->parent));
-                pid = r ? r->identity : NULL;
+                if (parent_or_NULL)
+                        pid = inputs_new(parent_or_NULL, NULL);
+                if (r && (!pid || inputs_equal(pid, r->identity))) {
+                        inputs_unref(pid);
+                        pid = inputs_ref(r->identity);   /* share it */
+                }
+        } else if (parent_or_NULL) {
+                pid = inputs_new(parent_or_NULL, NULL);
         }
-        if (install(m, entry_new_device(m, dev, pid, flags))) {
+        if (install(m, entry_new_device(inputs_new(dev, NULL), pid, flags))) {
                 bump(m);
                 return true;
         }
@@ -850,33 +987,23 @@ bool matrix_remove_device(Matrix *m, const char *name)
         return true;
 }
 
-static void ident_digest(Matrix *m, const VfmigDevice *d, guint8 out[DIGEST_LEN])
-{
-        gsize len = DIGEST_LEN;
-
-        g_checksum_reset(m->sum);
-        feed_ident(m->sum, d);
-        g_checksum_get_digest(m->sum, out, &len);
-}
-
 bool matrix_update_parent(Matrix *m, const VfmigMdevParent *p, const VfmigDevice *parent_identity_or_NULL)
 {
-        g_autoptr(VfmigDevice) ident = NULL;
+        Inputs *ident;
         g_autoptr(GPtrArray) types = g_ptr_array_new_with_free_func(g_free);
         ParentRec *r;
         bool changed = false, ident_changed = true;
 
-        if (!p || !p->name || !*p->name || strlen(p->name) > KEY_MAX)
+        if (!p || !key_ok(p->name))
                 return false;
         if (parent_identity_or_NULL) {
-                ident = ident_copy(parent_identity_or_NULL);
+                ident = inputs_new(parent_identity_or_NULL, p->name);
         } else {
-                ident = vfmig_device_new(p->name, VFMIG_DEVICE_PCI);
-                g_free(ident->driver);
-                ident->driver = g_strdup(p->driver ? p->driver : "");
+                g_autoptr(VfmigDevice) bare = vfmig_device_new(p->name, VFMIG_DEVICE_PCI);
+                g_free(bare->driver);
+                bare->driver = g_strdup(p->driver ? p->driver : "");
+                ident = inputs_new(bare, NULL);
         }
-        g_free(ident->name);
-        ident->name = g_strdup(p->name);
 
         r = parent_rec(m, p->name);
         if (!r) {
@@ -889,20 +1016,19 @@ bool matrix_update_parent(Matrix *m, const VfmigMdevParent *p, const VfmigDevice
                 else
                         r->children = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
                 g_hash_table_insert(m->parents, r->name, r);
-        } else {
-                guint8 a[DIGEST_LEN], b[DIGEST_LEN];
-                ident_digest(m, r->identity, a);
-                ident_digest(m, ident, b);
-                ident_changed = memcmp(a, b, DIGEST_LEN) != 0;
+        } else if (inputs_equal(r->identity, ident)) {
+                ident_changed = false;
+                inputs_unref(ident);
+                ident = inputs_ref(r->identity);
         }
 
         for (guint i = 0; p->types && i < p->types->len; i++) {
                 const VfmigMdevType *t = p->types->pdata[i];
-                if (!t->id || !*t->id || strlen(t->id) > KEY_MAX ||
+                if (!key_ok(t->id) ||
                     g_ptr_array_find_with_equal_func(types, t->id, g_str_equal, NULL))
                         continue;
                 g_ptr_array_add(types, g_strdup(t->id));
-                changed |= install(m, entry_new_creatable(m, p->name, t->id, t->available_instances, ident));
+                changed |= install(m, entry_new_creatable(p->name, t->id, t->available_instances, ident));
         }
         for (guint i = 0; i < r->types->len; i++) {
                 g_autofree char *key = NULL;
@@ -920,8 +1046,8 @@ bool matrix_update_parent(Matrix *m, const VfmigMdevParent *p, const VfmigDevice
         }
         g_ptr_array_unref(r->types);
         r->types = g_steal_pointer(&types);
-        vfmig_device_free(r->identity);
-        r->identity = g_steal_pointer(&ident);
+        inputs_unref(r->identity);
+        r->identity = ident;
 
         if (ident_changed && g_hash_table_size(r->children) > 0) {
                 /* The mdev instances read the parent's identity too. */
@@ -934,7 +1060,8 @@ bool matrix_update_parent(Matrix *m, const VfmigMdevParent *p, const VfmigDevice
                 for (guint i = 0; i < copy->len; i++) {
                         MatrixEntry *e = g_hash_table_lookup(m->entries, copy->pdata[i]);
                         if (e && e->kind == MATRIX_ENTRY_DEVICE && e->dev)
-                                changed |= install(m, entry_new_device(m, e->dev, r->identity, e->flags));
+                                changed |= install(m, entry_new_device(inputs_ref(e->dev), inputs_ref(r->identity),
+                                                                       e->flags));
                 }
         }
         if (changed)
@@ -993,8 +1120,7 @@ const char *matrix_fingerprint(Matrix *m)
                         feed_str(s, g_hash_table_lookup(m->drivers, drivers[i]));
                 }
                 g_snprintf(buf, sizeof buf, "drivers=%u entries=%u %016" G_GINT64_MODIFIER "x%016" G_GINT64_MODIFIER
-                           "x%016" G_GINT64_MODIFIER "x%016" G_GINT64_MODIFIER "x", n,
-                           g_hash_table_size(m->entries), m->acc[0], m->acc[1], m->acc[2], m->acc[3]);
+                           "x", n, g_hash_table_size(m->entries), m->acc[0], m->acc[1]);
                 feed_str(s, buf);
                 m->fingerprint = g_strconcat("sha256:", g_checksum_get_string(s), NULL);
         }
@@ -1186,6 +1312,7 @@ guint matrix_find(Matrix *m, const VfmigProfile *src, const MatrixFindOptions *o
                 Class *c = b->list->pdata[i];
                 Stream *s = &streams[ns];
 
+                *s = (Stream) { 0 };
                 if (c->creatable && !q.opt->include_creatable)
                         continue;
                 s->creatable = c->creatable;
@@ -1292,4 +1419,711 @@ bool matrix_check(Matrix *m, const VfmigProfile *src, const char *target, const 
                 v->score = 0;
         }
         return v->compatible;
+}
+
+/* ---- export ---------------------------------------------------------------------- */
+
+static void add_member(JsonBuilder *b, const char *name, const char *value)
+{
+        json_builder_set_member_name(b, name);
+        json_builder_add_string_value(b, value);
+}
+
+static GPtrArray *types_sorted(Matrix *m)
+{
+        GPtrArray *a = g_ptr_array_new();
+        GHashTableIter it;
+        gpointer k;
+
+        g_hash_table_iter_init(&it, m->index);
+        while (g_hash_table_iter_next(&it, &k, NULL))
+                g_ptr_array_add(a, k);
+        g_ptr_array_sort(a, str_ptr_cmp);
+        return a;
+}
+
+char *matrix_export_json(Matrix *m)
+{
+        g_autoptr(JsonBuilder) b = json_builder_new();
+        g_autoptr(JsonGenerator) gen = json_generator_new();
+        g_autoptr(JsonNode) root = NULL;
+        g_autoptr(GPtrArray) types = types_sorted(m);
+        g_autoptr(GPtrArray) all = entries_sorted(m);
+        g_autoptr(GPtrArray) rule_ids = g_ptr_array_new();
+
+        json_builder_begin_object(b);
+        json_builder_set_member_name(b, "format");
+        json_builder_add_int_value(b, 1);
+        add_member(b, "host", m->host);
+        json_builder_set_member_name(b, "generation");
+        json_builder_add_int_value(b, (gint64) MIN(m->generation, (uint64_t) G_MAXINT64));
+        add_member(b, "fingerprint", matrix_fingerprint(m));
+        add_member(b, "kernel-release", m->kernel_release);
+        add_member(b, "rules-fingerprint", vfmig_rules_fingerprint(m->rs));
+        json_builder_set_member_name(b, "migration-types");
+        json_builder_begin_object(b);
+        for (guint i = 0; i < types->len; i++) {
+                Bucket *bk = g_hash_table_lookup(m->index, types->pdata[i]);
+                g_autoptr(GPtrArray) members = g_ptr_array_new();
+                for (guint j = 0; j < bk->list->len; j++) {
+                        Class *c = bk->list->pdata[j];
+                        g_ptr_array_extend(members, c->members, NULL, NULL);
+                }
+                g_ptr_array_sort(members, entry_ptr_cmp);
+                json_builder_set_member_name(b, bk->type);
+                json_builder_begin_array(b);
+                for (guint j = 0; j < members->len; j++) {
+                        const MatrixEntry *e = members->pdata[j];
+                        const char *rule = vfmig_acceptor_get_rule_id(e->acceptor);
+                        json_builder_begin_object(b);
+                        add_member(b, "target", e->key);
+                        add_member(b, "kind", e->kind == MATRIX_ENTRY_DEVICE ? "device" : "creatable");
+                        if (e->parent)
+                                add_member(b, "parent", e->parent);
+                        if (e->mdev_type)
+                                add_member(b, "mdev-type", e->mdev_type);
+                        json_builder_set_member_name(b, "available");
+                        json_builder_add_boolean_value(b, matrix_entry_is_available(e));
+                        if (e->kind == MATRIX_ENTRY_CREATABLE) {
+                                json_builder_set_member_name(b, "available-instances");
+                                json_builder_add_int_value(b, e->available);
+                        }
+                        add_member(b, "rule", rule);
+                        json_builder_set_member_name(b, "profile");
+                        vfmig_profile_build_json(vfmig_acceptor_get_profile(e->acceptor), b);
+                        json_builder_end_object(b);
+                        if (!g_ptr_array_find_with_equal_func(rule_ids, rule, g_str_equal, NULL))
+                                g_ptr_array_add(rule_ids, (gpointer) rule);
+                }
+                json_builder_end_array(b);
+        }
+        json_builder_end_object(b);
+
+        g_ptr_array_sort(rule_ids, str_ptr_cmp);
+        json_builder_set_member_name(b, "rules");
+        json_builder_begin_object(b);
+        for (guint i = 0; i < rule_ids->len; i++) {
+                const char *def = vfmig_rules_rule_definition(m->rs, rule_ids->pdata[i]);
+                g_autoptr(JsonNode) node = def ? json_from_string(def, NULL) : NULL;
+                json_builder_set_member_name(b, rule_ids->pdata[i]);
+                json_builder_begin_object(b);
+                add_member(b, "file", vfmig_rules_rule_file(m->rs, rule_ids->pdata[i]));
+                json_builder_set_member_name(b, "definition");
+                if (node)
+                        json_builder_add_value(b, g_steal_pointer(&node));
+                else
+                        json_builder_add_null_value(b);
+                json_builder_end_object(b);
+        }
+        json_builder_end_object(b);
+
+        json_builder_set_member_name(b, "unmatched");
+        json_builder_begin_array(b);
+        for (guint i = 0; i < all->len; i++) {
+                const MatrixEntry *e = all->pdata[i];
+                if (e->acceptor)
+                        continue;
+                json_builder_begin_object(b);
+                add_member(b, "target", e->key);
+                add_member(b, "kind", e->kind == MATRIX_ENTRY_DEVICE ? "device" : "creatable");
+                add_member(b, "reason", e->pending ? "not evaluated yet" : e->reason);
+                json_builder_end_object(b);
+        }
+        json_builder_end_array(b);
+        json_builder_end_object(b);
+
+        root = json_builder_get_root(b);
+        json_generator_set_root(gen, root);
+        json_generator_set_pretty(gen, true);
+        return json_generator_to_data(gen, NULL);
+}
+
+/* ---- persistence --------------------------------------------------------------- */
+
+/*
+ * Target lists in the cache: sorted keys, one per line, each prefixed by one
+ * character saying how many leading characters it shares with the previous
+ * key ('0'-'9', 'a'-'z': 0..35).  Thousands of VFs "0000:17:02.3" cost a
+ * few bytes each to store and, more to the point, to parse.
+ */
+static char *front_code(GPtrArray *keys)
+{
+        GString *s = g_string_sized_new(8 * keys->len + 16);
+        const char *prev = "";
+
+        for (guint i = 0; i < keys->len; i++) {
+                const char *k = keys->pdata[i];
+                size_t n = 0;
+                while (n < 35 && prev[n] && prev[n] == k[n])
+                        n++;
+                if (i)
+                        g_string_append_c(s, '\n');
+                g_string_append_c(s, (char) (n < 10 ? '0' + n : 'a' + n - 10));
+                g_string_append(s, k + n);
+                prev = k;
+        }
+        return g_string_free(s, false);
+}
+
+/* The keys of a front-coded list (owned strings), or NULL when damaged. */
+static GPtrArray *front_decode(const char *s)
+{
+        g_autoptr(GPtrArray) out = g_ptr_array_new_with_free_func(g_free);
+        const char *prev = "";
+
+        while (*s) {
+                const char *nl = strchr(s, '\n');
+                size_t len = nl ? (size_t) (nl - s) : strlen(s), n;
+                char c = s[0];
+                char *k;
+                if (c >= '0' && c <= '9')
+                        n = (size_t) (c - '0');
+                else if (c >= 'a' && c <= 'z')
+                        n = (size_t) (c - 'a' + 10);
+                else
+                        return NULL;
+                if (n > strlen(prev) || len < 1 || n + len - 1 == 0 || n + len - 1 > 2 * KEY_MAX + 1)
+                        return NULL;
+                k = g_malloc(n + len);
+                memcpy(k, prev, n);
+                memcpy(k + n, s + 1, len - 1);
+                k[n + len - 1] = '\0';
+                g_ptr_array_add(out, k);
+                prev = k;
+                s += len;
+                if (nl) {
+                        s++;
+                        if (!*s)
+                                return NULL;   /* a trailing separator */
+                }
+        }
+        return g_steal_pointer(&out);
+}
+
+static char *cache_to_json(Matrix *m)
+{
+        g_autoptr(JsonBuilder) b = json_builder_new();
+        g_autoptr(JsonGenerator) gen = json_generator_new();
+        g_autoptr(JsonNode) root = NULL;
+        g_autoptr(GPtrArray) types = types_sorted(m);
+        g_autoptr(GPtrArray) all = entries_sorted(m);
+        g_autoptr(GHashTable) pindex = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+        g_autoptr(GPtrArray) profiles = g_ptr_array_new();     /* const VfmigProfile* in index order */
+        g_autoptr(GArray) class_profile = g_array_new(false, false, sizeof(guint));
+
+        /* Distinct own profiles: thousands of identical VFs share one. */
+        for (guint i = 0; i < types->len; i++) {
+                Bucket *bk = g_hash_table_lookup(m->index, types->pdata[i]);
+                for (guint j = 0; j < bk->list->len; j++) {
+                        Class *c = bk->list->pdata[j];
+                        const MatrixEntry *first = c->members->pdata[0];
+                        const VfmigProfile *p = vfmig_acceptor_get_profile(first->acceptor);
+                        char *k = profile_key(p);
+                        gpointer idx;
+                        if (!g_hash_table_lookup_extended(pindex, k, NULL, &idx)) {
+                                idx = GUINT_TO_POINTER(profiles->len);
+                                g_ptr_array_add(profiles, (gpointer) p);
+                                g_hash_table_insert(pindex, k, idx);
+                        } else {
+                                g_free(k);
+                        }
+                        guint u = GPOINTER_TO_UINT(idx);
+                        g_array_append_val(class_profile, u);
+                }
+        }
+
+        json_builder_begin_object(b);
+        add_member(b, "fingerprint", matrix_fingerprint(m));
+        json_builder_set_member_name(b, "generation");
+        json_builder_add_int_value(b, (gint64) MIN(m->generation, (uint64_t) G_MAXINT64 / 2));
+        add_member(b, "host", m->host);
+        json_builder_set_member_name(b, "profiles");
+        json_builder_begin_array(b);
+        for (guint i = 0; i < profiles->len; i++)
+                vfmig_profile_build_json(profiles->pdata[i], b);
+        json_builder_end_array(b);
+        json_builder_set_member_name(b, "groups");
+        json_builder_begin_array(b);
+        for (guint i = 0, ci = 0; i < types->len; i++) {
+                Bucket *bk = g_hash_table_lookup(m->index, types->pdata[i]);
+                for (guint j = 0; j < bk->list->len; j++, ci++) {
+                        Class *c = bk->list->pdata[j];
+                        json_builder_begin_object(b);
+                        add_member(b, "rule",
+                                   vfmig_acceptor_get_rule_id(((MatrixEntry *) c->members->pdata[0])->acceptor));
+                        json_builder_set_member_name(b, "profile");
+                        json_builder_add_int_value(b, g_array_index(class_profile, guint, ci));
+                        json_builder_set_member_name(b, "creatable");
+                        json_builder_add_boolean_value(b, c->creatable);
+                        /* One string: one JSON token, not thousands. */
+                        g_autoptr(GPtrArray) keys = g_ptr_array_sized_new(c->members->len);
+                        for (guint k = 0; k < c->members->len; k++)
+                                g_ptr_array_add(keys, ((MatrixEntry *) c->members->pdata[k])->key);
+                        g_autofree char *coded = front_code(keys);
+                        add_member(b, "targets", coded);
+                        json_builder_end_object(b);
+                }
+        }
+        json_builder_end_array(b);
+        /* Reasons name their target: stored as templates ("\x01" for the
+         * target), each with its front-coded targets. */
+        {
+                g_autoptr(GHashTable) by_reason = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
+                                                                        (GDestroyNotify) g_ptr_array_unref);
+                g_autoptr(GPtrArray) order = g_ptr_array_new();
+                json_builder_set_member_name(b, "unmatched");
+                json_builder_begin_array(b);
+                for (guint i = 0; i < all->len; i++) {
+                        const MatrixEntry *e = all->pdata[i];
+                        g_autoptr(GString) t = NULL;
+                        GPtrArray *keys;
+                        if (e->acceptor)
+                                continue;
+                        t = g_string_new(e->reason);
+                        g_string_replace(t, e->key, "\x01", 0);
+                        keys = g_hash_table_lookup(by_reason, t->str);
+                        if (!keys) {
+                                keys = g_ptr_array_new();
+                                g_ptr_array_add(order, t->str);
+                                g_hash_table_insert(by_reason, g_string_free(g_steal_pointer(&t), false), keys);
+                        }
+                        g_ptr_array_add(keys, e->key);
+                }
+                for (guint i = 0; i < order->len; i++) {
+                        g_autofree char *coded = front_code(g_hash_table_lookup(by_reason, order->pdata[i]));
+                        json_builder_begin_object(b);
+                        add_member(b, "reason", order->pdata[i]);
+                        add_member(b, "targets", coded);
+                        json_builder_end_object(b);
+                }
+        }
+        json_builder_end_array(b);
+        json_builder_end_object(b);
+        root = json_builder_get_root(b);
+        json_generator_set_root(gen, root);
+        return json_generator_to_data(gen, NULL);
+}
+
+/* A damage detector for the cache body (not a signature: the cache
+ * directory is root's): 128 bits of the fast hash, hex. */
+#define CHECKSUM_HEX 32
+char *matrix_cache_checksum(const char *body, size_t len)
+{
+        return g_strdup_printf("%016" G_GINT64_MODIFIER "x%016" G_GINT64_MODIFIER "x", hash64(body, len, SEED0),
+                               hash64(body, len, SEED1));
+}
+
+#define CACHE_HEAD "{\"vfmig-matrix-cache\":"
+#define CACHE_SUM  ",\"checksum\":\""
+#define CACHE_BODY "\",\"body\":"
+
+static int fail_errno(char **error, int r, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
+static int fail_errno(char **error, int r, const char *fmt, ...)
+{
+        va_list ap;
+
+        if (error) {
+                g_autofree char *msg = NULL;
+                va_start(ap, fmt);
+                msg = g_strdup_vprintf(fmt, ap);
+                va_end(ap);
+                *error = g_strdup_printf("%s: %s", msg, g_strerror(-r));
+        }
+        return r;
+}
+
+int matrix_save(Matrix *m, const char *dir, char **error)
+{
+        g_autofree char *text = NULL, *tmp = NULL, *path = NULL;
+        size_t len, done = 0;
+        int fd, dfd, r;
+
+        if (m->deferred) {
+                if (error)
+                        *error = g_strdup("the matrix is not built yet");
+                return -EBUSY;
+        }
+        {
+                /* {"vfmig-matrix-cache":1,"checksum":"SHA256(BODY)","body":BODY}: a
+                 * truncated or damaged file never reaches the JSON reader whole. */
+                g_autofree char *body = cache_to_json(m);
+                g_autofree char *sum = matrix_cache_checksum(body, strlen(body));
+                text = g_strdup_printf(CACHE_HEAD "%d" CACHE_SUM "%s" CACHE_BODY "%s}\n", MATRIX_CACHE_VERSION,
+                                       sum, body);
+        }
+        len = strlen(text);
+        path = g_build_filename(dir, MATRIX_CACHE_FILE, NULL);
+        tmp = g_build_filename(dir, "." MATRIX_CACHE_FILE ".XXXXXX", NULL);
+        fd = g_mkstemp_full(tmp, O_RDWR | O_CLOEXEC, 0644);
+        if (fd < 0)
+                return fail_errno(error, -errno, "cannot create a temporary file in %s", dir);
+        while (done < len) {
+                ssize_t n = write(fd, text + done, len - done);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n <= 0) {
+                        r = n < 0 ? -errno : -EIO;
+                        close(fd);
+                        g_unlink(tmp);
+                        return fail_errno(error, r, "cannot write %s", tmp);
+                }
+                done += (size_t) n;
+        }
+        if (fsync(fd) < 0) {
+                r = -errno;
+                close(fd);
+                g_unlink(tmp);
+                return fail_errno(error, r, "cannot fsync %s", tmp);
+        }
+        if (close(fd) < 0) {
+                r = -errno;
+                g_unlink(tmp);
+                return fail_errno(error, r, "cannot close %s", tmp);
+        }
+        if (rename(tmp, path) < 0) {
+                r = -errno;
+                g_unlink(tmp);
+                return fail_errno(error, r, "cannot rename %s to %s", tmp, path);
+        }
+        dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd >= 0) {
+                (void) fsync(dfd);
+                close(dfd);
+        }
+        g_free(m->saved_fp);
+        m->saved_fp = g_strdup(matrix_fingerprint(m));
+        m->saved_generation = m->generation;
+        return 0;
+}
+
+/* Read a regular file of at most MATRIX_CACHE_MAX bytes: 1, 0 when there is
+ * none, -errno with *why. */
+static int read_cache(const char *path, char **ret, size_t *ret_len, char **why)
+{
+        g_autofree char *buf = NULL;
+        struct stat st;
+        size_t done = 0;
+        int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+
+        if (fd < 0) {
+                if (errno == ENOENT)
+                        return 0;
+                *why = g_strdup_printf("cannot open: %s", g_strerror(errno));
+                return -errno;
+        }
+        if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > MATRIX_CACHE_MAX) {
+                close(fd);
+                *why = g_strdup_printf("not a regular file of at most %d bytes", MATRIX_CACHE_MAX);
+                return -EINVAL;
+        }
+        buf = g_malloc((size_t) st.st_size + 1);
+        while (done < (size_t) st.st_size) {
+                ssize_t n = read(fd, buf + done, (size_t) st.st_size - done);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0) {
+                        int r = -errno;
+                        close(fd);
+                        *why = g_strdup_printf("cannot read: %s", g_strerror(-r));
+                        return r;
+                }
+                if (n == 0)
+                        break;
+                done += (size_t) n;
+        }
+        close(fd);
+        buf[done] = '\0';
+        *ret = g_steal_pointer(&buf);
+        *ret_len = done;
+        return 1;
+}
+
+static JsonNode *member(JsonObject *o, const char *name, JsonNodeType type, GType vtype)
+{
+        JsonNode *n = o ? json_object_get_member(o, name) : NULL;
+
+        if (!n || json_node_get_node_type(n) != type)
+                return NULL;
+        if (type == JSON_NODE_VALUE && json_node_get_value_type(n) != vtype)
+                return NULL;
+        return n;
+}
+
+static const char *string_of(JsonNode *n, size_t max)
+{
+        const char *s;
+
+        if (!n || !JSON_NODE_HOLDS_VALUE(n) || json_node_get_value_type(n) != G_TYPE_STRING)
+                return NULL;
+        s = json_node_get_string(n);
+        return s && strlen(s) <= max ? s : NULL;
+}
+
+typedef struct Planned {
+        MatrixEntry *e;
+        guint group;             /* G_MAXUINT: unmatched */
+        char *reason;            /* unmatched: the reason, owned */
+} Planned;
+
+static void planned_clear(gpointer p)
+{
+        g_free(((Planned *) p)->reason);
+}
+
+#define BAD(...) do { *why = g_strdup_printf(__VA_ARGS__); goto out; } while (0)
+
+/* 1 and the entries restored; 0 no file; -1 and *why. */
+static int try_load(Matrix *m, const char *path, const char *expected, char **why)
+{
+        g_autoptr(JsonParser) parser = json_parser_new_immutable();
+        g_autoptr(GError) err = NULL;
+        g_autofree char *text = NULL;
+        g_autoptr(GPtrArray) profiles = g_ptr_array_new_with_free_func((GDestroyNotify) vfmig_profile_free);
+        g_autoptr(GArray) plan = g_array_new(false, false, sizeof(Planned));
+        g_array_set_clear_func(plan, planned_clear);
+        g_autoptr(GHashTable) seen = g_hash_table_new(g_direct_hash, g_direct_equal);
+        g_autoptr(GPtrArray) acceptors = g_ptr_array_new_with_free_func((GDestroyNotify) vfmig_acceptor_free);
+        g_autoptr(GPtrArray) class_keys = g_ptr_array_new_with_free_func(g_free);
+        JsonObject *root;
+        JsonArray *groups, *unmatched, *parr;
+        JsonNode *n;
+        const char *fp, *body = NULL;
+        size_t len = 0, body_len = 0;
+        guint pending = 0;
+        int64_t gen;
+        int r;
+
+        r = read_cache(path, &text, &len, why);
+        if (r <= 0)
+                return r < 0 ? -1 : 0;
+        if (len == 0)
+                BAD("empty file");
+        if (memchr(text, '\0', len))
+                BAD("contains a NUL byte");
+        {
+                /* The frame: version, checksum, body. */
+                const char *p = text + strlen(CACHE_HEAD), *end = text + len;
+                g_autofree char *sum = NULL;
+                char *after = NULL;
+                gint64 version;
+                if (len < strlen(CACHE_HEAD) || memcmp(text, CACHE_HEAD, strlen(CACHE_HEAD)) != 0)
+                        BAD("not a vfmig matrix cache");
+                errno = 0;
+                version = g_ascii_strtoll(p, &after, 10);
+                if (after == p || errno != 0)
+                        BAD("not a vfmig matrix cache (no version)");
+                if (version != MATRIX_CACHE_VERSION)
+                        BAD("cache version %" G_GINT64_FORMAT " is not %d", version, MATRIX_CACHE_VERSION);
+                p = after;
+                if ((size_t) (end - p) < strlen(CACHE_SUM) + CHECKSUM_HEX + strlen(CACHE_BODY) + 1 ||
+                    memcmp(p, CACHE_SUM, strlen(CACHE_SUM)) != 0 ||
+                    memcmp(p + strlen(CACHE_SUM) + CHECKSUM_HEX, CACHE_BODY, strlen(CACHE_BODY)) != 0)
+                        BAD("truncated or damaged (no checksum and body)");
+                p += strlen(CACHE_SUM);
+                while (end > p && end[-1] == '\n')
+                        end--;
+                if (end[-1] != '}')
+                        BAD("truncated (no closing brace)");
+                end--;
+                body = p + CHECKSUM_HEX + strlen(CACHE_BODY);
+                if (end < body)
+                        BAD("truncated");
+                body_len = (size_t) (end - body);
+                sum = matrix_cache_checksum(body, body_len);
+                if (strncmp(sum, p, CHECKSUM_HEX) != 0)
+                        BAD("checksum mismatch: truncated or damaged");
+        }
+        if (!json_parser_load_from_data(parser, body, (gssize) body_len, &err))
+                BAD("not valid JSON: %s", err->message);
+        n = json_parser_get_root(parser);
+        if (!n || !JSON_NODE_HOLDS_OBJECT(n))
+                BAD("the body is not a JSON object");
+        root = json_node_get_object(n);
+        n = member(root, "generation", JSON_NODE_VALUE, G_TYPE_INT64);
+        if (!n || (gen = json_node_get_int(n)) < 0 || gen > G_MAXINT64 / 2)
+                BAD("\"generation\" must be an integer 0..2^62");
+        m->cache_generation = gen;
+        fp = string_of(member(root, "fingerprint", JSON_NODE_VALUE, G_TYPE_STRING), 128);
+        if (!fp)
+                BAD("\"fingerprint\" must be a string");
+        if (strcmp(fp, expected) != 0)
+                BAD("stale: the fingerprint differs (devices, drivers, rules or kernel changed)");
+        if (!(n = member(root, "profiles", JSON_NODE_ARRAY, 0)) ||
+            !(parr = json_node_get_array(n)) ||
+            !(n = member(root, "groups", JSON_NODE_ARRAY, 0)) ||
+            !(groups = json_node_get_array(n)) ||
+            !(n = member(root, "unmatched", JSON_NODE_ARRAY, 0)) ||
+            !(unmatched = json_node_get_array(n)))
+                BAD("\"profiles\", \"groups\" and \"unmatched\" must be lists");
+
+        for (guint i = 0; i < json_array_get_length(parr); i++) {
+                g_autofree char *perr = NULL;
+                VfmigProfile *p = NULL;
+                if (vfmig_profile_from_json_node(json_array_get_element(parr, i), &p, &perr) < 0)
+                        BAD("profiles[%u]: %s", i, perr);
+                g_ptr_array_add(profiles, p);
+        }
+
+        /* Which entry gets what; every pending entry exactly once. */
+        for (guint i = 0; i < json_array_get_length(groups); i++) {
+                JsonNode *gn = json_array_get_element(groups, i);
+                JsonObject *g = JSON_NODE_HOLDS_OBJECT(gn) ? json_node_get_object(gn) : NULL;
+                JsonNode *pi = member(g, "profile", JSON_NODE_VALUE, G_TYPE_INT64);
+                JsonNode *cr = member(g, "creatable", JSON_NODE_VALUE, G_TYPE_BOOLEAN);
+                const char *tn = string_of(member(g, "targets", JSON_NODE_VALUE, G_TYPE_STRING), MATRIX_CACHE_MAX);
+                g_autoptr(GPtrArray) targets = NULL;
+                if (!g || !string_of(member(g, "rule", JSON_NODE_VALUE, G_TYPE_STRING), 64) || !pi || !cr || !tn)
+                        BAD("groups[%u]: needs \"rule\", \"profile\", \"creatable\" and \"targets\"", i);
+                if (json_node_get_int(pi) < 0 || json_node_get_int(pi) >= (gint64) profiles->len)
+                        BAD("groups[%u].profile: %" G_GINT64_FORMAT " is not a profile index", i,
+                            json_node_get_int(pi));
+                targets = front_decode(tn);
+                if (!targets)
+                        BAD("groups[%u].targets: damaged target list", i);
+                for (guint j = 0; j < targets->len; j++) {
+                        const char *key = targets->pdata[j];
+                        MatrixEntry *e = key_ok(key) || strchr(key, '/') ? g_hash_table_lookup(m->entries, key) : NULL;
+                        Planned pl = { .e = e, .group = i };
+                        if (!e)
+                                BAD("groups[%u].targets[%u]: %s is not on this host", i, j, key);
+                        if ((e->kind == MATRIX_ENTRY_CREATABLE) != json_node_get_boolean(cr))
+                                BAD("groups[%u].targets[%u]: %s is of the other kind", i, j, key);
+                        if (!e->pending)
+                                continue;
+                        if (!g_hash_table_add(seen, e))
+                                BAD("groups[%u].targets[%u]: %s is listed twice", i, j, key);
+                        g_array_append_val(plan, pl);
+                }
+        }
+        for (guint i = 0; i < json_array_get_length(unmatched); i++) {
+                JsonNode *un = json_array_get_element(unmatched, i);
+                JsonObject *u = JSON_NODE_HOLDS_OBJECT(un) ? json_node_get_object(un) : NULL;
+                const char *tmpl = string_of(member(u, "reason", JSON_NODE_VALUE, G_TYPE_STRING), REASON_MAX);
+                const char *tn = string_of(member(u, "targets", JSON_NODE_VALUE, G_TYPE_STRING), MATRIX_CACHE_MAX);
+                g_autoptr(GPtrArray) targets = NULL;
+                if (!tmpl || !*tmpl || !tn)
+                        BAD("unmatched[%u]: needs \"reason\" and \"targets\" strings", i);
+                targets = front_decode(tn);
+                if (!targets)
+                        BAD("unmatched[%u].targets: damaged target list", i);
+                for (guint j = 0; j < targets->len; j++) {
+                        const char *key = targets->pdata[j];
+                        MatrixEntry *e = g_hash_table_lookup(m->entries, key);
+                        g_autoptr(GString) reason = NULL;
+                        Planned pl = { .e = e, .group = G_MAXUINT };
+                        if (!e)
+                                BAD("unmatched[%u].targets[%u]: %s is not on this host", i, j, key);
+                        if (!e->pending)
+                                continue;
+                        if (!g_hash_table_add(seen, e))
+                                BAD("unmatched[%u].targets[%u]: %s is listed twice", i, j, key);
+                        reason = g_string_new(tmpl);
+                        g_string_replace(reason, "\x01", key, 0);
+                        pl.reason = g_string_free(g_steal_pointer(&reason), false);
+                        g_array_append_val(plan, pl);
+                }
+        }
+        {
+                GHashTableIter it;
+                gpointer v;
+                g_hash_table_iter_init(&it, m->entries);
+                while (g_hash_table_iter_next(&it, NULL, &v))
+                        if (((MatrixEntry *) v)->pending) {
+                                pending++;
+                                if (!g_hash_table_contains(seen, v))
+                                        BAD("%s is not in the cache", ((MatrixEntry *) v)->key);
+                        }
+        }
+        g_assert(pending == plan->len);
+
+        /* Acceptors from the cached rule ids and profiles: no matching. */
+        {
+                g_autofree VfmigAcceptor **first = g_new0(VfmigAcceptor *, json_array_get_length(groups) + 1);
+                g_autofree char **gkeys = g_new0(char *, json_array_get_length(groups) + 1);
+                for (guint i = 0; i < plan->len; i++) {
+                        const Planned *pl = &g_array_index(plan, Planned, i);
+                        const MatrixEntry *e = pl->e;
+                        const char *device = e->kind == MATRIX_ENTRY_DEVICE ? e->key : NULL;
+                        VfmigAcceptor *a;
+                        if (pl->group == G_MAXUINT) {
+                                g_ptr_array_add(acceptors, NULL);
+                                g_ptr_array_add(class_keys, NULL);
+                                continue;
+                        }
+                        if (!first[pl->group]) {
+                                JsonObject *g = json_array_get_object_element(groups, pl->group);
+                                g_autofree char *aerr = NULL;
+                                const VfmigProfile *p = profiles->pdata[json_object_get_int_member(g, "profile")];
+                                if (vfmig_acceptor_new_cached(m->rs, json_object_get_string_member(g, "rule"), p,
+                                                              device, e->parent, e->mdev_type, &a, &aerr) < 0)
+                                        BAD("groups[%u]: %s", pl->group, aerr);
+                                first[pl->group] = a;
+                                gkeys[pl->group] = class_key_for(a, e->kind);
+                                g_ptr_array_add(class_keys, gkeys[pl->group]);   /* owned here once */
+                        } else {
+                                a = vfmig_acceptor_new_like(first[pl->group], device, e->parent, e->mdev_type);
+                                g_ptr_array_add(class_keys, NULL);
+                        }
+                        g_ptr_array_add(acceptors, a);
+                }
+
+                /* Commit. */
+                Class *last = NULL;
+                guint last_group = G_MAXUINT;
+                m->bulk = true;
+                for (guint i = 0; i < plan->len; i++) {
+                        const Planned *pl = &g_array_index(plan, Planned, i);
+                        MatrixEntry *e = pl->e;
+                        e->pending = false;
+                        m->stats.restored++;
+                        if (pl->group == G_MAXUINT) {
+                                e->reason = g_steal_pointer(&g_array_index(plan, Planned, i).reason);
+                                continue;
+                        }
+                        e->acceptor = g_steal_pointer(&acceptors->pdata[i]);
+                        e->class_key = g_strdup(gkeys[pl->group]);
+                        if (last && last_group == pl->group) {
+                                class_append(m, last, e);
+                        } else {
+                                index_insert(m, e);
+                                last = e->cls;
+                                last_group = pl->group;
+                        }
+                }
+                m->bulk = false;
+                index_sort_all(m);
+        }
+        return 1;
+out:
+        return -1;
+}
+
+int matrix_load(Matrix *m, const char *dir, const char *expected_fp, char **warning)
+{
+        g_autofree char *path = NULL, *why = NULL;
+        int r;
+
+        if (warning)
+                *warning = NULL;
+        if (!m->deferred) {
+                if (warning)
+                        *warning = g_strdup("the matrix is already built: the cache was not read");
+                return 0;
+        }
+        m->cache_generation = -1;
+        path = g_build_filename(dir ? dir : ".", MATRIX_CACHE_FILE, NULL);
+        r = try_load(m, path, expected_fp ? expected_fp : matrix_fingerprint(m), &why);
+        if (r > 0) {
+                m->built = false;     /* the generation is the cache's */
+                m->cache_generation--;
+                end_deferral(m);
+                g_free(m->saved_fp);
+                m->saved_fp = g_strdup(matrix_fingerprint(m));
+                m->saved_generation = m->generation;
+                return 1;
+        }
+        if (r < 0 && warning)
+                *warning = g_strdup_printf("%s: %s; building the matrix from the rules", path, why);
+        matrix_build(m);
+        return 0;
 }

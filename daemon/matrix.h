@@ -109,6 +109,13 @@ int matrix_load(Matrix *m, const char *dir, const char *expected_fp, char **warn
  * 0, or -errno with *error.  DIR must exist.
  */
 int matrix_save(Matrix *m, const char *dir, char **error);
+/*
+ * The file is {"vfmig-matrix-cache":VERSION,"checksum":"HEX","body":BODY}
+ * with HEX = matrix_cache_checksum(BODY): a damage detector (128 bits of a
+ * fast hash, not a signature).  Exposed for tests and tools.
+ */
+char *matrix_cache_checksum(const char *body, size_t len);
+
 /* Whether the content or fingerprint differ from the last save or load. */
 bool matrix_needs_save(Matrix *m);
 

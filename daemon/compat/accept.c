@@ -70,7 +70,7 @@ static void shared_unref(SharedProfile *s)
 }
 
 static VfmigAcceptor *acceptor_alloc(VfmigRuleSet *rs, const Rule *r, SharedProfile *shared, const char *device,
-                                     const char *parent, const char *mdev_type)
+                                     const char *parent, const char *mdev_type, const char *where)
 {
         VfmigAcceptor *a = g_new0(VfmigAcceptor, 1);
 
@@ -78,7 +78,7 @@ static VfmigAcceptor *acceptor_alloc(VfmigRuleSet *rs, const Rule *r, SharedProf
         a->rule = r;
         a->shared = shared;
         a->profile = shared->p;
-        a->where = compat_rule_where(r);
+        a->where = where ? g_strdup(where) : compat_rule_where(r);
         a->device = g_strdup(device);
         a->parent = g_strdup(parent);
         a->mdev_type = g_strdup(mdev_type);
@@ -102,7 +102,7 @@ static int acceptor_new(VfmigRuleSet *rs, const VfmigDevice *target, const Vfmig
         a = acceptor_alloc(rs, r, shared_new(g_steal_pointer(&p)), candidate ? NULL : target->name,
                            target->kind == VFMIG_DEVICE_MDEV && target->parent && *target->parent
                            ? target->parent : NULL,
-                           target->kind == VFMIG_DEVICE_MDEV ? target->mdev_type : NULL);
+                           target->kind == VFMIG_DEVICE_MDEV ? target->mdev_type : NULL, NULL);
         *ret = a;
         return 0;
 }
@@ -176,7 +176,7 @@ int vfmig_acceptor_new_cached(VfmigRuleSet *rs, const char *rule_id, const Vfmig
                 mdev_type = NULL;
         if (parent && !*parent)
                 parent = NULL;
-        *ret = acceptor_alloc(rs, r, shared_new(vfmig_profile_copy(profile)), device, parent, mdev_type);
+        *ret = acceptor_alloc(rs, r, shared_new(vfmig_profile_copy(profile)), device, parent, mdev_type, NULL);
         return 0;
 }
 
@@ -185,7 +185,7 @@ VfmigAcceptor *vfmig_acceptor_new_like(const VfmigAcceptor *a, const char *devic
 {
         g_atomic_int_inc(&a->shared->n_ref);
         return acceptor_alloc(a->rs, a->rule, a->shared, device, parent && *parent ? parent : NULL,
-                              mdev_type && *mdev_type ? mdev_type : NULL);
+                              mdev_type && *mdev_type ? mdev_type : NULL, a->where);
 }
 
 bool vfmig_acceptor_uses_kernel(const VfmigAcceptor *a)
