@@ -222,6 +222,7 @@ const sd_bus_vtable device_vtable[] = {
         SD_BUS_PROPERTY("MigrationState", "s", property_get_migration_state, 0, 0),
         SD_BUS_PROPERTY("Status", "s", property_get_status, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("StatusMessage", "s", property_get_status_message, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("Profile", "a{sv}", bus_property_get_profile, 0, SD_BUS_VTABLE_PROPERTY_EMITS_INVALIDATION),
         /* UNPRIVILEGED: the handlers ask polkit themselves (bus-polkit.c). */
         SD_BUS_METHOD_WITH_ARGS("OpenDevice",
                                 SD_BUS_NO_ARGS,

@@ -120,6 +120,14 @@ static void copy_attr(VfmigDevice *v, sd_device *d, const char *name)
                 g_hash_table_replace(v->attributes, g_strdup(name), g_strdup(s));
 }
 
+static void copy_attr_as(VfmigDevice *v, sd_device *d, const char *name, const char *as)
+{
+        const char *s = attr(d, name);
+
+        if (s && vfmig_string_is_valid(s, 256))
+                g_hash_table_replace(v->attributes, g_strdup(as), g_strdup(s));
+}
+
 /* Build the model of d if it is a VFIO device, else NULL. */
 static VfmigDevice *device_from_sd(sd_device *d)
 {
@@ -168,6 +176,8 @@ static VfmigDevice *device_from_sd(sd_device *d)
                         v->numa_node = attr_int(parent, "numa_node");
                 }
                 copy_attr(v, d, "migration_version");
+                /* The 2020-style migration/ group, when the driver offers it. */
+                copy_attr_as(v, d, "migration/software_version", "software_version");
         } else {
                 v->vendor_id = attr_hex(d, "vendor", 0xffff);
                 v->device_id = attr_hex(d, "device", 0xffff);
@@ -379,6 +389,33 @@ int udev_source_new(sd_event *event, Inventory *inv, UdevSource **ret)
 
         *ret = steal_ptr(&s);
         return 0;
+}
+
+VfmigDevice *udev_identity(const char *syspath)
+{
+        _cleanup_device_ sd_device *d = NULL;
+        const char *sysname = NULL, *driver = NULL, *subsystem = NULL;
+        VfmigDevice *v;
+
+        if (sd_device_new_from_syspath(&d, syspath) < 0 || sd_device_get_sysname(d, &sysname) < 0 ||
+            !vfmig_device_name_is_valid(sysname))
+                return NULL;
+        (void) sd_device_get_driver(d, &driver);
+        (void) sd_device_get_subsystem(d, &subsystem);
+        v = vfmig_device_new(sysname, VFMIG_DEVICE_PCI);
+        g_free(v->driver);
+        v->driver = g_strdup(driver ? driver : "");
+        g_free(v->sysfs_path);
+        v->sysfs_path = g_strdup(syspath);
+        if (subsystem && strcmp(subsystem, "pci") == 0) {
+                v->vendor_id = attr_hex(d, "vendor", 0xffff);
+                v->device_id = attr_hex(d, "device", 0xffff);
+                v->subsystem_vendor_id = attr_hex(d, "subsystem_vendor", 0xffff);
+                v->subsystem_device_id = attr_hex(d, "subsystem_device", 0xffff);
+                v->revision = attr_hex(d, "revision", 0xff);
+        }
+        v->numa_node = attr_int(d, "numa_node");
+        return v;
 }
 
 void udev_source_free(UdevSource *s)

@@ -16,3 +16,7 @@ typedef struct UdevSource UdevSource;
 /* Enumerates now and starts monitoring.  Returns negative errno on failure. */
 int udev_source_new(sd_event *event, Inventory *inv, UdevSource **ret);
 void udev_source_free(UdevSource *s);
+
+/* The identity (driver, PCI ids) of any device, e.g. an mdev parent that is
+ * not itself a VFIO device, read fresh from sysfs; NULL if unreadable. */
+VfmigDevice *udev_identity(const char *syspath);

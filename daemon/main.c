@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/utsname.h>
 
 #include <systemd/sd-daemon.h>
 
@@ -22,6 +23,8 @@
 static const char *arg_simulate;
 static bool arg_introspect;
 static const char *arg_config = VFMIG_SYSCONFDIR "/vfmigd.conf";
+static const char *arg_rules = VFMIG_DATADIR "/compat.d";
+static const char *arg_admin_rules = VFMIG_SYSCONFDIR "/compat.d";
 
 static void help(void)
 {
@@ -34,20 +37,25 @@ static void help(void)
                "                       (JSON, see data/sim/) instead of this host\n"
                "     --introspect      Print the D-Bus introspection XML and exit\n"
                "     --config=FILE     Read FILE instead of %s/vfmigd.conf\n"
+               "     --rules=DIR       Vendor compatibility rules (default %s/compat.d)\n"
+               "     --admin-rules=DIR Admin rules overriding them by file name\n"
+               "                       (default %s/compat.d)\n"
                "  -d --debug           Log debug messages\n",
-               VFMIG_BUS_NAME, VFMIG_SYSCONFDIR);
+               VFMIG_BUS_NAME, VFMIG_SYSCONFDIR, VFMIG_DATADIR, VFMIG_SYSCONFDIR);
 }
 
 /* Returns 1 to continue, 0 to exit successfully, <0 on error. */
 static int parse_argv(int argc, char *argv[])
 {
-        enum { ARG_VERSION = 0x100, ARG_SIMULATE, ARG_INTROSPECT, ARG_CONFIG };
+        enum { ARG_VERSION = 0x100, ARG_SIMULATE, ARG_INTROSPECT, ARG_CONFIG, ARG_RULES, ARG_ADMIN_RULES };
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, ARG_VERSION },
                 { "simulate", required_argument, NULL, ARG_SIMULATE },
                 { "introspect", no_argument, NULL, ARG_INTROSPECT },
                 { "config", required_argument, NULL, ARG_CONFIG },
+                { "rules", required_argument, NULL, ARG_RULES },
+                { "admin-rules", required_argument, NULL, ARG_ADMIN_RULES },
                 { "debug", no_argument, NULL, 'd' },
                 {}
         };
@@ -70,6 +78,12 @@ static int parse_argv(int argc, char *argv[])
                 case ARG_CONFIG:
                         arg_config = optarg;
                         break;
+                case ARG_RULES:
+                        arg_rules = optarg;
+                        break;
+                case ARG_ADMIN_RULES:
+                        arg_admin_rules = optarg;
+                        break;
                 case 'd':
                         log_set_max_level(LOG_DEBUG);
                         break;
@@ -89,9 +103,12 @@ static void on_device_added(Inventory *inv, const VfmigDevice *dev, void *userda
 {
         Daemon *d = userdata;
 
-        ((VfmigDevice *) dev)->managed = device_access_update(d->access, dev);
+        ManagedDevice *m = device_access_update(d->access, dev);
+
+        ((VfmigDevice *) dev)->managed = m;
         log_device(LOG_INFO, dev->name, "VFIO device appeared (%s, driver %s)",
                    vfmig_device_kind_to_string(dev->kind), dev->driver);
+        compat_service_device_updated(d->compat, dev, m->migration_flags, m->dma_logging);
         bus_device_emit_added(d, dev);
 }
 
@@ -99,8 +116,11 @@ static void on_device_changed(Inventory *inv, const VfmigDevice *dev, void *user
 {
         Daemon *d = userdata;
 
-        ((VfmigDevice *) dev)->managed = device_access_update(d->access, dev);
+        ManagedDevice *m = device_access_update(d->access, dev);
+
+        ((VfmigDevice *) dev)->managed = m;
         log_device(LOG_DEBUG, dev->name, "VFIO device changed");
+        compat_service_device_updated(d->compat, dev, m->migration_flags, m->dma_logging);
         bus_device_emit_changed(d, dev);
 }
 
@@ -110,13 +130,42 @@ static void on_device_removed(Inventory *inv, const VfmigDevice *dev, void *user
 
         log_device(LOG_INFO, dev->name, "VFIO device disappeared");
         bus_device_emit_removed(d, dev);
+        compat_service_device_removed(d->compat, dev->name);
         ((VfmigDevice *) dev)->managed = NULL;
         device_access_remove(d->access, dev->name);
 }
 
 static void on_parents_changed(Inventory *inv, void *userdata)
 {
-        bus_manager_emit_types_changed(userdata);
+        Daemon *d = userdata;
+        g_autoptr(GPtrArray) parents = inventory_list_parents(inv);
+
+        /* On a real host, re-read the parents' own identities (driver, ids). */
+        if (d->identities) {
+                g_hash_table_remove_all(d->identities);
+                for (guint i = 0; i < parents->len; i++) {
+                        VfmigMdevParent *p = parents->pdata[i];
+                        VfmigDevice *id = p->sysfs_path[0] ? udev_identity(p->sysfs_path) : NULL;
+                        if (id)
+                                g_hash_table_replace(d->identities, id->name, id);
+                }
+        }
+        compat_service_parents_updated(d->compat, parents);
+        bus_manager_emit_types_changed(d);
+}
+
+static const VfmigDevice *identity_of(const char *name, void *userdata)
+{
+        Daemon *d = userdata;
+
+        if (d->sim)
+                return sim_host_identity(d->sim, name);
+        return d->identities ? g_hash_table_lookup(d->identities, name) : NULL;
+}
+
+static void on_matrix_changed(uint64_t generation, void *userdata)
+{
+        bus_manager_emit_matrix_changed(userdata, generation);
 }
 
 static void on_device_released(ManagedDevice *m, void *userdata)
@@ -144,10 +193,45 @@ static void daemon_done(Daemon *d)
                 sd_bus_flush_close_unref(d->bus);
         }
         inventory_free(d->inventory);
+        compat_service_free(d->compat);
         device_access_free(d->access);
+        if (d->identities)
+                g_hash_table_unref(d->identities);
+        g_free(d->host_name);
         sim_host_free(d->sim);
         sd_event_unref(d->event);
         g_free(d->backend);
+}
+
+/* The cache directory systemd gives us (the first, if several). */
+static char *cache_directory(void)
+{
+        const char *e = getenv("CACHE_DIRECTORY");
+
+        if (!e || !*e)
+                return NULL;
+        return g_strndup(e, strcspn(e, ":"));
+}
+
+static int setup_compat(Daemon *d, const char *kernel_release)
+{
+        g_autofree char *cache = cache_directory();
+        CompatConfig cfg = {
+                .vendor_dir = arg_rules,
+                .admin_dir = arg_admin_rules,
+                .cache_dir = cache,
+                .host_name = d->host_name,
+                .kernel_release = kernel_release,
+                /* Simulated devices have no driver to ask. */
+                .kernel_hook = arg_simulate == NULL,
+                .identity = identity_of,
+                .changed = on_matrix_changed,
+                .userdata = d,
+        };
+
+        if (!cache)
+                log_info("CACHE_DIRECTORY is not set: the host matrix is not cached across restarts");
+        return compat_service_new(d->event, &cfg, &d->compat);
 }
 
 static int setup_inventory(Daemon *d)
@@ -172,11 +256,29 @@ static int setup_inventory(Daemon *d)
                         return r;
                 }
                 d->backend = g_strdup_printf("simulated:%s", d->sim->host_name);
+                d->host_name = g_strdup(d->sim->host_name);
+                r = setup_compat(d, d->sim->kernel_release);
+                if (r < 0)
+                        return r;
                 sim_host_populate(d->sim, d->inventory);
-                return 0;
+        } else {
+                struct utsname u;
+                int r;
+
+                d->backend = g_strdup("host");
+                d->identities = g_hash_table_new_full(g_str_hash, g_str_equal, NULL,
+                                                      (GDestroyNotify) vfmig_device_free);
+                (void) uname(&u);
+                d->host_name = g_strdup(u.nodename);
+                r = setup_compat(d, u.release);
+                if (r < 0)
+                        return r;
+                r = udev_source_new(d->event, d->inventory, &d->udev);
+                if (r < 0)
+                        return r;
         }
-        d->backend = g_strdup("host");
-        return udev_source_new(d->event, d->inventory, &d->udev);
+        compat_service_start(d->compat);
+        return 0;
 }
 
 static int setup_bus(Daemon *d)

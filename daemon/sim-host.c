@@ -536,15 +536,27 @@ void sim_host_free(SimHost *h)
 
 void sim_host_populate(SimHost *h, Inventory *inv)
 {
-        for (guint i = 0; i < h->devices->len; i++) {
+        /* VFIO devices move into the inventory; the others stay here, as the
+         * identities of mdev parents (sim_host_identity()). */
+        for (guint i = 0; i < h->devices->len;) {
                 VfmigDevice *d = h->devices->pdata[i];
 
-                if (d->kind == VFMIG_DEVICE_PCI && !vfmig_driver_is_vfio_pci(d->driver))
+                if (d->kind == VFMIG_DEVICE_PCI && !vfmig_driver_is_vfio_pci(d->driver)) {
+                        i++;
                         continue;
-                h->devices->pdata[i] = NULL;
-                inventory_put_device(inv, d);
+                }
+                inventory_put_device(inv, g_ptr_array_steal_index(h->devices, i));
         }
-        g_ptr_array_remove_range(h->devices, 0, h->devices->len);
         while (h->parents->len > 0)
                 inventory_put_parent(inv, g_ptr_array_steal_index(h->parents, 0));
+}
+
+const VfmigDevice *sim_host_identity(SimHost *h, const char *name)
+{
+        for (guint i = 0; i < h->devices->len; i++) {
+                VfmigDevice *d = h->devices->pdata[i];
+                if (strcmp(d->name, name) == 0)
+                        return d;
+        }
+        return NULL;
 }

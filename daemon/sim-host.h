@@ -36,3 +36,7 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(SimHost, sim_host_free)
 /* Move the host's VFIO devices (filtered like the udev source) and its
  * parents into the inventory. */
 void sim_host_populate(SimHost *h, Inventory *inv);
+
+/* A device of the file that is not a VFIO device (an mdev parent, a PF), by
+ * name, or NULL: the identity the compatibility rules read for mdevs. */
+const VfmigDevice *sim_host_identity(SimHost *h, const char *name);

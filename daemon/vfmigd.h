@@ -10,6 +10,7 @@
 #include <systemd/sd-event.h>
 
 #include "bus-polkit.h"
+#include "compat-service.h"
 #include "device-access.h"
 #include "inventory-udev.h"
 #include "inventory.h"
@@ -24,6 +25,11 @@ typedef struct Daemon {
         char *backend;             /* "host" or "simulated:<host name>" */
         DeviceAccess *access;
         PolkitRegistry *polkit_registry;   /* calls parked while polkit answers */
+        CompatService *compat;
+        char *host_name;
+        GHashTable *identities;            /* real host: parent name -> VfmigDevice* */
+        /* Targets that must not be offered (reserved, in a job). */
+        bool (*is_busy)(const char *key, void *userdata);
 } Daemon;
 
 /* bus-manager.c */
@@ -37,6 +43,18 @@ void bus_device_emit_added(Daemon *d, const VfmigDevice *dev);
 void bus_device_emit_removed(Daemon *d, const VfmigDevice *dev);
 void bus_device_emit_changed(Daemon *d, const VfmigDevice *dev);
 void bus_manager_emit_types_changed(Daemon *d);
+
+/* bus-compat.c */
+int bus_method_get_migration_profile(sd_bus_message *m, void *userdata, sd_bus_error *error);
+int bus_method_check_compatibility(sd_bus_message *m, void *userdata, sd_bus_error *error);
+int bus_method_find_compatible_targets(sd_bus_message *m, void *userdata, sd_bus_error *error);
+int bus_method_export_matrix(sd_bus_message *m, void *userdata, sd_bus_error *error);
+int bus_method_reload(sd_bus_message *m, void *userdata, sd_bus_error *error);
+int bus_property_get_matrix_generation(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                       sd_bus_message *reply, void *userdata, sd_bus_error *error);
+int bus_property_get_profile(sd_bus *bus, const char *path, const char *interface, const char *property,
+                             sd_bus_message *reply, void *userdata, sd_bus_error *error);
+void bus_manager_emit_matrix_changed(Daemon *d, uint64_t generation);
 
 /* bus-errors.c */
 extern const sd_bus_error_map vfmig_error_map[];
