@@ -29,7 +29,11 @@ static const Verb verbs[] = {
         { "show", 1, 1, true, verb_show, "DEVICE", "Show all properties of one device" },
         { "types", 0, 0, true, verb_types, "", "List the mdev types of this host's mdev parents" },
         { "status", 0, 0, true, verb_status, "", "Show the daemon's version, backend and device count" },
-        { "reset", 1, 1, false, verb_reset, "DEVICE", "Reset a device (VFIO_DEVICE_RESET; root only)" },
+        { "reset", 1, 1, false, verb_reset, "DEVICE", "Reset a device (VFIO_DEVICE_RESET; polkit org.vfmig1.manage)" },
+        { "profile", 1, 1, true, verb_profile, "DEVICE", "Show a device's migration profile (--json: a profile file)" },
+        { "check", 2, 2, true, verb_check, "PROFILE-FILE|- TARGET", "Can TARGET resume a device with this profile?" },
+        { "targets", 1, 1, true, verb_targets, "PROFILE-FILE|-", "Local targets that can resume this profile, best first" },
+        { "matrix", 0, 0, true, verb_matrix, "", "Export this host's compatibility matrix (JSON)" },
 };
 
 static void help(FILE *f)

@@ -55,6 +55,10 @@ int verb_show(VfmigCtl *ctl, int argc, char **argv);    /* vfmigctl-devices.c */
 int verb_types(VfmigCtl *ctl, int argc, char **argv);   /* vfmigctl-types.c */
 int verb_status(VfmigCtl *ctl, int argc, char **argv);  /* vfmigctl-status.c */
 int verb_reset(VfmigCtl *ctl, int argc, char **argv);   /* vfmigctl-reset.c */
+int verb_profile(VfmigCtl *ctl, int argc, char **argv); /* vfmigctl-compat.c */
+int verb_check(VfmigCtl *ctl, int argc, char **argv);   /* vfmigctl-compat.c */
+int verb_targets(VfmigCtl *ctl, int argc, char **argv); /* vfmigctl-compat.c */
+int verb_matrix(VfmigCtl *ctl, int argc, char **argv);  /* vfmigctl-compat.c */
 
 /* --- bus helpers (vfmigctl-bus.c) --------------------------------------- */
 

@@ -214,6 +214,49 @@ class Compat(unittest.TestCase):
                 again.pop('generation')
                 self.assertEqual(again, {k: v for k, v in cold.items() if k != 'generation'})
 
+    def test_cli(self):
+        import subprocess
+
+        def ctl(*args, stdin=None):
+            return subprocess.run([vt.VFMIGCTL] + list(args), capture_output=True, text=True, timeout=30,
+                                  input=stdin)
+        pfile = os.path.join(self.tmp, 'cx7-a.json')
+        with Host('host-a.json', self.cache_a):
+            r = ctl('profile', MLX_A, '--json')
+            self.assertEqual(r.returncode, 0, r.stderr)
+            with open(pfile, 'w') as f:
+                f.write(r.stdout)
+            self.assertEqual(json.loads(r.stdout), self.prof_a)
+            r = ctl('profile', MLX_A)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertIn('pci-15b3:mlx5-cx7', r.stdout)
+            r = ctl('profile', '0000:17:00.3')
+            self.assertNotEqual(r.returncode, 0)
+            self.assertIn('no compatibility rule matches', r.stderr)
+        with Host('host-b.json', self.cache_b):
+            r = ctl('targets', pfile, '--json')
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertEqual([t['target'] for t in json.loads(r.stdout)],
+                             ['0000:31:00.1', '0000:31:00.2', '0000:31:00.3'])
+            r = ctl('targets', '-', stdin=open(pfile).read())
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertIn('0000:31:00.2', r.stdout)
+            r = ctl('check', pfile, MLX_B)
+            self.assertEqual((r.returncode, r.stdout.splitlines()[0]), (0, f'{MLX_B}: compatible'))
+            r = ctl('check', pfile, '0000:31:00.4', '--json')
+            self.assertEqual(r.returncode, 6, r.stderr)
+            self.assertFalse(json.loads(r.stdout)['compatible'])
+            with open(pfile + '.bad', 'w') as f:
+                f.write('{"format": 1, "migration-version": "1"}')
+            r = ctl('check', pfile + '.bad', MLX_B)
+            self.assertEqual(r.returncode, 2)
+            self.assertIn('migration-type', r.stderr)
+            r = ctl('check', '/nonexistent.json', MLX_B)
+            self.assertEqual(r.returncode, 1)
+            r = ctl('matrix', '--json=short')
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertEqual(json.loads(r.stdout)['host'], 'sim-host-b')
+
     def test_reload_keeps_last_good_rules(self):
         admin = tempfile.mkdtemp(dir=self.tmp)
         with Host('host-b.json', self.cache_b, admin=admin) as b:
