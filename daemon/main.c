@@ -163,6 +163,21 @@ static const VfmigDevice *identity_of(const char *name, void *userdata)
         return d->identities ? g_hash_table_lookup(d->identities, name) : NULL;
 }
 
+/* A target vfmigd cannot hand out: a device it does not hold (excluded by
+ * vfmigd.conf, group in use, ...).  Reservations and jobs add to this. */
+static bool target_is_busy(const char *key, void *userdata)
+{
+        Daemon *d = userdata;
+        VfmigDevice *dev;
+        ManagedDevice *m;
+
+        if (strchr(key, '/'))
+                return false;   /* a creatable mdev type */
+        dev = inventory_get_device(d->inventory, key);
+        m = dev ? dev->managed : NULL;
+        return !m || m->status != ACCESS_MANAGED;
+}
+
 static void on_matrix_changed(uint64_t generation, void *userdata)
 {
         bus_manager_emit_matrix_changed(userdata, generation);
@@ -244,6 +259,7 @@ static int setup_inventory(Daemon *d)
                 return -EINVAL;
         }
         d->access = device_access_new(&config, arg_simulate != NULL, d->event, on_device_released, d);
+        d->is_busy = target_is_busy;
         d->inventory = inventory_new();
         inventory_set_listener(d->inventory, &inventory_listener, d);
 

@@ -129,6 +129,13 @@ class Compat(unittest.TestCase):
             self.assertFalse(ok)
             self.assertTrue(why)
 
+    def test_unmanaged_targets_not_offered(self):
+        conf = os.path.join(self.tmp, 'deny.conf')
+        with open(conf, 'w') as f:
+            f.write('[Devices]\nDeny=0000:31:00.2\n')
+        with Host('host-b.json', self.cache_b, extra=['--config', conf]) as b:
+            self.assertEqual([r[0] for r in b.find(self.prof_a)], ['0000:31:00.1', '0000:31:00.3'])
+
     def test_unknown_target(self):
         with Host('host-b.json', self.cache_b) as b:
             ok, why = b.check(self.prof_a, '0000:99:00.0')
