@@ -415,6 +415,9 @@ VfmigDevice *udev_identity(const char *syspath)
                 v->revision = attr_hex(d, "revision", 0xff);
         }
         v->numa_node = attr_int(d, "numa_node");
+        /* What a type of this parent would report once created (the
+         * 2020-style migration/ group on the parent, when offered). */
+        copy_attr_as(v, d, "migration/software_version", "software_version");
         return v;
 }
 

@@ -1007,9 +1007,37 @@ static int tm_pdev_remove(struct platform_device *pdev)
 	return 0;
 }
 
+/*
+ * The parent's migration/software_version: what an instance created now
+ * would report (for creatable types; the instances have their own).
+ */
+static ssize_t parent_software_version_show(struct device *dev,
+					    struct device_attribute *attr, char *buf)
+{
+	return sysfs_emit(buf, "%u\n", tm_stream_version());
+}
+static struct device_attribute dev_attr_parent_software_version =
+	__ATTR(software_version, 0444, parent_software_version_show, NULL);
+
+static struct attribute *tm_parent_migration_attrs[] = {
+	&dev_attr_parent_software_version.attr,
+	NULL,
+};
+
+static const struct attribute_group tm_parent_migration_group = {
+	.name = "migration",
+	.attrs = tm_parent_migration_attrs,
+};
+
+static const struct attribute_group *tm_parent_groups[] = {
+	&tm_parent_migration_group,
+	NULL,
+};
+
 static struct platform_driver tm_pdrv = {
 	.driver = {
 		.name = TM_NAME,
+		.dev_groups = tm_parent_groups,
 		/*
 		 * No unbind/bind from sysfs: the static mdev types cannot be
 		 * registered twice in one module lifetime.
