@@ -359,6 +359,20 @@ static int read_find_options(sd_bus_message *m, MatrixFindOptions *o, sd_bus_err
         return sd_bus_message_exit_container(m);
 }
 
+typedef struct FindFilter {
+        Daemon *daemon;
+        const char *self;   /* the source device itself, when it lives on this host */
+} FindFilter;
+
+static bool find_skip(const char *key, void *userdata)
+{
+        FindFilter *f = userdata;
+
+        if (f->self && strcmp(key, f->self) == 0)
+                return true;    /* a device is never its own migration target */
+        return f->daemon->is_busy && f->daemon->is_busy(key, f->daemon);
+}
+
 int bus_method_find_compatible_targets(sd_bus_message *m, void *userdata, sd_bus_error *error)
 {
         Daemon *d = userdata;
@@ -374,8 +388,12 @@ int bus_method_find_compatible_targets(sd_bus_message *m, void *userdata, sd_bus
         r = read_find_options(m, &opt, error);
         if (r < 0)
                 return r;
-        opt.is_busy = d->is_busy;
-        opt.userdata = d;
+        FindFilter filter = {
+                .daemon = d,
+                .self = p->source_device && streq_ptr(p->source_host, d->host_name) ? p->source_device : NULL,
+        };
+        opt.is_busy = find_skip;
+        opt.userdata = &filter;
         matrix_find(compat_service_matrix(d->compat), p, &opt, compat_service_hook(d->compat), &results);
 
         r = sd_bus_message_new_method_return(m, &reply);

@@ -136,6 +136,12 @@ class Compat(unittest.TestCase):
         with Host('host-b.json', self.cache_b, extra=['--config', conf]) as b:
             self.assertEqual([r[0] for r in b.find(self.prof_a)], ['0000:31:00.1', '0000:31:00.3'])
 
+    def test_source_is_not_its_own_target(self):
+        with Host('host-a.json', self.cache_a) as a:
+            self.assertEqual([r[0] for r in a.find(self.prof_a)], ['0000:17:00.2'])
+            other_host = dict(self.prof_a, **{'source-host': 'elsewhere'})
+            self.assertEqual([r[0] for r in a.find(other_host)], ['0000:17:00.1', '0000:17:00.2'])
+
     def test_unknown_target(self):
         with Host('host-b.json', self.cache_b) as b:
             ok, why = b.check(self.prof_a, '0000:99:00.0')
