@@ -34,6 +34,10 @@ static const Verb verbs[] = {
         { "check", 2, 2, true, verb_check, "PROFILE-FILE|- TARGET", "Can TARGET resume a device with this profile?" },
         { "targets", 1, 1, true, verb_targets, "PROFILE-FILE|-", "Local targets that can resume this profile, best first" },
         { "matrix", 0, 0, true, verb_matrix, "", "Export this host's compatibility matrix (JSON)" },
+        { "reserve", 1, 1, false, verb_reserve, "DEVICE", "Reserve a target device (--profile, --lease, --persist)" },
+        { "reservations", 0, 0, true, verb_reservations, "", "List the reservations of this host" },
+        { "renew", 1, 1, false, verb_renew, "ID", "Extend a reservation's lease (--lease)" },
+        { "release", 1, 1, false, verb_release, "ID", "Release a reservation" },
 };
 
 static void help(FILE *f)
@@ -61,6 +65,9 @@ static void help(FILE *f)
                 "  -v --verbose           Show more (e.g. mdev type descriptions)\n"
                 "     --address=ADDRESS   Talk to the bus at ADDRESS instead of the\n"
                 "                         system bus\n"
+                "     --profile=FILE|-    reserve: the source's migration profile (JSON)\n"
+                "     --lease=SECONDS     reserve, renew: the lease (1..86400)\n"
+                "     --persist           reserve: keep it after vfmigctl exits\n"
                 "\n"
                 "Exit status: 0 ok, 1 failure, 2 usage error or invalid argument,\n"
                 "3 no such device, 4 access denied, 5 vfmigd not running.\n"
@@ -123,6 +130,9 @@ int main(int argc, char *argv[])
                 ARG_JSON,
                 ARG_NO_LEGEND,
                 ARG_ADDRESS,
+                ARG_PROFILE,
+                ARG_LEASE,
+                ARG_PERSIST,
         };
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
@@ -131,6 +141,9 @@ int main(int argc, char *argv[])
                 { "no-legend", no_argument, NULL, ARG_NO_LEGEND },
                 { "verbose", no_argument, NULL, 'v' },
                 { "address", required_argument, NULL, ARG_ADDRESS },
+                { "profile", required_argument, NULL, ARG_PROFILE },
+                { "lease", required_argument, NULL, ARG_LEASE },
+                { "persist", no_argument, NULL, ARG_PERSIST },
                 {}
         };
         _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
@@ -166,6 +179,15 @@ int main(int argc, char *argv[])
                 case ARG_ADDRESS:
                         address = optarg;
                         break;
+                case ARG_PROFILE:
+                        ctl.profile = optarg;
+                        break;
+                case ARG_LEASE:
+                        ctl.lease = optarg;
+                        break;
+                case ARG_PERSIST:
+                        ctl.persist = true;
+                        break;
                 default:
                         /* getopt_long has said what was wrong. */
                         return VFMIGCTL_EXIT_USAGE;
@@ -182,6 +204,10 @@ int main(int argc, char *argv[])
                 return usage_error("too few arguments for \"%s\"", verb->name);
         if (nargs > verb->max_args)
                 return usage_error("too many arguments for \"%s\"", verb->name);
+        if ((ctl.profile || ctl.persist) && verb->run != verb_reserve)
+                return usage_error("--profile and --persist go with \"reserve\" only");
+        if (ctl.lease && verb->run != verb_reserve && verb->run != verb_renew)
+                return usage_error("--lease goes with \"reserve\" and \"renew\" only");
         if (ctl.json != VFMIGCTL_JSON_OFF && !verb->json)
                 return usage_error("\"%s\" has no JSON output", verb->name);
 

@@ -34,6 +34,7 @@ enum {
         VFMIGCTL_EXIT_NOT_RUNNING = 5,    /* org.vfmig1 has no owner, or no bus */
         VFMIGCTL_EXIT_NOT_COMPATIBLE = 6, /* org.vfmig1.Error.NotCompatible */
         VFMIGCTL_EXIT_BUSY = 7,           /* org.vfmig1.Error.Busy */
+        VFMIGCTL_EXIT_NOT_RESERVED = 8,   /* org.vfmig1.Error.NotReserved */
 };
 
 typedef enum {
@@ -47,6 +48,8 @@ typedef struct {
         VfmigCtlJson json;
         bool legend;
         bool verbose;
+        const char *profile, *lease;      /* --profile, --lease (reserve, renew) */
+        bool persist;                     /* --persist (reserve) */
 } VfmigCtl;
 
 /* Verbs, one group per file. */
@@ -59,6 +62,10 @@ int verb_profile(VfmigCtl *ctl, int argc, char **argv); /* vfmigctl-compat.c */
 int verb_check(VfmigCtl *ctl, int argc, char **argv);   /* vfmigctl-compat.c */
 int verb_targets(VfmigCtl *ctl, int argc, char **argv); /* vfmigctl-compat.c */
 int verb_matrix(VfmigCtl *ctl, int argc, char **argv);  /* vfmigctl-compat.c */
+int verb_reserve(VfmigCtl *ctl, int argc, char **argv); /* vfmigctl-reservations.c */
+int verb_reservations(VfmigCtl *ctl, int argc, char **argv); /* vfmigctl-reservations.c */
+int verb_renew(VfmigCtl *ctl, int argc, char **argv);   /* vfmigctl-reservations.c */
+int verb_release(VfmigCtl *ctl, int argc, char **argv); /* vfmigctl-reservations.c */
 
 /* --- bus helpers (vfmigctl-bus.c) --------------------------------------- */
 

@@ -173,6 +173,8 @@ static bool target_is_busy(const char *key, void *userdata)
 
         if (strchr(key, '/'))
                 return false;   /* a creatable mdev type */
+        if (d->reservations && reservations_is_busy(d->reservations, key, NULL))
+                return true;
         dev = inventory_get_device(d->inventory, key);
         m = dev ? dev->managed : NULL;
         return !m || m->status != ACCESS_MANAGED;
@@ -203,6 +205,7 @@ static void daemon_done(Daemon *d)
 {
         udev_source_free(d->udev);
         polkit_registry_free(d->polkit_registry);
+        reservations_free(d->reservations);     /* before the bus: drops the owner tracks */
         if (d->bus) {
                 sd_bus_flush(d->bus);
                 sd_bus_flush_close_unref(d->bus);
@@ -297,6 +300,14 @@ static int setup_inventory(Daemon *d)
         return 0;
 }
 
+/* Reservations from $STATE_DIRECTORY (or /var/lib/vfmig); a broken state
+ * file is logged and moved aside, never fatal. */
+static void setup_reservations(Daemon *d)
+{
+        d->reservations = reservations_new(d->event, NULL);
+        (void) reservations_load(d->reservations);
+}
+
 static int setup_bus(Daemon *d)
 {
         int r;
@@ -311,6 +322,9 @@ static int setup_bus(Daemon *d)
         r = bus_device_register(d);
         if (r < 0)
                 return log_error_errno(r, "Failed to add device objects: %m");
+        r = bus_reservation_register(d);
+        if (r < 0)
+                return log_error_errno(r, "Failed to add reservation objects: %m");
         r = sd_bus_add_object_manager(d->bus, NULL, VFMIG_DBUS_PATH);
         if (r < 0)
                 return log_error_errno(r, "Failed to add object manager: %m");
@@ -358,6 +372,7 @@ int main(int argc, char *argv[])
         r = setup_inventory(&d);
         if (r < 0)
                 return 1;
+        setup_reservations(&d);
         r = setup_bus(&d);
         if (r < 0)
                 return 1;

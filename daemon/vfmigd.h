@@ -14,6 +14,7 @@
 #include "device-access.h"
 #include "inventory-udev.h"
 #include "inventory.h"
+#include "reservations.h"
 #include "sim-host.h"
 
 typedef struct Daemon {
@@ -26,6 +27,7 @@ typedef struct Daemon {
         DeviceAccess *access;
         PolkitRegistry *polkit_registry;   /* calls parked while polkit answers */
         CompatService *compat;
+        Reservations *reservations;        /* leased claims on devices (reservations.c) */
         char *host_name;
         GHashTable *identities;            /* real host: parent name -> VfmigDevice* */
         /* Targets that must not be offered (reserved, in a job). */
@@ -55,6 +57,13 @@ int bus_property_get_matrix_generation(sd_bus *bus, const char *path, const char
 int bus_property_get_profile(sd_bus *bus, const char *path, const char *interface, const char *property,
                              sd_bus_message *reply, void *userdata, sd_bus_error *error);
 void bus_manager_emit_matrix_changed(Daemon *d, uint64_t generation);
+
+/* bus-reservation.c */
+extern const sd_bus_vtable reservation_vtable[];
+int bus_reservation_register(Daemon *d);
+char *bus_reservation_path(const char *id);
+int bus_reservation_method_reserve(sd_bus_message *m, void *userdata, sd_bus_error *error);
+int bus_reservation_method_list(sd_bus_message *m, void *userdata, sd_bus_error *error);
 
 /* bus-errors.c */
 extern const sd_bus_error_map vfmig_error_map[];

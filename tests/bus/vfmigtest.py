@@ -47,8 +47,15 @@ class Daemon:
     """One vfmigd process on the test bus."""
 
     def __init__(self, args=(), env=None):
+        import tempfile
         self.args = list(args)
         self.env = dict(os.environ)
+        # Never the machine's /var/lib/vfmig: a fresh state directory per
+        # daemon unless the test gives one (restart tests do).
+        self._state = None
+        if not (env and 'STATE_DIRECTORY' in env):
+            self._state = tempfile.TemporaryDirectory(prefix='vfmig-state-')
+            self.env['STATE_DIRECTORY'] = self._state.name
         if env:
             self.env.update(env)
         self.proc = None
