@@ -1,0 +1,22 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * crc32c.h — CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), the
+ * checksum of iSCSI (RFC 3720) and of the vfmig stream records.
+ *
+ * vfmig_crc32c(0, buf, n) is the CRC of buf; feeding the result back as crc
+ * continues it over more bytes: crc32c(crc32c(0, a), b) == crc32c(0, a||b).
+ * The SSE4.2 instruction is used when the CPU has it, else slicing-by-8
+ * tables.  Thread-safe.
+ */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+uint32_t vfmig_crc32c(uint32_t crc, const void *buf, size_t n);
+
+/* The portable table code only (for tests and the benchmark). */
+uint32_t vfmig_crc32c_sw(uint32_t crc, const void *buf, size_t n);
+
+/* Whether vfmig_crc32c() uses the CPU instruction. */
+int vfmig_crc32c_hw_available(void);

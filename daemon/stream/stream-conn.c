@@ -1,0 +1,523 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* stream-conn.c — plaintext and TLS 1.3 PSK connections, fd checks, TCP. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <gnutls/gnutls.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "stream-conn.h"
+
+struct VfmigStreamConn {
+        int fd;
+        bool tls;
+        bool server;
+        bool connected;         /* the socket is connected (TCP connect finished) */
+        bool handshaken;
+        bool unknown_identity;  /* server: the client offered another PSK identity */
+        bool bye_sent;
+        short events;
+        gnutls_session_t session;
+        gnutls_psk_client_credentials_t ccred;
+        gnutls_psk_server_credentials_t scred;
+        VfmigPsk psk;
+        char *error;
+};
+
+static int set_error(char **where, int r, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
+static int set_error(char **where, int r, const char *fmt, ...)
+{
+        va_list ap;
+
+        if (where) {
+                g_free(*where);
+                va_start(ap, fmt);
+                *where = g_strdup_vprintf(fmt, ap);
+                va_end(ap);
+        }
+        return r;
+}
+
+static const char *file_kind(mode_t m)
+{
+        if (S_ISREG(m))
+                return "a regular file";
+        if (S_ISFIFO(m))
+                return "a pipe or FIFO";
+        if (S_ISCHR(m))
+                return "a character device";
+        if (S_ISBLK(m))
+                return "a block device";
+        if (S_ISDIR(m))
+                return "a directory";
+        return "not a socket";
+}
+
+int vfmig_stream_fd_check(int fd, VfmigStreamFdInfo *ret_info, char **ret_error)
+{
+        VfmigStreamFdInfo info = {};
+        struct sockaddr_storage peer;
+        socklen_t len;
+        struct stat st;
+        int type = 0, family = 0, fl;
+
+        if (fd < 0)
+                return set_error(ret_error, -EBADF, "no file descriptor");
+        if (fstat(fd, &st) < 0)
+                return set_error(ret_error, -errno, "cannot fstat the file descriptor: %s", g_strerror(errno));
+        if (!S_ISSOCK(st.st_mode))
+                return set_error(ret_error, -ENOTSOCK, "the file descriptor is %s, a connected stream socket is needed",
+                                 file_kind(st.st_mode));
+        len = sizeof(type);
+        if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0)
+                return set_error(ret_error, -errno, "cannot read the socket type: %s", g_strerror(errno));
+        if (type != SOCK_STREAM)
+                return set_error(ret_error, -ESOCKTNOSUPPORT,
+                                 "the socket is a %s socket, a stream socket (TCP or AF_UNIX stream) is needed",
+                                 type == SOCK_DGRAM ? "datagram (UDP)" : type == SOCK_SEQPACKET ? "seqpacket" : "non-stream");
+        len = sizeof(family);
+        if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &family, &len) < 0)
+                return set_error(ret_error, -errno, "cannot read the socket family: %s", g_strerror(errno));
+        if (family != AF_UNIX && family != AF_INET && family != AF_INET6)
+                return set_error(ret_error, -EAFNOSUPPORT, "socket family %d is not AF_UNIX, AF_INET or AF_INET6", family);
+        len = sizeof(peer);
+        if (getpeername(fd, (struct sockaddr *) &peer, &len) < 0)
+                return set_error(ret_error, -errno, "the socket has no peer: %s", g_strerror(errno));
+        info.family = family;
+        if (family == AF_UNIX) {
+                struct ucred cred;
+
+                len = sizeof(cred);
+                if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
+                        return set_error(ret_error, -errno, "cannot read the peer credentials: %s", g_strerror(errno));
+                info.have_peer_cred = true;
+                info.peer_pid = cred.pid;
+                info.peer_uid = cred.uid;
+                info.peer_gid = cred.gid;
+        }
+        fl = fcntl(fd, F_GETFL);
+        if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 ||
+            fcntl(fd, F_SETFD, FD_CLOEXEC) < 0)
+                return set_error(ret_error, -errno, "cannot make the socket non-blocking: %s", g_strerror(errno));
+        if (ret_info)
+                *ret_info = info;
+        return 0;
+}
+
+int vfmig_stream_parse_endpoint(const char *endpoint, struct sockaddr_storage *ret, socklen_t *ret_len)
+{
+        struct addrinfo hints = {
+                .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV,
+                .ai_socktype = SOCK_STREAM,
+        }, *res = NULL;
+        g_autofree char *host = NULL;
+        const char *colon, *port;
+        char *end;
+        unsigned long pn;
+
+        if (!endpoint || strlen(endpoint) > 256)
+                return -EINVAL;
+        if (endpoint[0] == '[') {
+                const char *close = strchr(endpoint, ']');
+
+                if (!close || close[1] != ':')
+                        return -EINVAL;
+                host = g_strndup(endpoint + 1, (gsize) (close - endpoint - 1));
+                port = close + 2;
+        } else {
+                colon = strrchr(endpoint, ':');
+                if (!colon || strchr(endpoint, ':') != colon)
+                        return -EINVAL;
+                host = g_strndup(endpoint, (gsize) (colon - endpoint));
+                port = colon + 1;
+        }
+        errno = 0;
+        pn = strtoul(port, &end, 10);
+        if (!*port || *end || errno || pn < 1 || pn > 65535 || !g_ascii_isdigit(*port))
+                return -EINVAL;
+        if (getaddrinfo(host, port, &hints, &res) != 0 || !res)
+                return -EINVAL;
+        memcpy(ret, res->ai_addr, res->ai_addrlen);
+        *ret_len = res->ai_addrlen;
+        freeaddrinfo(res);
+        return 0;
+}
+
+static void set_nodelay(int fd)
+{
+        int one = 1;
+
+        (void) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+int vfmig_stream_tcp_listen(const char *address, uint16_t port, int *ret_fd, uint16_t *ret_port)
+{
+        struct sockaddr_storage ss = {};
+        socklen_t len;
+        int fd, one = 1, zero = 0, r;
+
+        if (!address || strchr(address, ':')) {
+                struct sockaddr_in6 *a = (struct sockaddr_in6 *) &ss;
+
+                a->sin6_family = AF_INET6;
+                a->sin6_port = htons(port);
+                if (address && inet_pton(AF_INET6, address, &a->sin6_addr) != 1)
+                        return -EINVAL;
+                if (!address)
+                        a->sin6_addr = in6addr_any;
+                len = sizeof(*a);
+        } else {
+                struct sockaddr_in *a = (struct sockaddr_in *) &ss;
+
+                a->sin_family = AF_INET;
+                a->sin_port = htons(port);
+                if (inet_pton(AF_INET, address, &a->sin_addr) != 1)
+                        return -EINVAL;
+                len = sizeof(*a);
+        }
+        fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+                return -errno;
+        (void) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        if (!address)
+                (void) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
+        if (bind(fd, (struct sockaddr *) &ss, len) < 0 || listen(fd, 16) < 0)
+                goto fail;
+        len = sizeof(ss);
+        if (getsockname(fd, (struct sockaddr *) &ss, &len) < 0)
+                goto fail;
+        *ret_port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *) &ss)->sin6_port
+                                                    : ((struct sockaddr_in *) &ss)->sin_port);
+        *ret_fd = fd;
+        return 0;
+fail:
+        r = -errno;
+        close(fd);
+        return r;
+}
+
+int vfmig_stream_tcp_accept(int listen_fd)
+{
+        int fd = accept4(listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+        if (fd < 0)
+                return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+        set_nodelay(fd);
+        return fd;
+}
+
+int vfmig_stream_tcp_connect(const char *endpoint, int *ret_fd)
+{
+        struct sockaddr_storage ss;
+        socklen_t len;
+        int fd, r;
+
+        r = vfmig_stream_parse_endpoint(endpoint, &ss, &len);
+        if (r < 0)
+                return r;
+        fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+                return -errno;
+        set_nodelay(fd);
+        if (connect(fd, (struct sockaddr *) &ss, len) < 0 && errno != EINPROGRESS) {
+                r = -errno;
+                close(fd);
+                return r;
+        }
+        *ret_fd = fd;
+        return 0;
+}
+
+/* ---- connections ---- */
+
+static int psk_server_cb(gnutls_session_t session, const gnutls_datum_t *username, gnutls_datum_t *key)
+{
+        VfmigStreamConn *c = gnutls_session_get_ptr(session);
+        size_t idlen = strlen(c->psk.identity);
+
+        if (username->size != idlen || memcmp(username->data, c->psk.identity, idlen) != 0) {
+                c->unknown_identity = true;
+                return -1;
+        }
+        key->data = gnutls_malloc(VFMIG_PSK_KEY_BYTES);
+        if (!key->data)
+                return -1;
+        memcpy(key->data, c->psk.key, VFMIG_PSK_KEY_BYTES);
+        key->size = VFMIG_PSK_KEY_BYTES;
+        return 0;
+}
+
+static VfmigStreamConn *conn_new(int fd)
+{
+        VfmigStreamConn *c = g_new0(VfmigStreamConn, 1);
+
+        c->fd = fd;
+        return c;
+}
+
+int vfmig_stream_conn_new_plain(int fd, VfmigStreamConn **ret)
+{
+        if (fd < 0)
+                return -EBADF;
+        *ret = conn_new(fd);
+        return 0;
+}
+
+int vfmig_stream_conn_new_tls(int fd, bool server, const VfmigPsk *psk, VfmigStreamConn **ret)
+{
+        g_autoptr(VfmigStreamConn) c = NULL;
+        gnutls_datum_t key = { (unsigned char *) psk->key, VFMIG_PSK_KEY_BYTES };
+        const char *err_pos = NULL;
+        int r;
+
+        if (fd < 0)
+                return -EBADF;
+        c = conn_new(fd);
+        c->tls = true;
+        c->server = server;
+        c->psk = *psk;
+
+        r = gnutls_init(&c->session, (server ? GNUTLS_SERVER : GNUTLS_CLIENT) |
+                        GNUTLS_NONBLOCK | GNUTLS_NO_SIGNAL | GNUTLS_NO_TICKETS);
+        if (r < 0) {
+                c->session = NULL;
+                return -ENOMEM;
+        }
+        gnutls_session_set_ptr(c->session, c);
+        r = gnutls_priority_set_direct(c->session, VFMIG_STREAM_TLS_PRIORITY, &err_pos);
+        if (r < 0)
+                return -EINVAL;
+        if (server) {
+                if (gnutls_psk_allocate_server_credentials(&c->scred) < 0)
+                        return -ENOMEM;
+                gnutls_psk_set_server_credentials_function2(c->scred, psk_server_cb);
+                r = gnutls_credentials_set(c->session, GNUTLS_CRD_PSK, c->scred);
+        } else {
+                if (gnutls_psk_allocate_client_credentials(&c->ccred) < 0)
+                        return -ENOMEM;
+                r = gnutls_psk_set_client_credentials(c->ccred, psk->identity, &key, GNUTLS_PSK_KEY_RAW);
+                if (r < 0)
+                        return -EINVAL;
+                r = gnutls_credentials_set(c->session, GNUTLS_CRD_PSK, c->ccred);
+        }
+        if (r < 0)
+                return -EINVAL;
+        gnutls_transport_set_int(c->session, fd);
+        gnutls_handshake_set_timeout(c->session, 0);    /* the caller's event loop times out */
+        *ret = g_steal_pointer(&c);
+        return 0;
+}
+
+void vfmig_stream_conn_free(VfmigStreamConn *c)
+{
+        if (!c)
+                return;
+        if (c->session)
+                gnutls_deinit(c->session);
+        if (c->ccred)
+                gnutls_psk_free_client_credentials(c->ccred);
+        if (c->scred)
+                gnutls_psk_free_server_credentials(c->scred);
+        vfmig_psk_clear(&c->psk);
+        if (c->fd >= 0)
+                close(c->fd);
+        g_free(c->error);
+        g_free(c);
+}
+
+static int conn_fail(VfmigStreamConn *c, int r, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
+static int conn_fail(VfmigStreamConn *c, int r, const char *fmt, ...)
+{
+        va_list ap;
+
+        g_free(c->error);
+        va_start(ap, fmt);
+        c->error = g_strdup_vprintf(fmt, ap);
+        va_end(ap);
+        return r;
+}
+
+static int wait_tls(VfmigStreamConn *c)
+{
+        c->events = gnutls_record_get_direction(c->session) ? POLLOUT : POLLIN;
+        return -EAGAIN;
+}
+
+/* A GnuTLS error of the handshake as an errno with a message. */
+static int handshake_error(VfmigStreamConn *c, int g)
+{
+        const char *side = c->server ? "server" : "client";
+
+        /* Tell the peer (best effort) and end the connection, so that its
+         * handshake fails now rather than at its timeout. */
+        (void) gnutls_alert_send_appropriate(c->session, g);
+        (void) shutdown(c->fd, SHUT_RDWR);
+
+        switch (g) {
+        case GNUTLS_E_UNEXPECTED_PACKET_LENGTH:
+        case GNUTLS_E_UNEXPECTED_PACKET:
+        case GNUTLS_E_UNSUPPORTED_VERSION_PACKET:
+        case GNUTLS_E_UNEXPECTED_HANDSHAKE_PACKET:
+                return conn_fail(c, -EPROTO, "TLS handshake (%s) failed, the peer does not speak TLS 1.3: %s",
+                                 side, gnutls_strerror(g));
+        case GNUTLS_E_PREMATURE_TERMINATION:
+        case GNUTLS_E_PULL_ERROR:
+        case GNUTLS_E_PUSH_ERROR:
+                return conn_fail(c, -ECONNRESET, "TLS handshake (%s) failed, the connection was closed: %s",
+                                 side, gnutls_strerror(g));
+        case GNUTLS_E_FATAL_ALERT_RECEIVED:
+                return conn_fail(c, -EACCES, "TLS handshake (%s) refused by the peer (alert: %s): wrong or stale ticket?",
+                                 side, gnutls_alert_get_name(gnutls_alert_get(c->session)));
+        default:
+                if (c->unknown_identity)
+                        return conn_fail(c, -EACCES, "TLS handshake (server) refused: the client offered an unknown PSK identity (wrong ticket)");
+                return conn_fail(c, -EACCES, "TLS handshake (%s) failed: %s (wrong ticket?)", side, gnutls_strerror(g));
+        }
+}
+
+int vfmig_stream_conn_handshake(VfmigStreamConn *c)
+{
+        int r;
+
+        if (!c->connected) {
+                struct pollfd p = { .fd = c->fd, .events = POLLOUT };
+                int err = 0;
+                socklen_t len = sizeof(err);
+                struct sockaddr_storage ss;
+
+                r = poll(&p, 1, 0);
+                if (r < 0)
+                        return conn_fail(c, -errno, "poll: %s", g_strerror(errno));
+                if (r == 0) {
+                        c->events = POLLOUT;
+                        return -EAGAIN;
+                }
+                if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+                        err = errno;
+                if (err != 0)
+                        return conn_fail(c, -err, "connect failed: %s", g_strerror(err));
+                len = sizeof(ss);
+                if (getpeername(c->fd, (struct sockaddr *) &ss, &len) < 0)
+                        return conn_fail(c, -errno, "the socket is not connected: %s", g_strerror(errno));
+                c->connected = true;
+        }
+        if (!c->tls || c->handshaken)
+                return 0;
+
+        do
+                r = gnutls_handshake(c->session);
+        while (r == GNUTLS_E_INTERRUPTED);
+        if (r == GNUTLS_E_AGAIN)
+                return wait_tls(c);
+        if (r < 0)
+                return handshake_error(c, r);
+        c->handshaken = true;
+        return 0;
+}
+
+ssize_t vfmig_stream_conn_send(VfmigStreamConn *c, const void *buf, size_t n)
+{
+        ssize_t k;
+
+        if (!c->connected || (c->tls && !c->handshaken))
+                return conn_fail(c, -ENOTCONN, "send before the connection is established");
+        if (!c->tls) {
+                k = send(c->fd, buf, n, MSG_NOSIGNAL);
+                if (k >= 0)
+                        return k;
+                if (errno == EAGAIN || errno == EINTR) {
+                        c->events = POLLOUT;
+                        return -EAGAIN;
+                }
+                return conn_fail(c, -errno, "send: %s", g_strerror(errno));
+        }
+        do
+                k = gnutls_record_send(c->session, buf, n);
+        while (k == GNUTLS_E_INTERRUPTED);
+        if (k >= 0)
+                return k;
+        if (k == GNUTLS_E_AGAIN)
+                return wait_tls(c);
+        return conn_fail(c, k == GNUTLS_E_PUSH_ERROR ? -EPIPE : -EPROTO, "TLS send: %s", gnutls_strerror((int) k));
+}
+
+ssize_t vfmig_stream_conn_recv(VfmigStreamConn *c, void *buf, size_t n)
+{
+        ssize_t k;
+
+        if (!c->connected || (c->tls && !c->handshaken))
+                return conn_fail(c, -ENOTCONN, "receive before the connection is established");
+        if (!c->tls) {
+                k = recv(c->fd, buf, n, 0);
+                if (k >= 0)
+                        return k;
+                if (errno == EAGAIN || errno == EINTR) {
+                        c->events = POLLIN;
+                        return -EAGAIN;
+                }
+                return conn_fail(c, -errno, "receive: %s", g_strerror(errno));
+        }
+        do
+                k = gnutls_record_recv(c->session, buf, n);
+        while (k == GNUTLS_E_INTERRUPTED);
+        if (k >= 0)
+                return k;
+        if (k == GNUTLS_E_AGAIN)
+                return wait_tls(c);
+        if (k == GNUTLS_E_PREMATURE_TERMINATION || k == GNUTLS_E_PULL_ERROR)
+                return conn_fail(c, -ECONNRESET, "TLS receive: the connection ended without close_notify (%s)",
+                                 gnutls_strerror((int) k));
+        return conn_fail(c, -EPROTO, "TLS receive: %s", gnutls_strerror((int) k));
+}
+
+bool vfmig_stream_conn_pending(VfmigStreamConn *c)
+{
+        return c->tls && c->handshaken && gnutls_record_check_pending(c->session) > 0;
+}
+
+int vfmig_stream_conn_shutdown(VfmigStreamConn *c)
+{
+        if (c->tls && c->handshaken && !c->bye_sent) {
+                int r;
+
+                do
+                        r = gnutls_bye(c->session, GNUTLS_SHUT_WR);
+                while (r == GNUTLS_E_INTERRUPTED);
+                if (r == GNUTLS_E_AGAIN)
+                        return wait_tls(c);
+                if (r < 0)
+                        return conn_fail(c, -EPIPE, "TLS close: %s", gnutls_strerror(r));
+                c->bye_sent = true;
+        }
+        if (shutdown(c->fd, SHUT_WR) < 0 && errno != ENOTCONN)
+                return conn_fail(c, -errno, "shutdown: %s", g_strerror(errno));
+        return 0;
+}
+
+short vfmig_stream_conn_events(VfmigStreamConn *c)
+{
+        return c->events ? c->events : POLLIN;
+}
+
+int vfmig_stream_conn_fd(VfmigStreamConn *c)
+{
+        return c->fd;
+}
+
+bool vfmig_stream_conn_is_tls(VfmigStreamConn *c)
+{
+        return c->tls;
+}
+
+const char *vfmig_stream_conn_error(VfmigStreamConn *c)
+{
+        return c->error;
+}

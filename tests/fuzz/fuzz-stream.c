@@ -1,0 +1,66 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * fuzz-stream — the migration stream parser on arbitrary bytes.  The first
+ * input byte picks the segmentation (and the forward or reply parser); the
+ * parser must return an event or a typed error with a message, never read
+ * past what it asked for, and keep its buffer within one record.
+ */
+#include <errno.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "stream.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+        VfmigStreamParser *p;
+        size_t at = 1, chunk;
+        int r = 0;
+
+        if (size < 1)
+                return 0;
+        chunk = (data[0] & 0x7f) + 1;
+        p = (data[0] & 0x80) ? vfmig_stream_parser_new_reply() : vfmig_stream_parser_new();
+
+        while (at < size && r >= 0) {
+                VfmigStreamEvent ev;
+                size_t room, k;
+                void *dst;
+
+                if (chunk == 128) {     /* the copying interface */
+                        ssize_t n = vfmig_stream_parser_push(p, data + at, size - at, &ev);
+
+                        if (n < 0) {
+                                r = (int) n;
+                                break;
+                        }
+                        if (n == 0)
+                                __builtin_trap();
+                        at += (size_t) n;
+                        continue;
+                }
+                dst = vfmig_stream_parser_space(p, &room);
+                if (!dst)
+                        break;
+                if (room == 0 || room > VFMIG_STREAM_MAX_DATA + VFMIG_STREAM_RECORD_TRAILER_SIZE)
+                        __builtin_trap();
+                k = room < chunk ? room : chunk;
+                if (k > size - at)
+                        k = size - at;
+                memcpy(dst, data + at, k);
+                at += k;
+                r = vfmig_stream_parser_commit(p, k, &ev);
+                if (r == 0 && ev.type == VFMIG_STREAM_EVENT_DATA && (ev.size == 0 || ev.size > VFMIG_STREAM_MAX_DATA))
+                        __builtin_trap();
+        }
+        if (r >= 0)
+                r = vfmig_stream_parser_finish(p);
+        if (r < 0 && (!vfmig_stream_parser_error_message(p) ||
+                      (r != -EBADMSG && r != -EPROTONOSUPPORT && r != -EMSGSIZE && r != -EPROTO && r != -ENODATA)))
+                __builtin_trap();
+        vfmig_stream_parser_free(p);
+        return 0;
+}
