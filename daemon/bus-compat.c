@@ -244,7 +244,13 @@ int bus_property_get_profile(sd_bus *bus, const char *path, const char *interfac
         return append_profile(reply, p, host_name(d), dev->name);
 }
 
-static int append_verdict_lines(sd_bus_message *reply, const VfmigVerdict *v, const MatrixEntry *e)
+/*
+ * The explanation of a verdict: every reason for a no; for a yes the rule
+ * that accepts (its file and the migration type are in CheckCompatibility's
+ * first line and ExportMatrix) and what must be set on the target.  Kept
+ * short: FindCompatibleTargets repeats it per result.
+ */
+static int append_verdict_lines(sd_bus_message *reply, const VfmigVerdict *v, const MatrixEntry *e, bool full)
 {
         int r = sd_bus_message_open_container(reply, 'a', "s");
 
@@ -252,12 +258,14 @@ static int append_verdict_lines(sd_bus_message *reply, const VfmigVerdict *v, co
                 return r;
         if (v->compatible && e) {
                 const VfmigAcceptor *a = matrix_entry_get_acceptor(e);
-                g_autofree char *line = g_strdup_printf("accepted by rule %s (%s) for migration type %s",
-                                                        v->rule_id ? v->rule_id : "?",
-                                                        a ? vfmig_acceptor_get_rule_file(a) : "?",
-                                                        matrix_entry_get_migration_type(e));
+                g_autofree char *line = full
+                        ? g_strdup_printf("accepted by rule %s (%s) for migration type %s",
+                                          v->rule_id ? v->rule_id : "?", a ? vfmig_acceptor_get_rule_file(a) : "?",
+                                          matrix_entry_get_migration_type(e))
+                        : g_strconcat("accepted by rule ", v->rule_id ? v->rule_id : "?", NULL);
+
                 r = sd_bus_message_append_basic(reply, 's', line);
-                if (r >= 0 && v->to_apply) {
+                if (r >= 0 && v->to_apply && g_hash_table_size(v->to_apply) > 0) {
                         g_autoptr(GList) keys = g_list_sort(g_hash_table_get_keys(v->to_apply), (GCompareFunc) strcmp);
                         for (GList *l = keys; r >= 0 && l; l = l->next) {
                                 g_autofree char *set = g_strdup_printf("set %s=%s on the target before resuming",
@@ -298,7 +306,7 @@ int bus_method_check_compatibility(sd_bus_message *m, void *userdata, sd_bus_err
         if (r >= 0)
                 r = sd_bus_message_append(reply, "b", v.compatible);
         if (r >= 0)
-                r = append_verdict_lines(reply, &v, matrix_lookup(compat_service_matrix(d->compat), target));
+                r = append_verdict_lines(reply, &v, matrix_lookup(compat_service_matrix(d->compat), target), true);
         if (r < 0)
                 return r;
         return sd_bus_send(NULL, reply, NULL);
@@ -410,7 +418,7 @@ int bus_method_find_compatible_targets(sd_bus_message *m, void *userdata, sd_bus
                                                   (uint32_t) res->verdict.score,
                                                   creatable ? matrix_entry_get_available_instances(res->entry) : 1u);
                 if (r >= 0)
-                        r = append_verdict_lines(reply, &res->verdict, res->entry);
+                        r = append_verdict_lines(reply, &res->verdict, res->entry, false);
                 if (r >= 0)
                         r = sd_bus_message_close_container(reply);
         }

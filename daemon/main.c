@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/utsname.h>
 
 #include <systemd/sd-daemon.h>
@@ -337,6 +338,19 @@ static int setup_bus(Daemon *d)
         return 0;
 }
 
+/* vfmigd holds one FD (or more) per VFIO device: a host with thousands of
+ * functions needs more than the usual soft limit of 1024. */
+static void raise_fd_limit(void)
+{
+        struct rlimit rl;
+
+        if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+                rl.rlim_cur = rl.rlim_max;
+                if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+                        log_warning_errno(-errno, "Cannot raise the open-file limit: %m");
+        }
+}
+
 int main(int argc, char *argv[])
 {
         _cleanup_(daemon_done) Daemon d = {};
@@ -352,6 +366,8 @@ int main(int argc, char *argv[])
                 fputs(xml, stdout);
                 return 0;
         }
+
+        raise_fd_limit();
 
         r = sd_bus_error_add_map(vfmig_error_map);
         if (r < 0)
