@@ -38,6 +38,10 @@ static const Verb verbs[] = {
         { "reservations", 0, 0, true, verb_reservations, "", "List the reservations of this host" },
         { "renew", 1, 1, false, verb_renew, "ID", "Extend a reservation's lease (--lease)" },
         { "release", 1, 1, false, verb_release, "ID", "Release a reservation" },
+        { "migrate", 1, 1, false, verb_migrate, "DEVICE", "Migrate a device to a prepared target (--to, --ticket)" },
+        { "jobs", 0, 0, true, verb_jobs, "", "List the migration jobs of this host" },
+        { "watch", 1, 1, false, verb_watch, "JOB", "Follow a job until it ends (progress bar on a terminal)" },
+        { "cancel", 1, 1, false, verb_cancel, "JOB", "Cancel a job (the devices are put back)" },
 };
 
 static void help(FILE *f)
@@ -133,6 +137,8 @@ int main(int argc, char *argv[])
                 ARG_PROFILE,
                 ARG_LEASE,
                 ARG_PERSIST,
+                ARG_TO,
+                ARG_TICKET,
         };
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
@@ -144,6 +150,8 @@ int main(int argc, char *argv[])
                 { "profile", required_argument, NULL, ARG_PROFILE },
                 { "lease", required_argument, NULL, ARG_LEASE },
                 { "persist", no_argument, NULL, ARG_PERSIST },
+                { "to", required_argument, NULL, ARG_TO },
+                { "ticket", required_argument, NULL, ARG_TICKET },
                 {}
         };
         _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
@@ -188,6 +196,12 @@ int main(int argc, char *argv[])
                 case ARG_PERSIST:
                         ctl.persist = true;
                         break;
+                case ARG_TO:
+                        ctl.to = optarg;
+                        break;
+                case ARG_TICKET:
+                        ctl.ticket = optarg;
+                        break;
                 default:
                         /* getopt_long has said what was wrong. */
                         return VFMIGCTL_EXIT_USAGE;
@@ -208,6 +222,8 @@ int main(int argc, char *argv[])
                 return usage_error("--profile and --persist go with \"reserve\" only");
         if (ctl.lease && verb->run != verb_reserve && verb->run != verb_renew)
                 return usage_error("--lease goes with \"reserve\" and \"renew\" only");
+        if ((ctl.to || ctl.ticket) && verb->run != verb_migrate)
+                return usage_error("--to and --ticket go with \"migrate\" only");
         if (ctl.json != VFMIGCTL_JSON_OFF && !verb->json)
                 return usage_error("\"%s\" has no JSON output", verb->name);
 

@@ -50,6 +50,7 @@ typedef struct {
         bool verbose;
         const char *profile, *lease;      /* --profile, --lease (reserve, renew) */
         bool persist;                     /* --persist (reserve) */
+        const char *to, *ticket;          /* --to, --ticket (migrate) */
 } VfmigCtl;
 
 /* Verbs, one group per file. */
@@ -66,6 +67,10 @@ int verb_reserve(VfmigCtl *ctl, int argc, char **argv); /* vfmigctl-reservations
 int verb_reservations(VfmigCtl *ctl, int argc, char **argv); /* vfmigctl-reservations.c */
 int verb_renew(VfmigCtl *ctl, int argc, char **argv);   /* vfmigctl-reservations.c */
 int verb_release(VfmigCtl *ctl, int argc, char **argv); /* vfmigctl-reservations.c */
+int verb_migrate(VfmigCtl *ctl, int argc, char **argv); /* vfmigctl-jobs.c */
+int verb_jobs(VfmigCtl *ctl, int argc, char **argv);    /* vfmigctl-jobs.c */
+int verb_watch(VfmigCtl *ctl, int argc, char **argv);   /* vfmigctl-jobs.c */
+int verb_cancel(VfmigCtl *ctl, int argc, char **argv);  /* vfmigctl-jobs.c */
 
 /* --- bus helpers (vfmigctl-bus.c) --------------------------------------- */
 

@@ -234,6 +234,17 @@ const sd_bus_vtable device_vtable[] = {
                                 SD_BUS_NO_RESULT,
                                 method_reset,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
+        /* Migration jobs: the bodies are in bus-job.c (polkit org.vfmig1.migrate). */
+        SD_BUS_METHOD_WITH_ARGS("Migrate",
+                                SD_BUS_ARGS("s", endpoint, "s", ticket, "a{sv}", options),
+                                SD_BUS_RESULT("o", job),
+                                bus_job_method_migrate,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("SaveToFd",
+                                SD_BUS_ARGS("h", fd, "a{sv}", options),
+                                SD_BUS_RESULT("o", job),
+                                bus_job_method_save_to_fd,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_VTABLE_END
 };
 

@@ -132,6 +132,7 @@ char *bus_introspect_all(void)
                 { VFMIG_DBUS_INTERFACE_MANAGER, manager_vtable },
                 { VFMIG_DBUS_INTERFACE_DEVICE, device_vtable },
                 { VFMIG_DBUS_INTERFACE_RESERVATION, reservation_vtable },
+                { VFMIG_DBUS_INTERFACE_JOB, job_vtable },
         };
         GString *out = g_string_new("<!DOCTYPE node PUBLIC \"-//freedesktop//DTD D-BUS Object Introspection 1.0//EN\"\n"
                                     " \"http://www.freedesktop.org/standards/dbus/1.0/introspect.dtd\">\n"

@@ -13,6 +13,14 @@
  * the bus is the same instance and its owner is still connected, and is
  * tracked again; otherwise it ends ("restart").  Persistent ones stay until
  * released or expired.
+ *
+ * A creatable mdev type ("PARENT/TYPE") as target: Reserve checks the type
+ * like a device (compatibility by the matrix's creatable entry, a free slot
+ * or Busy), creates one instance (mdev-create.c) and reserves that instance,
+ * recording where it came from (CreatedFrom, persisted).  Whenever such a
+ * reservation ends — Release, expiry, owner gone, a restart that cannot
+ * keep it, or expiry while vfmigd was not running — the instance is removed.
+ * Instances vfmigd did not create are never removed.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -21,6 +29,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "mdev-create.h"
 #include "reservations.h"
 #include "util.h"
 #include "vfmigd.h"
@@ -429,18 +438,45 @@ static int read_options(sd_bus_message *m, ReserveOptions *o, sd_bus_error *erro
 
 /* --- checks --------------------------------------------------------------- */
 
+/* A creatable type: the parent offers it and a slot is free. */
+static int check_creatable(Daemon *d, const char *key, sd_bus_error *error)
+{
+        g_autofree char *msg = NULL;
+        uint32_t avail = 0;
+        int r;
+
+        if (!d->mdev)
+                return sd_bus_error_set(error, VFMIG_ERROR_NOT_SUPPORTED,
+                                        "This vfmigd cannot create mdev instances");
+        r = mdev_creator_available(d->mdev, key, &avail, &msg);
+        if (r == -ENXIO || r == -EINVAL)
+                return sd_bus_error_setf(error, r == -ENXIO ? VFMIG_ERROR_NO_SUCH_DEVICE : VFMIG_ERROR_INVALID_ARGS,
+                                         "%s", msg);
+        if (r < 0)
+                return sd_bus_error_setf(error, VFMIG_ERROR_DEVICE_FAILED, "%s", msg);
+        if (avail == 0)
+                return sd_bus_error_setf(error, VFMIG_ERROR_BUSY,
+                                         "No instance of %s can be created: the type has 0 available instances "
+                                         "(every slot is in use; release one or choose another type, see "
+                                         "ListMdevTypes)", key);
+        return 0;
+}
+
 /*
- * Reserve hands out existing devices that vfmigd holds.  A creatable mdev
- * type as target extends this function: resolve it to an instance created
- * for the reservation, return that name, and remove the instance when the
- * removed() listener call below reports the reservation's end.
+ * Reserve hands out existing devices that vfmigd holds, and creatable mdev
+ * types ("PARENT/TYPE") with a free slot: those are resolved to an instance
+ * created for the reservation in bus_reservation_method_reserve(), which the
+ * removed() listener call below removes at the reservation's end.
  */
 static int check_target(Daemon *d, const char *target, sd_bus_error *error)
 {
         g_autofree char *holder = NULL;
-        VfmigDevice *dev = inventory_get_device(d->inventory, target);
+        VfmigDevice *dev;
         ManagedDevice *m;
 
+        if (strchr(target, '/'))
+                return check_creatable(d, target, error);
+        dev = inventory_get_device(d->inventory, target);
         if (!dev)
                 return sd_bus_error_setf(error, VFMIG_ERROR_NO_SUCH_DEVICE,
                                          "No VFIO device \"%s\" on this host (see ListDevices)", target);
@@ -513,6 +549,24 @@ static void attach_track(Reservation *r, sd_bus_track *t)
         r->bus_data = t;
 }
 
+/* --- instances created for reservations ------------------------------------ */
+
+/* Remove the instance vfmigd created as target from created_from; why: for the log. */
+static void remove_created(Daemon *d, const char *target, const char *created_from, const char *why)
+{
+        g_autofree char *msg = NULL;
+        int r;
+
+        if (!d->mdev || !created_from || !created_from[0])
+                return;
+        r = mdev_creator_remove(d->mdev, target, created_from, &msg);
+        if (r == -ENOENT)
+                log_device(LOG_INFO, target, "The instance of %s created for %s is gone already", created_from, why);
+        else if (r < 0)
+                log_device(LOG_WARNING, target, "Cannot remove the instance of %s created for %s: %s", created_from,
+                           why, msg);
+}
+
 /* --- Manager methods ------------------------------------------------------ */
 
 int bus_reservation_method_reserve(sd_bus_message *m, void *userdata, sd_bus_error *error)
@@ -524,16 +578,19 @@ int bus_reservation_method_reserve(sd_bus_message *m, void *userdata, sd_bus_err
         sd_bus_track *track = NULL;
         Reservation *res = NULL;
         const char *target, *sender;
+        g_autofree char *created = NULL;
+        bool creatable;
         int r;
 
         /* parse, validate */
         r = sd_bus_message_read(m, "s", &target);
         if (r < 0)
                 return r;
-        if (!vfmig_device_name_is_valid(target))
+        if (!vfmig_device_name_is_valid(target) && !mdev_creatable_key_is_valid(target))
                 return sd_bus_error_setf(error, VFMIG_ERROR_INVALID_ARGS,
                                          "Device name \"%.64s%s\" is not valid: expected a PCI address "
-                                         "(0000:17:00.1) or an mdev UUID, at most %d characters of [A-Za-z0-9:._-]",
+                                         "(0000:17:00.1), an mdev UUID or a creatable mdev type PARENT/TYPE, "
+                                         "each name at most %d characters of [A-Za-z0-9:._-]",
                                          target, strlen(target) > 64 ? "..." : "", VFMIG_NAME_MAX);
         r = read_profile(m, &profile, error);
         if (r < 0)
@@ -571,10 +628,26 @@ int bus_reservation_method_reserve(sd_bus_message *m, void *userdata, sd_bus_err
                         return sd_bus_error_set_errnof(error, r, "Cannot track the caller %s: %m", sender);
         }
 
-        /* change */
-        r = reservations_add(d->reservations, target, sender, profile, o.lease_sec, o.persist, &res, &msg);
+        /* change: a creatable type gets its instance now (the slot is claimed,
+         * and a migration needs a device to resume into) */
+        creatable = strchr(target, '/') != NULL;
+        if (creatable) {
+                r = mdev_creator_create(d->mdev, target, &created, &msg);
+                if (r < 0) {
+                        sd_bus_track_unref(track);
+                        return sd_bus_error_set(error,
+                                                r == -EBUSY ? VFMIG_ERROR_BUSY :
+                                                r == -ENXIO ? VFMIG_ERROR_NO_SUCH_DEVICE :
+                                                r == -EINVAL ? VFMIG_ERROR_INVALID_ARGS : VFMIG_ERROR_DEVICE_FAILED,
+                                                msg);
+                }
+        }
+        r = reservations_add_created(d->reservations, creatable ? created : target, creatable ? target : NULL,
+                                     sender, profile, o.lease_sec, o.persist, &res, &msg);
         if (r < 0) {
                 sd_bus_track_unref(track);
+                if (creatable)
+                        remove_created(d, created, target, "a reservation that failed");
                 if (r == -EBUSY)
                         return sd_bus_error_set(error, VFMIG_ERROR_BUSY, msg);
                 if (r == -EINVAL)
@@ -746,6 +819,8 @@ const sd_bus_vtable reservation_vtable[] = {
         SD_BUS_VTABLE_START(0),
         SD_BUS_PROPERTY("Id", "s", NULL, offsetof(Reservation, id), SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("Target", "s", NULL, offsetof(Reservation, target), SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("CreatedFrom", "s", NULL, offsetof(Reservation, created_from),
+                        SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("Owner", "s", NULL, offsetof(Reservation, owner), SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("Persist", "b", property_get_persist, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("CreatedAt", "t", NULL, offsetof(Reservation, created_usec), SD_BUS_VTABLE_PROPERTY_CONST),
@@ -765,6 +840,17 @@ const sd_bus_vtable reservation_vtable[] = {
                                 SD_BUS_NO_ARGS,
                                 SD_BUS_NO_RESULT,
                                 method_release,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        /* Incoming migration: the bodies are in bus-job.c (polkit org.vfmig1.migrate). */
+        SD_BUS_METHOD_WITH_ARGS("PrepareIncoming",
+                                SD_BUS_ARGS("a{sv}", options),
+                                SD_BUS_RESULT("s", endpoint, "s", ticket),
+                                bus_job_method_prepare_incoming,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("ReceiveFromFd",
+                                SD_BUS_ARGS("h", fd, "a{sv}", options),
+                                SD_BUS_RESULT("o", job),
+                                bus_job_method_receive_from_fd,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_VTABLE_END
 };
@@ -804,8 +890,11 @@ static void on_removed(Reservations *s, Reservation *r, ReservationEnd why, void
         g_autofree char *path = bus_reservation_path(r->id);
         int k;
 
-        if (!d->bus)
+        if (!d->bus) {
+                if (r->created_from[0])
+                        remove_created(d, r->target, r->created_from, "a reservation that ended");
                 return;
+        }
         k = sd_bus_emit_object_removed(d->bus, path);
         if (k < 0)
                 log_warning_errno(k, "Failed to emit InterfacesRemoved for reservation %s: %m", r->id);
@@ -813,6 +902,11 @@ static void on_removed(Reservations *s, Reservation *r, ReservationEnd why, void
                                r->id, r->target, path, reservation_end_to_string(why));
         if (k < 0)
                 log_warning_errno(k, "Failed to emit ReservationRemoved for %s: %m", r->id);
+        /* after the signal: the instance's DeviceRemoved follows its reservation's end */
+        if (r->created_from[0]) {
+                g_autofree char *what = g_strdup_printf("reservation %s (%s)", r->id, reservation_end_to_string(why));
+                remove_created(d, r->target, r->created_from, what);
+        }
 }
 
 static void on_detach(Reservations *s, Reservation *r, void *userdata)
@@ -833,10 +927,12 @@ static const ReservationsListener reservations_listener = {
         .detach = on_detach,
 };
 
-/* Keep the restored reservations whose owners are verifiably still there. */
+/* Keep the restored reservations whose owners are verifiably still there;
+ * remove the instances of those that expired while vfmigd was not running. */
 static void restore_owners(Daemon *d)
 {
         g_autoptr(GPtrArray) l = reservations_list(d->reservations);
+        g_autoptr(GPtrArray) expired = reservations_steal_expired_created(d->reservations);
         char bus_id[SD_ID128_STRING_MAX];
         sd_id128_t id;
         bool same_bus;
@@ -850,10 +946,26 @@ static void restore_owners(Daemon *d)
                 sd_id128_to_string(id, bus_id);
         same_bus = bus_id[0] && streq_ptr(bus_id, reservations_get_bus_id(d->reservations));
 
+        for (guint i = 0; i < expired->len; i++) {
+                Reservation *res = expired->pdata[i];
+                g_autofree char *what = g_strdup_printf("reservation %s (expired while vfmigd was not running)",
+                                                        res->id);
+
+                remove_created(d, res->target, res->created_from, what);
+        }
+
         for (guint i = 0; i < l->len; i++) {
                 Reservation *res = l->pdata[i];
                 sd_bus_track *t = NULL;
 
+                if (res->created_from[0] && d->mdev) {
+                        g_autofree char *msg = NULL;
+
+                        if (mdev_creator_restore(d->mdev, res->target, res->created_from, &msg) < 0)
+                                log_internal(LOG_WARNING, "VFMIG_RESERVATION", res->id,
+                                             "Reservation %s: the instance %s created from %s: %s", res->id,
+                                             res->target, res->created_from, msg);
+                }
                 if (res->persist)
                         continue;
                 if (same_bus && track_owner(d, res->owner, &t) >= 0) {

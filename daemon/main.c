@@ -206,7 +206,11 @@ static void daemon_done(Daemon *d)
 {
         udev_source_free(d->udev);
         polkit_registry_free(d->polkit_registry);
+        if (d->reservations)
+                reservations_set_busy_hook(d->reservations, NULL, NULL);
+        jobs_free(d->jobs);                     /* unwinds running jobs; before reservations and devices */
         reservations_free(d->reservations);     /* before the bus: drops the owner tracks */
+        mdev_creator_free(d->mdev);             /* pending removals finish when devices close */
         if (d->bus) {
                 sd_bus_flush(d->bus);
                 sd_bus_flush_close_unref(d->bus);
@@ -307,6 +311,11 @@ static void setup_reservations(Daemon *d)
 {
         d->reservations = reservations_new(d->event, NULL);
         (void) reservations_load(d->reservations);
+        /* Instances created for reservations of creatable mdev types. */
+        d->mdev = mdev_creator_new(d->event, d->inventory, d->sim, NULL);
+        /* Migration jobs; devices in a job are busy for reservations. */
+        d->jobs = jobs_new(d->event, d->access, d->reservations, d->compat, d->host_name);
+        reservations_set_busy_hook(d->reservations, jobs_busy_hook, d->jobs);
 }
 
 static int setup_bus(Daemon *d)
@@ -326,6 +335,9 @@ static int setup_bus(Daemon *d)
         r = bus_reservation_register(d);
         if (r < 0)
                 return log_error_errno(r, "Failed to add reservation objects: %m");
+        r = bus_job_register(d);
+        if (r < 0)
+                return log_error_errno(r, "Failed to add job objects: %m");
         r = sd_bus_add_object_manager(d->bus, NULL, VFMIG_DBUS_PATH);
         if (r < 0)
                 return log_error_errno(r, "Failed to add object manager: %m");

@@ -15,6 +15,7 @@
 #include <glib/gstdio.h>
 
 #include "log.h"
+#include "mdev-create.h"
 #include "reservations.h"
 #include "util.h"
 #include "vfmig-names.h"
@@ -34,6 +35,7 @@ struct Reservations {
         char *bus_id;                   /* recorded with the set */
         GHashTable *by_id;              /* id → Reservation*, owns */
         GHashTable *by_target;          /* target → Reservation* */
+        GPtrArray *expired_created;     /* dropped at load, their instances still to remove */
         const ReservationsListener *listener;
         void *listener_data;
         ReservationsBusyFn busy_fn;
@@ -70,6 +72,11 @@ const char *reservation_end_to_string(ReservationEnd e)
         return e >= 0 && e < _RESERVATION_END_MAX ? end_names[e] : NULL;
 }
 
+bool reservation_created_from_is_valid(const char *created_from)
+{
+        return created_from && (!created_from[0] || mdev_creatable_key_is_valid(created_from));
+}
+
 bool reservation_id_is_valid(const char *id)
 {
         if (!id || strlen(id) != RESERVATION_ID_LEN)
@@ -94,6 +101,7 @@ static void reservation_free(Reservation *r)
                 json_node_unref(r->profile);
         g_free(r->id);
         g_free(r->target);
+        g_free(r->created_from);
         g_free(r->owner);
         g_free(r);
 }
@@ -130,6 +138,7 @@ Reservations *reservations_new(sd_event *event, const char *state_dir)
         s->bus_id = g_strdup("");
         s->by_id = g_hash_table_new_full(g_str_hash, g_str_equal, NULL, reservation_detach_and_free);
         s->by_target = g_hash_table_new(g_str_hash, g_str_equal);
+        s->expired_created = g_ptr_array_new_with_free_func((GDestroyNotify) reservation_free);
         return s;
 }
 
@@ -140,6 +149,7 @@ void reservations_free(Reservations *s)
         g_hash_table_remove_all(s->by_target);
         g_hash_table_unref(s->by_id);
         g_hash_table_unref(s->by_target);
+        g_ptr_array_unref(s->expired_created);
         sd_event_unref(s->event);
         g_free(s->state_dir);
         g_free(s->state_path);
@@ -219,6 +229,8 @@ static void build_entry(JsonBuilder *b, const Reservation *r)
         json_builder_add_string_value(b, r->id);
         json_builder_set_member_name(b, "target");
         json_builder_add_string_value(b, r->target);
+        json_builder_set_member_name(b, "created-from");
+        json_builder_add_string_value(b, r->created_from);
         json_builder_set_member_name(b, "owner");
         json_builder_add_string_value(b, r->owner);
         json_builder_set_member_name(b, "persist");
@@ -408,7 +420,7 @@ static Reservation *entry_parse(JsonNode *node, const char **why)
 {
         JsonObject *o;
         JsonNode *profile, *persist;
-        const char *id, *target, *owner, *state;
+        const char *id, *target, *owner, *state, *created_from;
         gint64 lease, created, expires;
         Reservation *r;
         int st;
@@ -425,6 +437,10 @@ static Reservation *entry_parse(JsonNode *node, const char **why)
         owner = member_string(o, "owner");
         if (!owner || !vfmig_string_is_valid(owner, OWNER_MAX))
                 return *why = "bad \"owner\"", NULL;
+        /* Absent in files written before instances were created for reservations. */
+        created_from = json_object_has_member(o, "created-from") ? member_string(o, "created-from") : "";
+        if (!reservation_created_from_is_valid(created_from))
+                return *why = "bad \"created-from\"", NULL;
         persist = json_object_get_member(o, "persist");
         if (!persist || json_node_get_value_type(persist) != G_TYPE_BOOLEAN)
                 return *why = "bad \"persist\"", NULL;
@@ -444,6 +460,7 @@ static Reservation *entry_parse(JsonNode *node, const char **why)
         r = g_new0(Reservation, 1);
         r->id = g_strdup(id);
         r->target = g_strdup(target);
+        r->created_from = g_strdup(created_from);
         r->owner = g_strdup(owner);
         r->persist = json_node_get_boolean(persist);
         r->lease_sec = (uint32_t) lease;
@@ -525,7 +542,10 @@ int reservations_load(Reservations *s)
                 if (r->expires_usec <= now) {
                         log_reservation(LOG_INFO, r->id, "Reservation %s of %s expired while vfmigd was not running",
                                         r->id, r->target);
-                        reservation_free(r);
+                        if (r->created_from[0])
+                                g_ptr_array_add(s->expired_created, r);    /* its instance goes too */
+                        else
+                                reservation_free(r);
                         continue;
                 }
                 k = insert(s, r);
@@ -540,6 +560,14 @@ int reservations_load(Reservations *s)
                 restored++;
         }
         return restored;
+}
+
+GPtrArray *reservations_steal_expired_created(Reservations *s)
+{
+        GPtrArray *l = s->expired_created;
+
+        s->expired_created = g_ptr_array_new_with_free_func((GDestroyNotify) reservation_free);
+        return l;
 }
 
 /* --- changes ------------------------------------------------------------- */
@@ -598,6 +626,13 @@ static int check_lease(uint32_t lease_sec, char **error)
 int reservations_add(Reservations *s, const char *target, const char *owner, JsonNode *profile,
                      uint32_t lease_sec, bool persist, Reservation **ret, char **error)
 {
+        return reservations_add_created(s, target, NULL, owner, profile, lease_sec, persist, ret, error);
+}
+
+int reservations_add_created(Reservations *s, const char *target, const char *created_from, const char *owner,
+                             JsonNode *profile, uint32_t lease_sec, bool persist, Reservation **ret,
+                             char **error)
+{
         g_autofree char *holder = NULL;
         char id[RESERVATION_ID_LEN + 1];
         Reservation *r;
@@ -609,6 +644,13 @@ int reservations_add(Reservations *s, const char *target, const char *owner, Jso
         if (!profile || !JSON_NODE_HOLDS_OBJECT(profile)) {
                 if (error)
                         *error = g_strdup("the profile must be an object");
+                return -EINVAL;
+        }
+        if (!created_from)
+                created_from = "";
+        if (!reservation_created_from_is_valid(created_from)) {
+                if (error)
+                        *error = g_strdup_printf("\"%s\" is not a creatable type (PARENT/TYPE)", created_from);
                 return -EINVAL;
         }
         if (reservations_is_busy(s, target, &holder)) {
@@ -628,6 +670,7 @@ int reservations_add(Reservations *s, const char *target, const char *owner, Jso
         r = g_new0(Reservation, 1);
         r->id = g_strdup(id);
         r->target = g_strdup(target);
+        r->created_from = g_strdup(created_from);
         r->owner = g_strdup(owner ? owner : "");
         r->persist = persist;
         r->lease_sec = lease_sec;
@@ -653,8 +696,9 @@ int reservations_add(Reservations *s, const char *target, const char *owner, Jso
                 remove_quietly(s, r);
                 return k;
         }
-        log_reservation(LOG_INFO, r->id, "Reserved %s for %s as %s (lease %" PRIu32 " s%s)", r->target, r->owner,
-                        r->id, lease_sec, persist ? ", persistent" : "");
+        log_reservation(LOG_INFO, r->id, "Reserved %s%s%s for %s as %s (lease %" PRIu32 " s%s)", r->target,
+                        r->created_from[0] ? ", created from " : "", r->created_from, r->owner, r->id, lease_sec,
+                        persist ? ", persistent" : "");
         if (s->listener && s->listener->added)
                 s->listener->added(s, r, s->listener_data);
         if (ret)

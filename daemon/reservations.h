@@ -19,9 +19,13 @@
  *   non-persistent ones stay only while their owner is verifiably still
  *   connected to the same bus instance).
  * - Targets are names of existing devices.  A creatable mdev type as target
- *   is an extension of the adapter, not of this module: it resolves the type
- *   to an instance it creates, reserves the instance's name here, and removes
- *   the instance when the removed() listener call reports the end.
+ *   is resolved by the adapter: it creates an instance (mdev-create.c),
+ *   reserves the instance's name here with created_from = "PARENT/TYPE", and
+ *   removes the instance when the removed() listener call reports the end.
+ *   created_from is persisted ("created-from" in the state file), so the
+ *   instance is removed after a restart too; entries with created_from that
+ *   expired while vfmigd was not running are kept aside by
+ *   reservations_load() for the adapter (reservations_steal_expired_created()).
  */
 #pragma once
 
@@ -62,6 +66,7 @@ typedef struct Reservations Reservations;
 typedef struct Reservation {
         char *id;                  /* RESERVATION_ID_LEN hex digits: also the object path element */
         char *target;              /* device name */
+        char *created_from;        /* "PARENT/TYPE" when vfmigd created target for it, else "" */
         char *owner;               /* unique bus name of the creator */
         bool persist;              /* survives its owner's disconnect */
         uint32_t lease_sec;        /* of the last Reserve/Renew */
@@ -111,6 +116,13 @@ const char *reservations_state_path(Reservations *s);
  * Calls no listener.
  */
 int reservations_load(Reservations *s);
+/*
+ * The entries reservations_load() dropped because their lease ran out while
+ * vfmigd was not running and whose target vfmigd had created (created_from
+ * set): their instances are to be removed.  Returns them (Reservation*, not
+ * in the set, no timer; free the array to free them) and forgets them.
+ */
+GPtrArray *reservations_steal_expired_created(Reservations *s);
 /* The bus instance id recorded with the restored set ("" if none), and the
  * one to record from now on (sd_bus_get_bus_id() of the current bus). */
 const char *reservations_get_bus_id(Reservations *s);
@@ -125,6 +137,11 @@ void reservations_set_bus_id(Reservations *s, const char *bus_id);
  */
 int reservations_add(Reservations *s, const char *target, const char *owner, JsonNode *profile,
                      uint32_t lease_sec, bool persist, Reservation **ret, char **error);
+/* The same for an instance vfmigd created for the reservation: created_from
+ * is the creatable type's key "PARENT/TYPE" (NULL or "": like reservations_add). */
+int reservations_add_created(Reservations *s, const char *target, const char *created_from, const char *owner,
+                             JsonNode *profile, uint32_t lease_sec, bool persist, Reservation **ret,
+                             char **error);
 
 /* Write the state file now (after changes the adapter made, e.g. the bus id). */
 int reservations_flush(Reservations *s);
@@ -151,3 +168,5 @@ GPtrArray *reservations_list(Reservations *s);
 int reservations_is_busy(Reservations *s, const char *device, char **holder);
 
 bool reservation_id_is_valid(const char *id);
+/* "" or "PARENT/TYPE" with both halves valid device names. */
+bool reservation_created_from_is_valid(const char *created_from);

@@ -11,7 +11,16 @@
 typedef struct Ctx {
         const char *file;
         char *error;
+        GHashTable *templates;          /* SimHost.templates being filled */
 } Ctx;
+
+/* What an instance created from one PARENT/TYPE is like (sim_host_new_instance()). */
+typedef struct SimInstanceTemplate {
+        char *driver;                   /* of an instance listed in the file; NULL: none listed */
+        bool spec_set;                  /* spec is known (the type's "migration", or a listed instance's) */
+        bool spec_from_type;            /* ... from the type's own "migration" object */
+        SimDeviceSpec *spec;            /* NULL with spec_set: no migration support */
+} SimInstanceTemplate;
 
 static bool fail(Ctx *c, const char *where, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
 static bool fail(Ctx *c, const char *where, const char *fmt, ...)
@@ -169,6 +178,43 @@ static void sim_spec_free(void *p)
                 return;
         g_free(s->stream_type);
         g_free(s);
+}
+
+static SimDeviceSpec *sim_spec_copy(const SimDeviceSpec *s)
+{
+        SimDeviceSpec *n;
+
+        if (!s)
+                return NULL;
+        n = g_new0(SimDeviceSpec, 1);
+        *n = *s;
+        n->stream_type = g_strdup(s->stream_type);
+        n->config.stream_type = n->stream_type;
+        n->config.name = NULL;
+        return n;
+}
+
+static void template_free(void *p)
+{
+        SimInstanceTemplate *t = p;
+
+        if (!t)
+                return;
+        g_free(t->driver);
+        sim_spec_free(t->spec);
+        g_free(t);
+}
+
+static SimInstanceTemplate *template_get(GHashTable *templates, const char *parent, const char *type_id)
+{
+        g_autofree char *key = g_strdup_printf("%s/%s", parent, type_id);
+        SimInstanceTemplate *t = g_hash_table_lookup(templates, key);
+
+        if (!t) {
+                t = g_new0(SimInstanceTemplate, 1);
+                g_hash_table_insert(templates, g_steal_pointer(&key), t);
+        }
+        return t;
 }
 
 static bool get_bool(Ctx *c, const char *where, JsonObject *o, const char *key, bool *out)
@@ -331,7 +377,7 @@ static VfmigDevice *parse_device(Ctx *c, JsonNode *node, guint index)
         return g_steal_pointer(&d);
 }
 
-static VfmigMdevType *parse_type(Ctx *c, const char *pwhere, JsonNode *node, guint index)
+static VfmigMdevType *parse_type(Ctx *c, const char *pwhere, JsonNode *node, guint index, const char *parent)
 {
         static const char *const keys[] = {
                 "id", "name", "device-api", "description", "available-instances",
@@ -340,7 +386,7 @@ static VfmigMdevType *parse_type(Ctx *c, const char *pwhere, JsonNode *node, gui
         g_autofree char *where = g_strdup_printf("%s.types[%u]", pwhere, index);
         g_autofree char *id = NULL;
         VfmigMdevType *t;
-        JsonObject *o;
+        JsonObject *o, *mig;
         gint64 avail = 0;
 
         if (!JSON_NODE_HOLDS_OBJECT(node))
@@ -360,6 +406,26 @@ static VfmigMdevType *parse_type(Ctx *c, const char *pwhere, JsonNode *node, gui
                 return NULL;
         }
         t->available_instances = (uint32_t) avail;
+
+        /* The migration behaviour of the instances vfmigd creates of this type. */
+        if (!get_object(c, where, o, "migration", &mig)) {
+                vfmig_mdev_type_free(t);
+                return NULL;
+        }
+        if (mig) {
+                g_autoptr(VfmigDevice) probe = vfmig_device_new(id, VFMIG_DEVICE_MDEV);
+                SimInstanceTemplate *tpl;
+
+                if (!parse_sim_spec(c, where, o, mig, probe)) {
+                        vfmig_mdev_type_free(t);
+                        return NULL;
+                }
+                tpl = template_get(c->templates, parent, id);
+                sim_spec_free(tpl->spec);
+                tpl->spec = steal_ptr(&probe->backend_data);
+                probe->backend_free = NULL;
+                tpl->spec_set = tpl->spec_from_type = true;
+        }
         return t;
 }
 
@@ -387,7 +453,7 @@ static VfmigMdevParent *parse_parent(Ctx *c, JsonNode *node, guint index)
         if (!types || json_array_get_length(types) == 0)
                 return fail(c, where, "\"types\" must be a non-empty array"), NULL;
         for (guint i = 0; i < json_array_get_length(types); i++) {
-                VfmigMdevType *t = parse_type(c, where, json_array_get_element(types, i), i);
+                VfmigMdevType *t = parse_type(c, where, json_array_get_element(types, i), i, name);
                 if (!t)
                         return NULL;
                 for (guint j = 0; j < p->types->len; j++)
@@ -432,6 +498,32 @@ static bool cross_check(Ctx *c, SimHost *h)
                         return fail(c, where, "\"mdev-type\" = \"%s\" is not a type of parent %s", d->mdev_type, p->name);
         }
         return true;
+}
+
+/* Listed instances tell what created ones of their PARENT/TYPE are like,
+ * unless the type says so itself; created ones get IOMMU groups of their own. */
+static void collect_templates(SimHost *h)
+{
+        int32_t max_group = 0;
+
+        for (guint i = 0; i < h->devices->len; i++) {
+                VfmigDevice *d = h->devices->pdata[i];
+                SimInstanceTemplate *t;
+
+                max_group = MAX(max_group, d->iommu_group);
+                if (d->kind != VFMIG_DEVICE_MDEV)
+                        continue;
+                t = template_get(h->templates, d->parent, d->mdev_type);
+                if (!t->driver && d->driver && d->driver[0])
+                        t->driver = g_strdup(d->driver);
+                if (!t->spec_set) {
+                        t->spec = sim_spec_copy(d->backend_data);
+                        if (t->spec)
+                                t->spec->open_error = 0;
+                        t->spec_set = true;
+                }
+        }
+        h->next_iommu_group = max_group + 1;
 }
 
 static void copy_parent_identity(SimHost *h)
@@ -486,6 +578,8 @@ int sim_host_load(const char *path, SimHost **ret, char **error)
         h->path = g_strdup(path);
         h->devices = g_ptr_array_new_with_free_func((GDestroyNotify) vfmig_device_free);
         h->parents = g_ptr_array_new_with_free_func((GDestroyNotify) vfmig_mdev_parent_free);
+        h->templates = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, template_free);
+        c.templates = h->templates;
 
         if (!check_keys(&c, "(top)", o, keys) ||
             !get_string(&c, "(top)", o, "host", true, VFMIG_NAME_MAX, &h->host_name) ||
@@ -509,8 +603,10 @@ int sim_host_load(const char *path, SimHost **ret, char **error)
                         goto out;
                 g_ptr_array_add(h->parents, p);
         }
-        if (cross_check(&c, h))
+        if (cross_check(&c, h)) {
                 copy_parent_identity(h);
+                collect_templates(h);
+        }
 out:
         if (c.error) {
                 *error = c.error;
@@ -531,6 +627,8 @@ void sim_host_free(SimHost *h)
         g_free(h->kernel_release);
         g_ptr_array_unref(h->devices);
         g_ptr_array_unref(h->parents);
+        if (h->templates)
+                g_hash_table_unref(h->templates);
         g_free(h);
 }
 
@@ -559,4 +657,47 @@ const VfmigDevice *sim_host_identity(SimHost *h, const char *name)
                         return d;
         }
         return NULL;
+}
+
+VfmigDevice *sim_host_new_instance(SimHost *h, const VfmigMdevParent *p, const char *type_id, const char *uuid)
+{
+        g_autofree char *key = g_strdup_printf("%s/%s", p->name, type_id);
+        const SimInstanceTemplate *t = g_hash_table_lookup(h->templates, key);
+        const VfmigDevice *id = sim_host_identity(h, p->name);
+        VfmigDevice *d = vfmig_device_new(uuid, VFMIG_DEVICE_MDEV);
+        SimDeviceSpec *spec;
+
+        g_free(d->driver);
+        d->driver = g_strdup(t && t->driver ? t->driver : "vfio_mdev");
+        g_free(d->mdev_type);
+        d->mdev_type = g_strdup(type_id);
+        g_free(d->parent);
+        d->parent = g_strdup(p->name);
+        d->iommu_group = h->next_iommu_group++;
+        if (id) {
+                /* An mdev carries the PCI identity of its parent, as on a real host. */
+                d->vendor_id = id->vendor_id;
+                d->device_id = id->device_id;
+                d->subsystem_vendor_id = id->subsystem_vendor_id;
+                d->subsystem_device_id = id->subsystem_device_id;
+                d->revision = id->revision;
+                d->numa_node = id->numa_node;
+        }
+        if (t && t->spec_set)
+                spec = sim_spec_copy(t->spec);
+        else {
+                spec = g_new0(SimDeviceSpec, 1);
+                /* the stream header holds at most 31 characters of type */
+                spec->stream_type = g_strndup(type_id, 31);
+                spec->config.migration_flags = VFMIG_MIGRATION_STOP_COPY | VFMIG_MIGRATION_P2P;
+                spec->config.memory_size = 1 << 20;
+                spec->config.stream_version = 1;
+                spec->config.fill_seed = 1;
+        }
+        if (spec) {
+                spec->config.stream_type = spec->stream_type;
+                d->backend_data = spec;
+                d->backend_free = sim_spec_free;
+        }
+        return d;
 }

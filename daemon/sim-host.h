@@ -27,6 +27,8 @@ typedef struct SimHost {
         char *kernel_release;
         GPtrArray *devices;     /* VfmigDevice*: every device in the file, VFIO or not */
         GPtrArray *parents;     /* VfmigMdevParent* */
+        GHashTable *templates;  /* "PARENT/TYPE" -> what an instance created from it is like */
+        int32_t next_iommu_group;   /* for created instances: above every group in the file */
 } SimHost;
 
 int sim_host_load(const char *path, SimHost **ret, char **error);
@@ -40,3 +42,14 @@ void sim_host_populate(SimHost *h, Inventory *inv);
 /* A device of the file that is not a VFIO device (an mdev parent, a PF), by
  * name, or NULL: the identity the compatibility rules read for mdevs. */
 const VfmigDevice *sim_host_identity(SimHost *h, const char *name);
+
+/*
+ * A new mdev instance uuid of p's type type_id, as the simulated kernel would
+ * create it (not yet in any inventory): the parent's PCI identity and NUMA
+ * node, its own IOMMU group, and the migration behaviour of the type — the
+ * type's "migration" object in the file; without one, that of an instance of
+ * the same PARENT/TYPE listed in the file; without one, stop-copy and p2p
+ * with a 1 MiB state and the type id as stream type.  The driver is that
+ * listed instance's, else "vfio_mdev".  Never NULL.
+ */
+VfmigDevice *sim_host_new_instance(SimHost *h, const VfmigMdevParent *p, const char *type_id, const char *uuid);

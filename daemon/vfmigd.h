@@ -14,6 +14,8 @@
 #include "device-access.h"
 #include "inventory-udev.h"
 #include "inventory.h"
+#include "jobs.h"
+#include "mdev-create.h"
 #include "reservations.h"
 #include "sim-host.h"
 
@@ -28,6 +30,8 @@ typedef struct Daemon {
         PolkitRegistry *polkit_registry;   /* calls parked while polkit answers */
         CompatService *compat;
         Reservations *reservations;        /* leased claims on devices (reservations.c) */
+        MdevCreator *mdev;                 /* instances created for reservations (mdev-create.c) */
+        Jobs *jobs;                        /* migration jobs (jobs.c) */
         char *host_name;
         GHashTable *identities;            /* real host: parent name -> VfmigDevice* */
         /* Targets that must not be offered (reserved, in a job). */
@@ -64,6 +68,15 @@ int bus_reservation_register(Daemon *d);
 char *bus_reservation_path(const char *id);
 int bus_reservation_method_reserve(sd_bus_message *m, void *userdata, sd_bus_error *error);
 int bus_reservation_method_list(sd_bus_message *m, void *userdata, sd_bus_error *error);
+
+/* bus-job.c: Job objects, and the bodies of the methods that start jobs */
+extern const sd_bus_vtable job_vtable[];
+int bus_job_register(Daemon *d);
+char *bus_job_path(const char *id);
+int bus_job_method_migrate(sd_bus_message *m, void *userdata, sd_bus_error *error);
+int bus_job_method_save_to_fd(sd_bus_message *m, void *userdata, sd_bus_error *error);
+int bus_job_method_prepare_incoming(sd_bus_message *m, void *userdata, sd_bus_error *error);
+int bus_job_method_receive_from_fd(sd_bus_message *m, void *userdata, sd_bus_error *error);
 
 /* bus-errors.c */
 extern const sd_bus_error_map vfmig_error_map[];

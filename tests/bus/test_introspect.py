@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 
 import vfmigtest as vt
 
-INTERFACES = ['org.vfmig1.Manager', 'org.vfmig1.Device', 'org.vfmig1.Reservation']
+INTERFACES = ['org.vfmig1.Manager', 'org.vfmig1.Device', 'org.vfmig1.Reservation', 'org.vfmig1.Job']
 
 
 def canonical(xml_text, name):

@@ -11,7 +11,12 @@ reservations back after kill -9 (persistent ones; non-persistent ones only
 while their owner is still connected to the same bus; expired ones never);
 a broken state file is moved aside and the daemon runs; polkit decides who
 may reserve, renew and release while queries stay open; no FDs leak;
-vfmigctl reserve/reservations/renew/release.
+vfmigctl reserve/reservations/renew/release.  Creatable mdev types (on the
+shipped host-a and host-b): Reserve("PARENT/TYPE") creates one instance
+(DeviceAdded, one slot less in ListMdevTypes, CreatedFrom), and every end of
+the reservation (Release, owner gone, expiry, after kill -9 and a restart)
+removes it again; no slot left is Busy; instances vfmigd did not create are
+never removed.
 
 the profile is one the host-a rules accept for its ConnectX-7 VFs (Reserve
 re-checks compatibility; test_compat covers refusals).
@@ -68,8 +73,8 @@ class Daemon(vt.Daemon):
     """vfmigd with its own state directory; its log goes to a file (a pipe
     nobody reads would block it)."""
 
-    def __init__(self, state_dir):
-        super().__init__(['--simulate', HOST, '--config', '/nonexistent/vfmigd.conf', '--debug',
+    def __init__(self, state_dir, host=HOST):
+        super().__init__(['--simulate', host, '--config', '/nonexistent/vfmigd.conf', '--debug',
                           '--rules', os.path.join(vt.SOURCE, 'data', 'compat.d'),
                           '--admin-rules', '/nonexistent/compat.d'],
                          env={'STATE_DIRECTORY': state_dir})
@@ -114,13 +119,16 @@ print(json.dumps({'started': bus.get_unique_name()}), flush=True)
 for line in sys.stdin:
     cmd = json.loads(line)
     if cmd[0] == 'reserve':
-        # a{sv} values need their types: options come as {key: [type, value]}.
-        _, target, opts = cmd
+        # a{sv} values need their types: options (and a profile, if given)
+        # come as {key: [type, value]}.
+        _, target, opts, *prof = cmd
         path, iface, method = '/org/vfmig1', 'org.vfmig1.Manager', 'Reserve'
         profile = {'format': GLib.Variant('u', 1),
                    'migration-type': GLib.Variant('s', 'pci-15b3:mlx5-cx7'),
                    'migration-version': GLib.Variant('s', '28.39.1002'),
                    'attributes': GLib.Variant('a{ss}', {'fw_version': '28.39.1002', 'device_id': '0x101e'})}
+        if prof:
+            profile = {k: GLib.Variant(t, v) for k, (t, v) in prof[0].items()}
         args = GLib.Variant('(sa{sv}a{sv})', (target, profile,
                                                {k: GLib.Variant(t, v) for k, (t, v) in opts.items()}))
     else:
@@ -164,12 +172,15 @@ class Peer:
         assert line, f'peer died: {self.proc.stderr.read()}'
         return json.loads(line)
 
-    def reserve(self, target, lease=None, persist=None):
+    def reserve(self, target, lease=None, persist=None, profile=None):
         opts = {}
         if lease is not None:
             opts['lease-seconds'] = ['u', lease]
         if persist is not None:
             opts['persist'] = ['b', persist]
+        if profile is not None:
+            return self.send(['reserve', target, opts,
+                              {k: [v.get_type_string(), v.unpack()] for k, v in profile.items()}])
         return self.send(['reserve', target, opts])
 
     def close(self):
@@ -399,7 +410,14 @@ class Reservations(Base):
 
     def test_typed_errors(self):
         self.assertError('org.vfmig1.Error.NoSuchDevice', self.reserve, ABSENT_DEV, contains=ABSENT_DEV)
-        self.assertError('org.vfmig1.Error.InvalidArgs', self.reserve, 'bad/name', contains='not valid')
+        self.assertError('org.vfmig1.Error.InvalidArgs', self.reserve, 'bad name', contains='not valid')
+        for bad in ('a/b/c', '0000:17:00.0/..', '../x', '/x', 'x/'):
+            with self.subTest(target=bad):
+                self.assertError('org.vfmig1.Error.InvalidArgs', self.reserve, bad, contains='not valid')
+        # PARENT/TYPE is a creatable mdev type: unknown parents and types are no devices.
+        self.assertError('org.vfmig1.Error.NoSuchDevice', self.reserve, 'bad/name', contains='"bad"')
+        self.assertError('org.vfmig1.Error.NoSuchDevice', self.reserve, '0000:3b:00.0/nvidia-999',
+                         contains='nvidia-999')
         self.assertError('org.vfmig1.Error.NotManaged', self.reserve, UNMANAGED_DEV, contains=UNMANAGED_DEV)
         for opts, needle in ((options(lease=0), '0 is out of range'),
                              (options(lease=86401), '86401 is out of range'),
@@ -741,6 +759,366 @@ class Vfmigctl(Base):
         proc.stderr.close()
         self.assertEqual(proc.returncode, 1, err)
         self.assertIn('released', err)
+
+
+# --- creatable mdev types ------------------------------------------------------
+
+HOST_A = os.path.join(vt.SIM, 'host-a.json')
+HOST_B = os.path.join(vt.SIM, 'host-b.json')
+T4_B = '0000:af:00.0'                      # host-b's Tesla T4: nvidia-222/223/230
+T4_A = '0000:3b:00.0'                      # host-a's
+KEY_B = f'{T4_B}/nvidia-223'               # 8 available on host-b
+KEY_A = f'{T4_A}/nvidia-223'               # 7 available on host-a (one instance exists)
+FULL_A = f'{T4_A}/nvidia-230'              # 0 available on host-a
+VGPU_A = '6f1a3c52-4b0e-4c1e-9a55-0d2b8e5f7a01'   # host-a's existing nvidia-223 instance
+UUID_RE = r'^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
+
+# What host-a's VGPU_A reports (GetMigrationProfile on sim-host-a).
+VGPU_PROFILE = {
+    'format': GLib.Variant('u', 1),
+    'migration-type': GLib.Variant('s', 'pci-10de:nvidia-223'),
+    'migration-version': GLib.Variant('s', '535.129.03'),
+    'attributes': GLib.Variant('a{ss}', {'vgpu_driver_version': '535.129.03', 'gpu_device_id': '0x1eb8'}),
+    'capabilities': GLib.Variant('as', ['stop-copy', 'p2p']),
+    'source-host': GLib.Variant('s', 'sim-host-a'),
+    'source-device': GLib.Variant('s', VGPU_A),
+}
+# The same from another host, so that VGPU_A itself is a target on host-a.
+VGPU_PROFILE_OTHER = dict(VGPU_PROFILE, **{'source-host': GLib.Variant('s', 'sim-host-c'),
+                                           'source-device': GLib.Variant('s', 'c0ffee00-0000-4000-8000-000000000001')})
+
+
+class CreatableBase(unittest.TestCase):
+    """One vfmigd on a shipped simulated host; nothing reserved between tests."""
+    HOST = HOST_B
+
+    @classmethod
+    def setUpClass(cls):
+        pt.ensure_test_user()
+        cls.polkitd = pt.PolkitD().start()
+        cls.state = tempfile.TemporaryDirectory(prefix='vfmig-state-')
+        cls.daemon = Daemon(cls.state.name, cls.HOST).start()
+        cls.client = vt.Client()
+
+    @classmethod
+    def tearDownClass(cls):
+        rc = cls.daemon.stop()
+        cls.polkitd.stop()
+        cls.state.cleanup()
+        assert rc == 0, cls.daemon.stderr
+
+    def setUp(self):
+        self.rec = vt.SignalRecorder(self.client.bus)
+
+    def tearDown(self):
+        self.rec.close()
+        for rid, target, path, *_ in self.client.manager('ListReservations')[0]:
+            try:
+                self.client.call(path, RESERVATION, 'Release')
+            except GLib.Error:
+                pass
+
+    def reserve(self, target, profile=VGPU_PROFILE, opts=None):
+        return self.client.call(vt.ROOT_PATH, vt.MANAGER, 'Reserve', '(sa{sv}a{sv})',
+                                (target, profile, opts or {}))[0]
+
+    def available(self, key):
+        parent, type_ = key.split('/')
+        return {(t[0], t[2]): t[6] for t in self.client.manager('ListMdevTypes')[0]}[(parent, type_)]
+
+    def mdevs(self):
+        return {n for n, (kind, _, _) in self.client.devices().items() if kind == 'mdev'}
+
+    def device(self, name):
+        return self.client.get_all(self.client.manager('GetDevice', '(s)', (name,))[0], vt.DEVICE)
+
+    def wait_signal(self, member, name, timeout=10):
+        return self.rec.wait_for(lambda s: s[0] == vt.MANAGER and s[1] == member and s[3][0] == name,
+                                 timeout=timeout)
+
+    def wait_available(self, key, n, timeout=10):
+        deadline = time.monotonic() + timeout
+        while self.available(key) != n and time.monotonic() < deadline:
+            self.rec.pump(0.05)
+        self.assertEqual(self.available(key), n)
+
+    def assertError(self, name, fn, *args, contains=()):
+        with self.assertRaises(GLib.Error) as cm:
+            fn(*args)
+        self.assertEqual(error_name(cm.exception), name, cm.exception.message)
+        for c in ([contains] if isinstance(contains, str) else contains):
+            self.assertIn(c, cm.exception.message)
+        return cm.exception.message
+
+    def reserve_created(self, key=KEY_B, profile=VGPU_PROFILE, opts=None):
+        """Reserve key; check the instance appeared as a managed device of
+        the type with one slot less.  Returns (path, uuid)."""
+        avail = self.available(key)
+        before = self.mdevs()
+        path = self.reserve(key, profile, opts)
+        p = self.client.get_all(path, RESERVATION)
+        uuid = p['Target']
+        self.assertRegex(uuid, UUID_RE)
+        self.assertEqual(p['CreatedFrom'], key)
+        self.assertNotIn(uuid, before)
+        self.wait_signal('DeviceAdded', uuid)
+        self.assertEqual(self.mdevs(), before | {uuid})
+        dev = self.device(uuid)
+        parent, type_ = key.split('/')
+        self.assertEqual((dev['Kind'], dev['MdevType'], dev['Parent'], dev['Status']),
+                         ('mdev', type_, parent, 'managed'), dev['StatusMessage'])
+        self.assertIn('stop-copy', dev['MigrationFlags'])
+        self.assertEqual(self.available(key), avail - 1)
+        return path, uuid
+
+    def assertRemoved(self, uuid, key, avail, timeout=10):
+        self.wait_signal('DeviceRemoved', uuid, timeout=timeout)
+        self.assertNotIn(uuid, self.mdevs())
+        self.assertError('org.vfmig1.Error.NoSuchDevice', self.client.manager, 'GetDevice', '(s)', (uuid,))
+        self.wait_available(key, avail)
+
+
+class Creatable(CreatableBase):
+    """host-b: Reserve("0000:af:00.0/nvidia-223") with host-a's vGPU profile."""
+
+    def test_reserve_creates_release_removes(self):
+        avail = self.available(KEY_B)
+        self.assertEqual(avail, 8)
+        path, uuid = self.reserve_created()
+        rid = path[len(PREFIX):]
+        self.rec.wait_for(lambda s: s[1] == 'ReservationAdded' and s[3] == (rid, uuid, path))
+        self.rec.wait_for(lambda s: s[0] == vt.MANAGER and s[1] == 'MdevTypesChanged')
+        self.assertEqual([(t, p) for _, t, p, *_ in self.client.manager('ListReservations')[0]], [(uuid, path)])
+        # The instance has its parent's identity and a profile of the type.
+        dev = self.device(uuid)
+        self.assertEqual((dev['VendorId'], dev['DeviceId']), (0x10de, 0x1eb8))
+        self.assertEqual(dev['Profile']['migration-type'], 'pci-10de:nvidia-223')
+        # It is reserved: not handed out twice, not offered; the type still is, with one slot less.
+        self.assertError('org.vfmig1.Error.Busy', self.reserve, uuid, contains=rid)
+        found = self.client.manager('FindCompatibleTargets', '(a{sv}a{sv})', (VGPU_PROFILE, {}))[0]
+        self.assertEqual([(r[0], r[1], r[4]) for r in found], [(KEY_B, 'creatable', avail - 1)])
+        # The state file knows where the instance came from.
+        with open(os.path.join(self.state.name, STATE_FILE)) as f:
+            [e] = json.load(f)['reservations']
+        self.assertEqual((e['id'], e['target'], e['created-from']), (rid, uuid, KEY_B))
+
+        self.rec.clear()
+        self.client.call(path, RESERVATION, 'Release')
+        self.rec.wait_for(lambda s: s[1] == 'ReservationRemoved' and s[3] == (rid, uuid, path, 'released'))
+        self.assertRemoved(uuid, KEY_B, avail)
+        self.assertIn(f'Removed mdev instance {uuid} of {KEY_B}', self.daemon.output())
+
+    def test_each_reservation_its_own_instance(self):
+        a_path, a = self.reserve_created()
+        b_path, b = self.reserve_created()
+        self.assertNotEqual(a, b)
+        self.client.call(a_path, RESERVATION, 'Release')
+        self.assertRemoved(a, KEY_B, 7)
+        self.assertIn(b, self.mdevs())
+        self.client.call(b_path, RESERVATION, 'Release')
+        self.assertRemoved(b, KEY_B, 8)
+
+    def test_no_slot_left_is_busy(self):
+        made = [self.reserve_created() for _ in range(8)]
+        self.assertEqual(self.available(KEY_B), 0)
+        before = self.mdevs()
+        msg = self.assertError('org.vfmig1.Error.Busy', self.reserve, KEY_B,
+                               contains=[KEY_B, '0 available instances'])
+        self.assertNotIn('cannot resume', msg)
+        self.assertEqual(self.mdevs(), before)
+        self.assertEqual(len(self.client.manager('ListReservations')[0]), 8)
+        for path, uuid in made:
+            self.client.call(path, RESERVATION, 'Release')
+        for path, uuid in made:
+            self.wait_signal('DeviceRemoved', uuid)
+        self.wait_available(KEY_B, 8)
+
+    def test_refusals_create_nothing(self):
+        before, avail = self.mdevs(), self.available(KEY_B)
+        # another vGPU type: the compatibility check refuses before anything is created
+        self.assertError('org.vfmig1.Error.NotCompatible', self.reserve, f'{T4_B}/nvidia-222',
+                         contains='nvidia-vgpu')
+        self.assertError('org.vfmig1.Error.NoSuchDevice', self.reserve, f'{T4_B}/nvidia-999',
+                         contains=['nvidia-999', T4_B])
+        self.assertError('org.vfmig1.Error.NoSuchDevice', self.reserve, '0000:99:00.0/nvidia-223',
+                         contains='0000:99:00.0')
+        self.assertError('org.vfmig1.Error.InvalidArgs', self.reserve, KEY_B, {'format': GLib.Variant('u', 1)},
+                         contains='migration-type')
+        self.assertEqual(self.mdevs(), before)
+        self.assertEqual(self.available(KEY_B), avail)
+        self.assertEqual(self.client.manager('ListReservations')[0], [])
+
+    def test_owner_disconnect_removes(self):
+        avail = self.available(KEY_B)
+        peer = Peer('root')
+        try:
+            v = peer.reserve(KEY_B, profile=VGPU_PROFILE)
+            path = v['ok'][0]
+            uuid = self.client.get(path, RESERVATION, 'Target')
+            self.wait_signal('DeviceAdded', uuid)
+            self.assertEqual(self.available(KEY_B), avail - 1)
+        finally:
+            peer.close()
+        self.rec.wait_for(lambda s: s[1] == 'ReservationRemoved' and s[3][1] == uuid and s[3][3] == 'owner-gone')
+        self.assertRemoved(uuid, KEY_B, avail)
+
+    def test_persist_keeps_instance_after_disconnect(self):
+        peer = Peer('root')
+        try:
+            path = peer.reserve(KEY_B, persist=True, profile=VGPU_PROFILE)['ok'][0]
+        finally:
+            peer.close()
+        uuid = self.client.get(path, RESERVATION, 'Target')
+        self.rec.pump(0.5)
+        self.assertIn(uuid, self.mdevs())
+        self.client.call(path, RESERVATION, 'Release')
+        self.assertRemoved(uuid, KEY_B, 8)
+
+    def test_expiry_removes(self):
+        path, uuid = self.reserve_created(opts=options(lease=1))
+        self.rec.wait_for(lambda s: s[1] == 'ReservationRemoved' and s[3][1] == uuid and s[3][3] == 'expired',
+                          timeout=10)
+        self.assertRemoved(uuid, KEY_B, 8)
+
+
+class CreatableHostA(CreatableBase):
+    """host-a: a type without free slots, and an instance vfmigd did not create."""
+    HOST = HOST_A
+
+    def test_no_available_instances_is_busy(self):
+        self.assertEqual(self.available(FULL_A), 0)
+        before = self.mdevs()
+        self.assertError('org.vfmig1.Error.Busy', self.reserve, FULL_A,
+                         contains=[FULL_A, '0 available instances'])
+        self.assertEqual(self.mdevs(), before)
+        self.assertEqual(self.client.manager('ListReservations')[0], [])
+
+    def test_preexisting_instance_is_never_removed(self):
+        self.assertIn(VGPU_A, self.mdevs())
+        # Reserved by name: CreatedFrom is empty, and releasing leaves it.
+        path = self.reserve(VGPU_A, VGPU_PROFILE_OTHER)
+        self.assertEqual(self.client.get(path, RESERVATION, 'CreatedFrom'), '')
+        self.client.call(path, RESERVATION, 'Release')
+        self.rec.pump(0.3)
+        self.assertIn(VGPU_A, self.mdevs())
+        self.assertFalse([s for s in self.rec.signals if s[1] == 'DeviceRemoved'])
+        # A created instance of the same type goes; the existing one stays.
+        path, uuid = self.reserve_created(KEY_A, VGPU_PROFILE_OTHER)
+        self.assertEqual(self.available(KEY_A), 6)
+        self.client.call(path, RESERVATION, 'Release')
+        self.assertRemoved(uuid, KEY_A, 7)
+        self.assertIn(VGPU_A, self.mdevs())
+        self.assertEqual([s[3][0] for s in self.rec.signals if s[1] == 'DeviceRemoved'], [uuid])
+
+
+class CreatableRestart(unittest.TestCase):
+    """Created instances across kill -9: the reservation still removes its instance."""
+
+    @classmethod
+    def setUpClass(cls):
+        pt.ensure_test_user()
+        cls.polkitd = pt.PolkitD().start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.polkitd.stop()
+
+    def setUp(self):
+        self.state = tempfile.TemporaryDirectory(prefix='vfmig-state-')
+        self.daemon = None
+
+    def tearDown(self):
+        if self.daemon and self.daemon.proc:
+            rc = self.daemon.stop()
+            self.assertEqual(rc, 0, self.daemon.stderr)
+        self.state.cleanup()
+
+    def start(self, host=HOST_B):
+        self.daemon = Daemon(self.state.name, host).start()
+        self.client = vt.Client()
+
+    def reserve(self, target, opts):
+        return self.client.call(vt.ROOT_PATH, vt.MANAGER, 'Reserve', '(sa{sv}a{sv})',
+                                (target, VGPU_PROFILE, opts))[0]
+
+    def available(self):
+        return {(t[0], t[2]): t[6] for t in self.client.manager('ListMdevTypes')[0]}[(T4_B, 'nvidia-223')]
+
+    def mdevs(self):
+        return {n for n, (kind, _, _) in self.client.devices().items() if kind == 'mdev'}
+
+    def test_kill9_restart_then_release_removes(self):
+        self.start()
+        kept = self.reserve(KEY_B, options(lease=600, persist=True))
+        expiring = self.reserve(KEY_B, options(lease=2, persist=True))
+        kept_uuid = self.client.get(kept, RESERVATION, 'Target')
+        expiring_uuid = self.client.get(expiring, RESERVATION, 'Target')
+        before = self.client.get_all(kept, RESERVATION)
+        self.assertEqual(self.available(), 6)
+
+        self.daemon.kill9()
+        time.sleep(2.5)                 # the short lease runs out while vfmigd is down
+        self.daemon.start()
+
+        # The instance outlives vfmigd (on the simulated host as on a real
+        # one); the one whose reservation expired meanwhile is removed.
+        self.assertEqual(self.client.get_all(kept, RESERVATION), before)
+        self.assertEqual(before['CreatedFrom'], KEY_B)
+        self.assertEqual(self.mdevs(), {kept_uuid})
+        self.assertEqual(self.available(), 7)
+        out = self.daemon.output()
+        self.assertIn('expired while vfmigd was not running', out)
+        self.assertNotIn(expiring_uuid, [t for _, t, *_ in self.client.manager('ListReservations')[0]])
+
+        rec = vt.SignalRecorder(self.client.bus)
+        try:
+            self.client.call(kept, RESERVATION, 'Release')
+            rec.wait_for(lambda s: s[1] == 'DeviceRemoved' and s[3][0] == kept_uuid)
+        finally:
+            rec.close()
+        self.assertEqual(self.mdevs(), set())
+        self.assertEqual(self.available(), 8)
+        with open(os.path.join(self.state.name, STATE_FILE)) as f:
+            self.assertEqual(json.load(f)['reservations'], [])
+
+    def test_restart_ends_unverifiable_owner_and_removes(self):
+        """A non-persistent reservation whose owner left while vfmigd was down
+        ends at the restart, and its instance with it."""
+        self.start()
+        peer = Peer('root')
+        path = peer.reserve(KEY_B, lease=600, profile=VGPU_PROFILE)['ok'][0]
+        uuid = self.client.get(path, RESERVATION, 'Target')
+        self.daemon.kill9()
+        peer.close()
+        self.daemon.start()
+        self.assertEqual(self.client.manager('ListReservations')[0], [])
+        self.assertEqual(self.mdevs(), set())
+        self.assertEqual(self.available(), 8)
+        self.assertIn(f'Removed mdev instance {uuid}', self.daemon.output())
+
+    def test_forged_created_from_never_removes_others(self):
+        """A state entry claiming vfmigd created host-a's existing instance
+        from another type: releasing it leaves the instance alone."""
+        now = int(time.time() * 1e6)
+        entry = {'id': 'e' * 32, 'target': VGPU_A, 'created-from': f'{T4_A}/nvidia-222', 'owner': ':1.999',
+                 'persist': True, 'lease-seconds': 600, 'created-at': now, 'expires-at': now + 600 * 10**6,
+                 'state': 'active', 'profile': {'format': 1}}
+        with open(os.path.join(self.state.name, STATE_FILE), 'w') as fh:
+            json.dump({'format': 1, 'bus-id': '', 'reservations': [entry]}, fh)
+        self.start(HOST_A)
+        path = PREFIX + 'e' * 32
+        self.assertEqual(self.client.get(path, RESERVATION, 'CreatedFrom'), f'{T4_A}/nvidia-222')
+        self.client.call(path, RESERVATION, 'Release')
+        time.sleep(0.3)
+        self.assertIn(VGPU_A, self.mdevs())
+        self.assertIn('left alone', self.daemon.output())
+        # A malformed created-from drops the entry.
+        with open(os.path.join(self.state.name, STATE_FILE), 'w') as fh:
+            json.dump({'format': 1, 'bus-id': '', 'reservations': [dict(entry, **{'created-from': '../x'})]}, fh)
+        self.daemon.stop()
+        self.start(HOST_A)
+        self.assertEqual(self.client.manager('ListReservations')[0], [])
+        self.assertIn('bad "created-from"; dropped', self.daemon.output())
 
 
 if __name__ == '__main__':

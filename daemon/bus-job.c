@@ -1,0 +1,575 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * bus-job.c — org.vfmig1.Job objects at /org/vfmig1/job/<id> (a fallback
+ * vtable, object_find and a node enumerator), the signals of the job set
+ * (jobs.c, which knows no D-Bus; Progress at most every
+ * BUS_JOB_PROGRESS_INTERVAL_USEC per job), and the bodies of the methods that
+ * start jobs: Device.Migrate, Device.SaveToFd (bus-device.c's vtable) and
+ * Reservation.PrepareIncoming, Reservation.ReceiveFromFd (bus-reservation.c's
+ * vtable).  All of them are polkit-gated (org.vfmig1.migrate).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bus-polkit.h"
+#include "jobs.h"
+#include "log.h"
+#include "util.h"
+#include "vfmigd.h"
+#include "vfmig-names.h"
+
+#define BUS_JOB_PROGRESS_INTERVAL_USEC (250ULL * 1000ULL)
+
+static uint64_t mono_usec(void)
+{
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * 1000000ULL + (uint64_t) ts.tv_nsec / 1000ULL;
+}
+
+char *bus_job_path(const char *id)
+{
+        return g_strconcat(VFMIG_DBUS_JOB_PREFIX "/", id, NULL);
+}
+
+static Daemon *current_daemon(sd_bus_message *m)
+{
+        return sd_bus_slot_get_userdata(sd_bus_get_current_slot(sd_bus_message_get_bus(m)));
+}
+
+/* The typed error name of a core errno, NULL when it has none. */
+static const char *error_name_of(int error)
+{
+        error = error < 0 ? -error : error;
+        for (const sd_bus_error_map *e = vfmig_error_map; e->name; e++)
+                if (e->code == error)
+                        return e->name;
+        return NULL;
+}
+
+static int set_error(sd_bus_error *error, int r, const char *msg)
+{
+        const char *name = error_name_of(r);
+
+        return sd_bus_error_set(error, name ? name : SD_BUS_ERROR_FAILED, msg ? msg : strerror(r < 0 ? -r : r));
+}
+
+/* --- options ------------------------------------------------------------------ */
+
+typedef struct JobOptions {
+        uint32_t downtime_ms;
+        int precopy;
+        int plaintext;
+        int resume_running;
+        const char *ticket;
+        const char *address;
+        uint32_t port;
+} JobOptions;
+
+/* a{sv} with the keys this method knows; other keys are ignored. */
+static int read_options(sd_bus_message *m, JobOptions *o, const char *const *known, sd_bus_error *error)
+{
+        int r;
+
+        r = sd_bus_message_enter_container(m, SD_BUS_TYPE_ARRAY, "{sv}");
+        if (r < 0)
+                return r;
+        while ((r = sd_bus_message_enter_container(m, SD_BUS_TYPE_DICT_ENTRY, "sv")) > 0) {
+                const char *key, *contents, *want = NULL;
+                bool ours = false;
+
+                r = sd_bus_message_read_basic(m, SD_BUS_TYPE_STRING, &key);
+                if (r < 0)
+                        return r;
+                r = sd_bus_message_peek_type(m, NULL, &contents);
+                if (r < 0)
+                        return r;
+                for (const char *const *k = known; *k; k++)
+                        ours = ours || streq_ptr(*k, key);
+                if (!ours) {
+                        r = sd_bus_message_skip(m, "v");
+                } else if (streq_ptr(key, "downtime-ms") || streq_ptr(key, "port")) {
+                        want = "u";
+                        if (streq_ptr(contents, want))
+                                r = sd_bus_message_read(m, "v", "u",
+                                                        streq_ptr(key, "port") ? &o->port : &o->downtime_ms);
+                } else if (streq_ptr(key, "ticket") || streq_ptr(key, "address")) {
+                        want = "s";
+                        if (streq_ptr(contents, want))
+                                r = sd_bus_message_read(m, "v", "s",
+                                                        streq_ptr(key, "ticket") ? &o->ticket : &o->address);
+                } else {
+                        want = "b";
+                        if (streq_ptr(contents, want))
+                                r = sd_bus_message_read(m, "v", "b",
+                                                        streq_ptr(key, "precopy") ? &o->precopy :
+                                                        streq_ptr(key, "plaintext") ? &o->plaintext :
+                                                        &o->resume_running);
+                }
+                if (want && !streq_ptr(contents, want))
+                        return sd_bus_error_setf(error, VFMIG_ERROR_INVALID_ARGS, "option \"%s\": must be of type "
+                                                 "%s, not %s", key, want, contents);
+                if (r < 0)
+                        return r;
+                r = sd_bus_message_exit_container(m);
+                if (r < 0)
+                        return r;
+        }
+        if (r < 0)
+                return r;
+        return sd_bus_message_exit_container(m);
+}
+
+static int reply_job(sd_bus_message *m, Job *j)
+{
+        g_autofree char *path = bus_job_path(j->id);
+
+        log_internal(LOG_INFO, "VFMIG_JOB", j->id, "Job %s (%s of %s) started by %s", j->id,
+                     job_kind_to_string(j->kind), j->devices[0], sd_bus_message_get_sender(m));
+        return sd_bus_reply_method_return(m, "o", path);
+}
+
+static int require_jobs(Daemon *d, sd_bus_error *error)
+{
+        if (!d->jobs)
+                return sd_bus_error_set(error, VFMIG_ERROR_NOT_SUPPORTED, "This vfmigd runs no migration jobs");
+        return 0;
+}
+
+/* --- Device.Migrate / Device.SaveToFd --------------------------------------- */
+
+static const char *const save_keys[] = { "downtime-ms", "precopy", NULL };
+static const char *const save_fd_keys[] = { "downtime-ms", "precopy", "plaintext", "ticket", NULL };
+
+int bus_job_method_migrate(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+        VfmigDevice *dev = userdata;
+        Daemon *d = current_daemon(m);
+        g_autofree char *name = g_strdup(dev->name), *msg = NULL;
+        JobOptions o = {};
+        const char *endpoint, *ticket;
+        Job *j = NULL;
+        int r;
+
+        r = require_jobs(d, error);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read(m, "ss", &endpoint, &ticket);
+        if (r < 0)
+                return r;
+        r = read_options(m, &o, save_keys, error);
+        if (r < 0)
+                return r;
+        if (!vfmig_string_is_valid(endpoint, 128))
+                return sd_bus_error_setf(error, VFMIG_ERROR_INVALID_ARGS,
+                                         "endpoint: expected HOST:PORT with a numeric host, at most 128 characters");
+        if (!vfmig_string_is_valid(ticket, 64))
+                return sd_bus_error_set(error, VFMIG_ERROR_INVALID_ARGS,
+                                        "ticket: expected the 43 characters PrepareIncoming returned");
+
+        r = bus_verify_method_async(m, VFMIG_DBUS_INTERFACE_DEVICE, name, &d->polkit_registry, error);
+        if (r < 0)
+                return r;
+        if (r == 0)
+                return 1;
+
+        r = jobs_start_migrate(d->jobs, name,
+                               endpoint, &(JobSaveOptions) { .precopy = o.precopy, .downtime_ms = o.downtime_ms,
+                                                             .ticket = ticket }, &j, &msg);
+        if (r < 0)
+                return set_error(error, r, msg);
+        return reply_job(m, j);
+}
+
+int bus_job_method_save_to_fd(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+        VfmigDevice *dev = userdata;
+        Daemon *d = current_daemon(m);
+        g_autofree char *name = g_strdup(dev->name), *msg = NULL;
+        JobOptions o = {};
+        Job *j = NULL;
+        int fd, copy, r;
+
+        r = require_jobs(d, error);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read(m, "h", &fd);
+        if (r < 0)
+                return r;
+        r = read_options(m, &o, save_fd_keys, error);
+        if (r < 0)
+                return r;
+        if (o.ticket && !vfmig_string_is_valid(o.ticket, 64))
+                return sd_bus_error_set(error, VFMIG_ERROR_INVALID_ARGS, "option \"ticket\": expected 43 characters");
+        if (!o.plaintext && !o.ticket)
+                return sd_bus_error_set(error, VFMIG_ERROR_INVALID_ARGS,
+                                        "option \"ticket\" is required for TLS over the fd (or set \"plaintext\")");
+
+        r = bus_verify_method_async(m, VFMIG_DBUS_INTERFACE_DEVICE, name, &d->polkit_registry, error);
+        if (r < 0)
+                return r;
+        if (r == 0)
+                return 1;
+
+        copy = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+        if (copy < 0)
+                return sd_bus_error_set_errnof(error, errno, "Cannot duplicate the fd: %m");
+        r = jobs_start_save_fd(d->jobs, name, copy,
+                               &(JobSaveOptions) { .precopy = o.precopy, .downtime_ms = o.downtime_ms,
+                                                   .plaintext = o.plaintext, .ticket = o.ticket }, &j, &msg);
+        if (r < 0)
+                return set_error(error, r, msg);
+        return reply_job(m, j);
+}
+
+/* --- Reservation.PrepareIncoming / Reservation.ReceiveFromFd ------------------ */
+
+static const char *const prepare_keys[] = { "address", "port", "resume-running", NULL };
+static const char *const receive_keys[] = { "plaintext", "ticket", "resume-running", NULL };
+
+int bus_job_method_prepare_incoming(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+        Reservation *res = userdata;
+        Daemon *d = current_daemon(m);
+        g_autofree char *msg = NULL, *endpoint = NULL, *ticket = NULL;
+        JobOptions o = { .address = "0.0.0.0" };
+        Job *j = NULL;
+        int r;
+
+        r = require_jobs(d, error);
+        if (r < 0)
+                return r;
+        r = read_options(m, &o, prepare_keys, error);
+        if (r < 0)
+                return r;
+        if (o.port > 65535)
+                return sd_bus_error_setf(error, VFMIG_ERROR_INVALID_ARGS,
+                                         "option \"port\": %" PRIu32 " is out of range, expected 0..65535 (0: any)",
+                                         o.port);
+        if (!vfmig_string_is_valid(o.address, 64) || strspn(o.address, "0123456789abcdefABCDEF.:") != strlen(o.address))
+                return sd_bus_error_set(error, VFMIG_ERROR_INVALID_ARGS,
+                                        "option \"address\": expected a numeric IPv4 or IPv6 address");
+
+        r = bus_verify_method_async(m, VFMIG_DBUS_INTERFACE_RESERVATION, res->target, &d->polkit_registry, error);
+        if (r < 0)
+                return r;
+        if (r == 0)
+                return 1;
+
+        r = jobs_prepare_incoming(d->jobs, res, o.address, (uint16_t) o.port,
+                                  &(JobReceiveOptions) { .resume_running = o.resume_running }, &endpoint, &ticket, &j,
+                                  &msg);
+        if (r < 0)
+                return set_error(error, r, msg);
+        if (job_state_is_final(j->state))
+                return set_error(error, j->error, j->error_message);
+        log_internal(LOG_INFO, "VFMIG_RESERVATION", res->id, "Reservation %s: receiving on %s (job %s) for %s",
+                     res->id, endpoint, j->id, sd_bus_message_get_sender(m));
+        return sd_bus_reply_method_return(m, "ss", endpoint, ticket);
+}
+
+int bus_job_method_receive_from_fd(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+        Reservation *res = userdata;
+        Daemon *d = current_daemon(m);
+        g_autofree char *msg = NULL;
+        JobOptions o = {};
+        Job *j = NULL;
+        int fd, copy, r;
+
+        r = require_jobs(d, error);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read(m, "h", &fd);
+        if (r < 0)
+                return r;
+        r = read_options(m, &o, receive_keys, error);
+        if (r < 0)
+                return r;
+        if (o.ticket && !vfmig_string_is_valid(o.ticket, 64))
+                return sd_bus_error_set(error, VFMIG_ERROR_INVALID_ARGS, "option \"ticket\": expected 43 characters");
+        if (!o.plaintext && !o.ticket)
+                return sd_bus_error_set(error, VFMIG_ERROR_INVALID_ARGS,
+                                        "option \"ticket\" is required for TLS over the fd (or set \"plaintext\")");
+
+        r = bus_verify_method_async(m, VFMIG_DBUS_INTERFACE_RESERVATION, res->target, &d->polkit_registry, error);
+        if (r < 0)
+                return r;
+        if (r == 0)
+                return 1;
+
+        copy = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+        if (copy < 0)
+                return sd_bus_error_set_errnof(error, errno, "Cannot duplicate the fd: %m");
+        r = jobs_start_receive_fd(d->jobs, res, copy,
+                                  &(JobReceiveOptions) { .resume_running = o.resume_running,
+                                                         .plaintext = o.plaintext, .ticket = o.ticket }, &j, &msg);
+        if (r < 0)
+                return set_error(error, r, msg);
+        return reply_job(m, j);
+}
+
+/* --- Job objects ---------------------------------------------------------------- */
+
+typedef struct BusJob {
+        uint64_t last_progress_usec;
+        bool progress_pending;
+} BusJob;
+
+static const char *id_from_path(const char *path)
+{
+        const char *id;
+
+        if (!g_str_has_prefix(path, VFMIG_DBUS_JOB_PREFIX "/"))
+                return NULL;
+        id = path + strlen(VFMIG_DBUS_JOB_PREFIX "/");
+        return id[0] && strspn(id, "0123456789") == strlen(id) ? id : NULL;
+}
+
+static int job_find(sd_bus *bus, const char *path, const char *interface, void *userdata, void **found,
+                    sd_bus_error *error)
+{
+        Daemon *d = userdata;
+        Job *j = d->jobs ? jobs_get(d->jobs, id_from_path(path)) : NULL;
+
+        if (!j)
+                return 0;
+        *found = j;
+        return 1;
+}
+
+static int job_enumerate(sd_bus *bus, const char *prefix, void *userdata, char ***nodes, sd_bus_error *error)
+{
+        Daemon *d = userdata;
+        g_autoptr(GPtrArray) l = d->jobs ? jobs_list(d->jobs) : g_ptr_array_new();
+        char **v = calloc(l->len + 1, sizeof(char *));
+
+        if (!v)
+                return -ENOMEM;
+        for (guint i = 0; i < l->len; i++) {
+                if (asprintf(&v[i], VFMIG_DBUS_JOB_PREFIX "/%s", ((Job *) l->pdata[i])->id) < 0) {
+                        for (guint k = 0; k < i; k++)
+                                free(v[k]);
+                        free(v);
+                        return -ENOMEM;
+                }
+        }
+        *nodes = v;
+        return 0;
+}
+
+static int property_get_kind(sd_bus *bus, const char *path, const char *interface, const char *property,
+                             sd_bus_message *reply, void *userdata, sd_bus_error *error)
+{
+        Job *j = userdata;
+
+        return sd_bus_message_append(reply, "s", job_kind_to_string(j->kind));
+}
+
+static int property_get_state(sd_bus *bus, const char *path, const char *interface, const char *property,
+                              sd_bus_message *reply, void *userdata, sd_bus_error *error)
+{
+        Job *j = userdata;
+
+        return sd_bus_message_append(reply, "s", job_state_to_string(j->state));
+}
+
+static int property_get_devices(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                sd_bus_message *reply, void *userdata, sd_bus_error *error)
+{
+        Job *j = userdata;
+
+        return sd_bus_message_append_strv(reply, j->devices);
+}
+
+/* "org.vfmig1.Error.NAME: message" (the side is in the message), "" on success. */
+static char *job_error_text(Job *j)
+{
+        const char *name;
+
+        if (!j->error)
+                return g_strdup("");
+        name = error_name_of(j->error);
+        return g_strdup_printf("%s: %s", name ? name : "org.vfmig1.Error.Failed", j->error_message);
+}
+
+static int property_get_error(sd_bus *bus, const char *path, const char *interface, const char *property,
+                              sd_bus_message *reply, void *userdata, sd_bus_error *error)
+{
+        g_autofree char *t = job_error_text(userdata);
+
+        return sd_bus_message_append(reply, "s", t);
+}
+
+static int method_cancel(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+        Job *j = userdata;
+        Daemon *d = current_daemon(m);
+        g_autofree char *id = g_strdup(j->id);
+        int r;
+
+        r = bus_verify_method_async(m, VFMIG_DBUS_INTERFACE_JOB, j->devices[0], &d->polkit_registry, error);
+        if (r < 0)
+                return r;
+        if (r == 0)
+                return 1;
+        r = job_cancel(j, sd_bus_message_get_sender(m));
+        if (r == -ESTALE)
+                return sd_bus_error_setf(error, VFMIG_ERROR_BUSY, "Job %s has already %s", id,
+                                         job_state_to_string(j->state));
+        if (r < 0)
+                return set_error(error, r, NULL);
+        return sd_bus_reply_method_return(m, NULL);
+}
+
+static int method_switchover(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+        Job *j = userdata;
+        Daemon *d = current_daemon(m);
+        int r;
+
+        r = bus_verify_method_async(m, VFMIG_DBUS_INTERFACE_JOB, j->devices[0], &d->polkit_registry, error);
+        if (r < 0)
+                return r;
+        if (r == 0)
+                return 1;
+        r = job_switchover(j);
+        if (r == -EOPNOTSUPP)
+                return sd_bus_error_setf(error, VFMIG_ERROR_NOT_SUPPORTED,
+                                         "Job %s is a %s job: only the source switches over", j->id,
+                                         job_kind_to_string(j->kind));
+        if (r == -ESTALE)
+                return sd_bus_reply_method_return(m, NULL);     /* already past it: a no-op */
+        if (r == -EAGAIN)
+                return sd_bus_error_setf(error, VFMIG_ERROR_BUSY, "Job %s is still connecting", j->id);
+        if (r < 0)
+                return set_error(error, r, j->error_message);
+        return sd_bus_reply_method_return(m, NULL);
+}
+
+const sd_bus_vtable job_vtable[] = {
+        SD_BUS_VTABLE_START(0),
+        SD_BUS_PROPERTY("Id", "s", NULL, offsetof(Job, id), SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Kind", "s", property_get_kind, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Devices", "as", property_get_devices, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("State", "s", property_get_state, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        /* Counters: read them or follow the rate-limited Progress signal. */
+        SD_BUS_PROPERTY("BytesTransferred", "t", NULL, offsetof(Job, bytes_transferred), 0),
+        SD_BUS_PROPERTY("BytesEstimated", "t", NULL, offsetof(Job, bytes_estimated), 0),
+        SD_BUS_PROPERTY("Throughput", "d", NULL, offsetof(Job, throughput), 0),
+        SD_BUS_PROPERTY("PredictedDowntimeMs", "t", NULL, offsetof(Job, predicted_downtime_ms), 0),
+        SD_BUS_PROPERTY("DowntimeMs", "t", NULL, offsetof(Job, downtime_ms), 0),
+        SD_BUS_PROPERTY("Error", "s", property_get_error, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_METHOD_WITH_ARGS("Cancel", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, method_cancel,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Switchover", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, method_switchover,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_SIGNAL_WITH_ARGS("Progress",
+                                SD_BUS_ARGS("t", bytes_transferred, "t", bytes_estimated, "d", throughput),
+                                0),
+        SD_BUS_SIGNAL_WITH_ARGS("Finished", SD_BUS_ARGS("s", state, "s", error), 0),
+        SD_BUS_VTABLE_END
+};
+
+/* --- signals from the job set ----------------------------------------------------- */
+
+static void emit_progress(Daemon *d, Job *j)
+{
+        g_autofree char *path = bus_job_path(j->id);
+        BusJob *b = j->bus_data;
+
+        if (b) {
+                b->last_progress_usec = mono_usec();
+                b->progress_pending = false;
+        }
+        (void) sd_bus_emit_signal(d->bus, path, VFMIG_DBUS_INTERFACE_JOB, "Progress", "ttd", j->bytes_transferred,
+                                  j->bytes_estimated, j->throughput);
+}
+
+static void on_added(Jobs *s, Job *j, void *userdata)
+{
+        Daemon *d = userdata;
+        g_autofree char *path = bus_job_path(j->id);
+
+        j->bus_data = g_new0(BusJob, 1);
+        if (d->bus)
+                (void) sd_bus_emit_object_added(d->bus, path);
+}
+
+static void on_changed(Jobs *s, Job *j, void *userdata)
+{
+        Daemon *d = userdata;
+        g_autofree char *path = bus_job_path(j->id);
+
+        if (d->bus)
+                (void) sd_bus_emit_properties_changed(d->bus, path, VFMIG_DBUS_INTERFACE_JOB, "State", "Error", NULL);
+}
+
+static void on_progress(Jobs *s, Job *j, void *userdata)
+{
+        Daemon *d = userdata;
+        BusJob *b = j->bus_data;
+
+        if (!d->bus || !b)
+                return;
+        if (mono_usec() - b->last_progress_usec < BUS_JOB_PROGRESS_INTERVAL_USEC) {
+                b->progress_pending = true;
+                return;
+        }
+        emit_progress(d, j);
+}
+
+static void on_finished(Jobs *s, Job *j, void *userdata)
+{
+        Daemon *d = userdata;
+        g_autofree char *path = bus_job_path(j->id);
+        g_autofree char *err = job_error_text(j);
+
+        if (!d->bus)
+                return;
+        emit_progress(d, j);
+        (void) sd_bus_emit_signal(d->bus, path, VFMIG_DBUS_INTERFACE_JOB, "Finished", "ss",
+                                  job_state_to_string(j->state), err);
+}
+
+static void on_removed(Jobs *s, Job *j, bool shutdown, void *userdata)
+{
+        Daemon *d = userdata;
+        g_autofree char *path = bus_job_path(j->id);
+
+        if (d->bus && !shutdown)
+                (void) sd_bus_emit_object_removed(d->bus, path);
+        g_free(j->bus_data);
+        j->bus_data = NULL;
+}
+
+static const JobsListener jobs_listener = {
+        .added = on_added,
+        .changed = on_changed,
+        .progress = on_progress,
+        .finished = on_finished,
+        .removed = on_removed,
+};
+
+int bus_job_register(Daemon *d)
+{
+        int r;
+
+        r = sd_bus_add_fallback_vtable(d->bus, NULL, VFMIG_DBUS_JOB_PREFIX, VFMIG_DBUS_INTERFACE_JOB, job_vtable,
+                                       job_find, d);
+        if (r < 0)
+                return r;
+        r = sd_bus_add_node_enumerator(d->bus, NULL, VFMIG_DBUS_JOB_PREFIX, job_enumerate, d);
+        if (r < 0)
+                return r;
+        if (d->jobs)
+                jobs_set_listener(d->jobs, &jobs_listener, d);
+        return 0;
+}

@@ -1,0 +1,1293 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * jobs.c — migration jobs on the sd-event loop (see jobs.h).  No D-Bus.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "jobs.h"
+#include "log.h"
+#include "matrix.h"
+#include "stream-conn.h"
+#include "stream-pump.h"
+#include "stream-ticket.h"
+#include "util.h"
+
+/* Pump steps per dispatch before yielding to other event sources. */
+#define JOB_STEPS_PER_DISPATCH  64
+#define JOB_DISPATCH_USEC       (5ULL * 1000ULL)
+
+struct Jobs {
+        sd_event *event;
+        DeviceAccess *access;
+        Reservations *reservations;
+        CompatService *compat;
+        char *host_name;
+        GHashTable *jobs;               /* id -> Job* */
+        VfmigTicketSet *used_tickets;
+        unsigned next_id;
+        const JobsListener *listener;
+        void *userdata;
+};
+
+struct JobPrivate {
+        Jobs *set;
+        /* options */
+        bool precopy, plaintext, resume_running, tcp;
+        uint32_t downtime_budget_ms;
+        char *ticket;
+        uint64_t ticket_expires_usec;
+        VfmigPsk psk;
+        /* transport */
+        int listen_fd;
+        sd_event_source *listen_src;
+        VfmigStreamConn *conn;
+        sd_event_source *io_src;
+        bool handshaken;
+        /* pumps */
+        VfmigStreamSender *sender;
+        VfmigStreamReceiver *receiver;
+        VfmigVfioData *data;
+        bool device_moved;              /* the device left RUNNING because of us */
+        bool stopped;                   /* source: STOP_COPY reached */
+        bool replied;                   /* target: RESULT queued */
+        bool end_seen;                  /* target: END handled */
+        bool cancel_requested;
+        int pending_error;              /* target: the error being reported (>0) while draining */
+        char *pending_message;
+        /* time */
+        uint64_t start_usec, first_byte_usec, stop_usec;
+        /* sources */
+        sd_event_source *defer_src;
+        sd_event_source *timer_src;     /* handshake / drain / pre-copy poll */
+        sd_event_source *expiry_src;    /* target: ticket expiry */
+        sd_event_source *retention_src;
+        uint64_t last_progress_bytes;
+};
+
+static const char *const kind_names[_JOB_KIND_MAX] = { "save", "restore" };
+static const char *const state_names[_JOB_STATE_MAX] = {
+        "preparing", "waiting", "streaming", "switchover", "completed", "failed", "cancelled",
+};
+
+const char *job_kind_to_string(JobKind k)
+{
+        return k < _JOB_KIND_MAX ? kind_names[k] : NULL;
+}
+
+const char *job_state_to_string(JobState s)
+{
+        return s < _JOB_STATE_MAX ? state_names[s] : NULL;
+}
+
+bool job_state_is_final(JobState s)
+{
+        return s == JOB_COMPLETED || s == JOB_FAILED || s == JOB_CANCELLED;
+}
+
+static uint64_t now_usec(clockid_t c)
+{
+        struct timespec ts;
+
+        clock_gettime(c, &ts);
+        return (uint64_t) ts.tv_sec * 1000000ULL + (uint64_t) ts.tv_nsec / 1000ULL;
+}
+
+static const char *job_device(Job *j)
+{
+        return j->devices[0];
+}
+
+static ManagedDevice *job_managed(Job *j)
+{
+        ManagedDevice *m = device_access_get(j->priv->set->access, job_device(j));
+
+        return m && m->status == ACCESS_MANAGED && m->vfio ? m : NULL;
+}
+
+/* --- lifecycle ------------------------------------------------------------ */
+
+static void job_release_transport(Job *j)
+{
+        JobPrivate *p = j->priv;
+
+        p->defer_src = sd_event_source_disable_unref(p->defer_src);
+        p->timer_src = sd_event_source_disable_unref(p->timer_src);
+        p->expiry_src = sd_event_source_disable_unref(p->expiry_src);
+        p->io_src = sd_event_source_disable_unref(p->io_src);
+        p->listen_src = sd_event_source_disable_unref(p->listen_src);
+        if (p->listen_fd >= 0) {
+                close(p->listen_fd);
+                p->listen_fd = -1;
+        }
+        g_clear_pointer(&p->sender, vfmig_stream_sender_free);
+        g_clear_pointer(&p->receiver, vfmig_stream_receiver_free);
+        g_clear_pointer(&p->conn, vfmig_stream_conn_free);
+        g_clear_pointer(&p->data, vfmig_vfio_data_close);
+}
+
+static void job_free(Job *j)
+{
+        if (!j)
+                return;
+        job_release_transport(j);
+        j->priv->retention_src = sd_event_source_disable_unref(j->priv->retention_src);
+        vfmig_psk_clear(&j->priv->psk);
+        if (j->priv->ticket)
+                memset(j->priv->ticket, 0, strlen(j->priv->ticket));
+        g_free(j->priv->ticket);
+        g_free(j->priv->pending_message);
+        g_free(j->priv);
+        g_strfreev(j->devices);
+        g_free(j->reservation_id);
+        g_free(j->error_message);
+        g_free(j->id);
+        g_free(j);
+}
+
+Jobs *jobs_new(sd_event *event, DeviceAccess *access, Reservations *reservations, CompatService *compat,
+               const char *host_name)
+{
+        Jobs *s = g_new0(Jobs, 1);
+
+        s->event = sd_event_ref(event);
+        s->access = access;
+        s->reservations = reservations;
+        s->compat = compat;
+        s->host_name = g_strdup(host_name);
+        s->jobs = g_hash_table_new(g_str_hash, g_str_equal);
+        s->used_tickets = vfmig_ticket_set_new();
+        s->next_id = 1;
+        return s;
+}
+
+void jobs_set_listener(Jobs *s, const JobsListener *l, void *userdata)
+{
+        s->listener = l;
+        s->userdata = userdata;
+}
+
+static void unwind_device(Job *j);
+
+void jobs_free(Jobs *s)
+{
+        GHashTableIter it;
+        Job *j;
+
+        if (!s)
+                return;
+        g_hash_table_iter_init(&it, s->jobs);
+        while (g_hash_table_iter_next(&it, NULL, (void **) &j)) {
+                if (!job_state_is_final(j->state)) {
+                        Reservation *res = j->reservation_id ? reservations_get(s->reservations, j->reservation_id)
+                                                             : NULL;
+
+                        job_release_transport(j);
+                        unwind_device(j);
+                        if (res)
+                                reservation_set_state(res, RESERVATION_ACTIVE);
+                }
+                if (s->listener && s->listener->removed)
+                        s->listener->removed(s, j, true, s->userdata);
+                job_free(j);
+        }
+        g_hash_table_unref(s->jobs);
+        vfmig_ticket_set_free(s->used_tickets);
+        sd_event_unref(s->event);
+        g_free(s->host_name);
+        g_free(s);
+}
+
+Job *jobs_get(Jobs *s, const char *id)
+{
+        return id ? g_hash_table_lookup(s->jobs, id) : NULL;
+}
+
+static gint cmp_job(gconstpointer a, gconstpointer b)
+{
+        const Job *x = *(Job **) a, *y = *(Job **) b;
+        unsigned long ix = strtoul(x->id, NULL, 10), iy = strtoul(y->id, NULL, 10);
+
+        return ix < iy ? -1 : ix > iy;
+}
+
+GPtrArray *jobs_list(Jobs *s)
+{
+        GPtrArray *l = g_ptr_array_new();
+        GHashTableIter it;
+        Job *j;
+
+        g_hash_table_iter_init(&it, s->jobs);
+        while (g_hash_table_iter_next(&it, NULL, (void **) &j))
+                g_ptr_array_add(l, j);
+        g_ptr_array_sort(l, cmp_job);
+        return l;
+}
+
+char *jobs_busy_hook(const char *device, void *userdata)
+{
+        Jobs *s = userdata;
+        GHashTableIter it;
+        Job *j;
+
+        if (!s)
+                return NULL;
+        g_hash_table_iter_init(&it, s->jobs);
+        while (g_hash_table_iter_next(&it, NULL, (void **) &j))
+                if (!job_state_is_final(j->state) && streq_ptr(job_device(j), device))
+                        return g_strdup_printf("job %s (%s, %s)", j->id, job_kind_to_string(j->kind),
+                                               job_state_to_string(j->state));
+        return NULL;
+}
+
+static Job *job_new(Jobs *s, JobKind kind, const char *device)
+{
+        Job *j = g_new0(Job, 1);
+        char *v[] = { (char *) device, NULL };
+
+        j->id = g_strdup_printf("%u", s->next_id++);
+        j->kind = kind;
+        j->devices = g_strdupv(v);
+        j->error_message = g_strdup("");
+        j->priv = g_new0(JobPrivate, 1);
+        j->priv->set = s;
+        j->priv->listen_fd = -1;
+        j->priv->start_usec = now_usec(CLOCK_MONOTONIC);
+        j->state = kind == JOB_SAVE ? JOB_PREPARING : JOB_WAITING;
+        g_hash_table_insert(s->jobs, j->id, j);
+        return j;
+}
+
+static void job_announce(Job *j)
+{
+        Jobs *s = j->priv->set;
+
+        log_internal(LOG_INFO, "VFMIG_JOB", j->id, "Job %s: %s of %s started", j->id, job_kind_to_string(j->kind),
+                     job_device(j));
+        if (s->listener && s->listener->added)
+                s->listener->added(s, j, s->userdata);
+}
+
+static void job_set_state(Job *j, JobState st)
+{
+        Jobs *s = j->priv->set;
+
+        if (j->state == st)
+                return;
+        j->state = st;
+        if (s->listener && s->listener->changed)
+                s->listener->changed(s, j, s->userdata);
+}
+
+static void update_counters(Job *j)
+{
+        JobPrivate *p = j->priv;
+        Jobs *s = p->set;
+        uint64_t b = p->sender ? vfmig_stream_sender_bytes(p->sender) :
+                     p->receiver ? vfmig_stream_receiver_bytes(p->receiver) : j->bytes_transferred;
+        uint64_t now = now_usec(CLOCK_MONOTONIC);
+
+        if (b > 0 && !p->first_byte_usec)
+                p->first_byte_usec = now;
+        j->bytes_transferred = b;
+        if (p->first_byte_usec && now > p->first_byte_usec)
+                j->throughput = (double) b * 1e6 / (double) (now - p->first_byte_usec);
+        if (b != p->last_progress_bytes) {
+                p->last_progress_bytes = b;
+                if (s->listener && s->listener->progress)
+                        s->listener->progress(s, j, s->userdata);
+        }
+}
+
+static int on_retention(sd_event_source *src, uint64_t usec, void *userdata)
+{
+        Job *j = userdata;
+        Jobs *s = j->priv->set;
+
+        g_hash_table_remove(s->jobs, j->id);
+        if (s->listener && s->listener->removed)
+                s->listener->removed(s, j, false, s->userdata);
+        job_free(j);
+        return 0;
+}
+
+/* Put the device back: source RUNNING, target reset (when it moved). */
+static void unwind_device(Job *j)
+{
+        JobPrivate *p = j->priv;
+        ManagedDevice *m = job_managed(j);
+        VfmigMigState st = VFMIG_MIG_ERROR;
+        int r;
+
+        g_clear_pointer(&p->data, vfmig_vfio_data_close);
+        if (!m)
+                return;
+        if (managed_device_get_state(m, &st) < 0)
+                st = VFMIG_MIG_ERROR;
+        if (j->kind == JOB_SAVE) {
+                if (st == VFMIG_MIG_RUNNING)
+                        return;
+                if (st != VFMIG_MIG_ERROR) {
+                        r = vfmig_vfio_set_state(m->vfio, VFMIG_MIG_RUNNING, NULL);
+                        if (r >= 0) {
+                                log_device(LOG_INFO, job_device(j), "Job %s: source device back in running", j->id);
+                                return;
+                        }
+                        log_device(LOG_WARNING, job_device(j), "Job %s: cannot return the device to running "
+                                   "(%s), resetting it", j->id, strerror(-r));
+                }
+        } else if (st == VFMIG_MIG_RUNNING && !p->device_moved)
+                return;
+        r = managed_device_reset(m);
+        if (r < 0)
+                log_device(LOG_ERR, job_device(j), "Job %s: reset of the device failed: %s", j->id, strerror(-r));
+        else
+                log_device(LOG_INFO, job_device(j), "Job %s: device reset", j->id);
+}
+
+static void job_finish(Job *j, JobState st, int error, const char *message)
+{
+        JobPrivate *p = j->priv;
+        Jobs *s = p->set;
+        int r;
+
+        if (job_state_is_final(j->state))
+                return;
+        update_counters(j);
+        job_release_transport(j);
+        if (st != JOB_COMPLETED)
+                unwind_device(j);
+        if (j->kind == JOB_RESTORE && j->reservation_id) {
+                Reservation *res = reservations_get(s->reservations, j->reservation_id);
+
+                if (res)
+                        reservation_set_state(res, RESERVATION_ACTIVE);
+        }
+        j->error = st == JOB_COMPLETED ? 0 : (error > 0 ? error : -error);
+        g_free(j->error_message);
+        j->error_message = g_strdup(message ? message : "");
+        if (st == JOB_COMPLETED)
+                log_internal(LOG_INFO, "VFMIG_JOB", j->id, "Job %s: %s of %s completed, %" PRIu64 " bytes, "
+                             "%.1f MB/s, downtime %" PRIu64 " ms", j->id, job_kind_to_string(j->kind),
+                             job_device(j), j->bytes_transferred, j->throughput / 1e6, j->downtime_ms);
+        else
+                log_internal(LOG_WARNING, "VFMIG_JOB", j->id, "Job %s: %s of %s %s: %s", j->id,
+                             job_kind_to_string(j->kind), job_device(j), job_state_to_string(st), j->error_message);
+        job_set_state(j, st);
+        if (s->listener && s->listener->finished)
+                s->listener->finished(s, j, s->userdata);
+        r = sd_event_add_time_relative(s->event, &p->retention_src, CLOCK_MONOTONIC, JOB_RETENTION_USEC, 0,
+                                       on_retention, j);
+        if (r < 0)
+                log_warning_errno(r, "Job %s: cannot arm the retention timer: %m", j->id);
+}
+
+static void job_fail(Job *j, int error, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
+static void job_fail(Job *j, int error, const char *fmt, ...)
+{
+        g_autofree char *msg = NULL;
+        va_list ap;
+
+        va_start(ap, fmt);
+        msg = g_strdup_vprintf(fmt, ap);
+        va_end(ap);
+        job_finish(j, j->priv->cancel_requested ? JOB_CANCELLED : JOB_FAILED, error, msg);
+}
+
+/* --- driving ---------------------------------------------------------------- */
+
+static void job_run(Job *j);
+
+static int on_defer(sd_event_source *src, void *userdata)
+{
+        job_run(userdata);
+        return 0;
+}
+
+static int on_io(sd_event_source *src, int fd, uint32_t revents, void *userdata)
+{
+        Job *j = userdata;
+
+        (void) sd_event_source_set_enabled(src, SD_EVENT_OFF);
+        job_run(j);
+        return 0;
+}
+
+static void schedule_again(Job *j)
+{
+        JobPrivate *p = j->priv;
+        int r;
+
+        if (!p->defer_src) {
+                r = sd_event_add_defer(p->set->event, &p->defer_src, on_defer, j);
+                if (r < 0) {
+                        job_fail(j, -r, "internal: cannot schedule the job: %s", strerror(-r));
+                        return;
+                }
+        }
+        (void) sd_event_source_set_enabled(p->defer_src, SD_EVENT_ONESHOT);
+}
+
+static void wait_io(Job *j)
+{
+        JobPrivate *p = j->priv;
+        short ev = vfmig_stream_conn_events(p->conn);
+        uint32_t e = ((ev & POLLIN) ? EPOLLIN : 0) | ((ev & POLLOUT) ? EPOLLOUT : 0);
+        int r;
+
+        if (!e)
+                e = EPOLLIN;
+        if (vfmig_stream_conn_pending(p->conn) && (ev & POLLIN)) {
+                schedule_again(j);
+                return;
+        }
+        if (!p->io_src) {
+                r = sd_event_add_io(p->set->event, &p->io_src, vfmig_stream_conn_fd(p->conn), e, on_io, j);
+                if (r < 0) {
+                        job_fail(j, -r, "internal: cannot watch the connection: %s", strerror(-r));
+                        return;
+                }
+        } else
+                (void) sd_event_source_set_io_events(p->io_src, e);
+        (void) sd_event_source_set_enabled(p->io_src, SD_EVENT_ON);
+}
+
+static int on_timer_expired(sd_event_source *src, uint64_t usec, void *userdata)
+{
+        Job *j = userdata;
+        JobPrivate *p = j->priv;
+
+        p->timer_src = sd_event_source_disable_unref(p->timer_src);
+        if (!p->handshaken) {
+                if (j->kind == JOB_RESTORE && p->tcp) {
+                        /* a peer that never finished: drop it, keep listening */
+                        log_internal(LOG_WARNING, "VFMIG_JOB", j->id, "Job %s: the TLS handshake timed out, "
+                                     "waiting for another connection", j->id);
+                        p->io_src = sd_event_source_disable_unref(p->io_src);
+                        g_clear_pointer(&p->conn, vfmig_stream_conn_free);
+                        (void) sd_event_source_set_enabled(p->listen_src, SD_EVENT_ON);
+                        return 0;
+                }
+                job_fail(j, ETIMEDOUT, "connection: the peer did not complete the connection and TLS handshake "
+                         "within %llu s", JOB_HANDSHAKE_USEC / 1000000ULL);
+                return 0;
+        }
+        if (p->pending_error || p->cancel_requested) {
+                /* draining after our answer / abort: the peer did not close */
+                job_fail(j, p->pending_error ? p->pending_error : ECANCELED, "%s",
+                         p->pending_message ? p->pending_message : "cancelled");
+                return 0;
+        }
+        /* pre-copy poll */
+        job_run(j);
+        return 0;
+}
+
+static void arm_timer(Job *j, uint64_t usec)
+{
+        JobPrivate *p = j->priv;
+        int r;
+
+        p->timer_src = sd_event_source_disable_unref(p->timer_src);
+        r = sd_event_add_time_relative(p->set->event, &p->timer_src, CLOCK_MONOTONIC, usec, 1000,
+                                       on_timer_expired, j);
+        if (r < 0)
+                log_warning_errno(r, "Job %s: cannot arm a timer: %m", j->id);
+}
+
+/* --- source ----------------------------------------------------------------- */
+
+static int source_start_device(Job *j)
+{
+        JobPrivate *p = j->priv;
+        Jobs *s = p->set;
+        ManagedDevice *m = job_managed(j);
+        MatrixEntry *e = matrix_lookup(compat_service_matrix(s->compat), job_device(j));
+        const VfmigProfile *prof = e ? matrix_entry_get_profile(e) : NULL;
+        g_autoptr(VfmigProfile) copy = NULL;
+        g_autoptr(JsonBuilder) b = json_builder_new();
+        g_autoptr(JsonNode) node = NULL;
+        VfmigStreamHeader h = { .n_devices = 1 };
+        bool precopy = p->precopy && m && (m->migration_flags & VFMIG_MIGRATION_PRE_COPY);
+        uint64_t size = 0;
+        int r;
+
+        if (!m) {
+                job_fail(j, ENODEV, "source: device %s is no longer managed by vfmigd", job_device(j));
+                return -ENODEV;
+        }
+        if (!prof) {
+                job_fail(j, EOPNOTSUPP, "source: device %s has no migration profile any more", job_device(j));
+                return -EOPNOTSUPP;
+        }
+        copy = vfmig_profile_copy(prof);
+        g_free(copy->source_host);
+        copy->source_host = g_strdup(s->host_name);
+        g_free(copy->source_device);
+        copy->source_device = g_strdup(job_device(j));
+        vfmig_profile_build_json(copy, b);
+        node = json_builder_get_root(b);
+
+        r = vfmig_vfio_set_state(m->vfio, precopy ? VFMIG_MIG_PRE_COPY : VFMIG_MIG_STOP_COPY, &p->data);
+        p->device_moved = true;
+        if (r < 0 || !p->data) {
+                job_fail(j, EIO, "source: device %s refused to enter %s: %s", job_device(j),
+                         precopy ? "pre-copy" : "stop-copy", strerror(r < 0 ? -r : EIO));
+                return -EIO;
+        }
+        if (!precopy) {
+                p->stopped = true;
+                p->stop_usec = now_usec(CLOCK_MONOTONIC);
+        }
+        if (vfmig_vfio_get_data_size(m->vfio, &size) < 0 || size == 0)
+                size = prof->has_state_size ? prof->state_size : 0;
+        j->bytes_estimated = size;
+
+        vfmig_stream_header_set_profile(&h, 0, json_node_get_object(node));
+        h.devices[0].bytes_estimate = size;
+        h.tls = vfmig_stream_conn_is_tls(p->conn);
+        h.precopy = precopy;
+        h.downtime_budget_ms = p->downtime_budget_ms;
+        r = vfmig_stream_sender_new(&h, p->conn, 0, &p->sender);
+        vfmig_stream_header_clear(&h);
+        if (r < 0) {
+                job_fail(j, -r, "source: cannot start the stream: %s", strerror(-r));
+                return r;
+        }
+        (void) vfmig_stream_sender_attach(p->sender, 0, p->data);
+        log_device(LOG_INFO, job_device(j), "Job %s: device in %s, streaming about %" PRIu64 " bytes", j->id,
+                   precopy ? "pre-copy" : "stop-copy", size);
+        job_set_state(j, precopy ? JOB_STREAMING : JOB_SWITCHOVER);
+        return 0;
+}
+
+static int source_do_switchover(Job *j, const char *why)
+{
+        JobPrivate *p = j->priv;
+        ManagedDevice *m = job_managed(j);
+        uint64_t size = 0;
+        int r;
+
+        if (p->stopped)
+                return 0;
+        if (!m) {
+                job_fail(j, ENODEV, "source: device %s is no longer managed by vfmigd", job_device(j));
+                return -ENODEV;
+        }
+        if (vfmig_vfio_get_data_size(m->vfio, &size) >= 0 && j->throughput > 0)
+                j->predicted_downtime_ms = (uint64_t) ((double) size * 1000.0 / j->throughput);
+        r = vfmig_vfio_set_state(m->vfio, VFMIG_MIG_STOP_COPY, NULL);
+        if (r < 0) {
+                job_fail(j, EIO, "source: device %s refused to enter stop-copy: %s", job_device(j), strerror(-r));
+                return -EIO;
+        }
+        p->stopped = true;
+        p->stop_usec = now_usec(CLOCK_MONOTONIC);
+        vfmig_stream_sender_switchover(p->sender);
+        log_device(LOG_INFO, job_device(j), "Job %s: switchover (%s), %" PRIu64 " bytes left, predicted downtime "
+                   "%" PRIu64 " ms", j->id, why, size, j->predicted_downtime_ms);
+        job_set_state(j, JOB_SWITCHOVER);
+        return 0;
+}
+
+/* Pre-copy idle: switch over when the predicted stop-copy time fits. */
+static bool source_should_switch(Job *j)
+{
+        JobPrivate *p = j->priv;
+        ManagedDevice *m = job_managed(j);
+        uint64_t size = 0;
+
+        if (p->downtime_budget_ms == 0)
+                return true;
+        if (!m || vfmig_vfio_get_data_size(m->vfio, &size) < 0 || j->throughput <= 0)
+                return false;
+        return (double) size * 1000.0 / j->throughput <= (double) p->downtime_budget_ms;
+}
+
+static void source_done(Job *j)
+{
+        JobPrivate *p = j->priv;
+        ManagedDevice *m = job_managed(j);
+        int r;
+
+        update_counters(j);
+        j->downtime_ms = (now_usec(CLOCK_MONOTONIC) - p->stop_usec) / 1000ULL;
+        g_clear_pointer(&p->data, vfmig_vfio_data_close);
+        r = m ? vfmig_vfio_set_state(m->vfio, VFMIG_MIG_STOP, NULL) : -ENODEV;
+        if (r < 0)
+                /* The target has the state; the source only failed to settle. */
+                log_device(LOG_WARNING, job_device(j), "Job %s: the target took the state but the source "
+                           "device did not reach stop: %s", j->id, strerror(-r));
+        job_finish(j, JOB_COMPLETED, 0, NULL);
+}
+
+static void source_run(Job *j)
+{
+        JobPrivate *p = j->priv;
+        uint64_t deadline = now_usec(CLOCK_MONOTONIC) + JOB_DISPATCH_USEC;
+        int r;
+
+        if (!p->handshaken) {
+                r = vfmig_stream_conn_handshake(p->conn);
+                if (r == -EAGAIN) {
+                        wait_io(j);
+                        return;
+                }
+                if (r < 0) {
+                        const char *m = vfmig_stream_conn_error(p->conn);
+                        job_fail(j, r == -EACCES ? EACCES : -r, "connection: %s%s%s",
+                                 r == -EACCES ? "the target refused the ticket (TLS handshake failed): " : "",
+                                 m ? m : strerror(-r), "");
+                        return;
+                }
+                p->handshaken = true;
+                p->timer_src = sd_event_source_disable_unref(p->timer_src);
+                if (p->cancel_requested) {
+                        job_fail(j, ECANCELED, "cancelled before the device was stopped");
+                        return;
+                }
+                if (source_start_device(j) < 0)
+                        return;
+        }
+
+        for (unsigned i = 0; i < JOB_STEPS_PER_DISPATCH; i++) {
+                VfmigPumpStatus st;
+
+                r = vfmig_stream_sender_step(p->sender, &st);
+                if (r < 0) {
+                        const char *m = vfmig_stream_sender_error_message(p->sender);
+                        bool target = r == -EXDEV || r == -EBADMSG || r == -ECANCELED || r == -EIO ||
+                                      r == -ENOLCK || r == -EKEYEXPIRED;
+                        if (p->cancel_requested)
+                                job_fail(j, ECANCELED, "cancelled");
+                        else
+                                job_fail(j, -r, "%s: %s", target ? "target" : "source/connection",
+                                         m ? m : strerror(-r));
+                        return;
+                }
+                update_counters(j);
+                switch (st) {
+                case VFMIG_PUMP_AGAIN:
+                        break;
+                case VFMIG_PUMP_WAIT_IO:
+                        wait_io(j);
+                        return;
+                case VFMIG_PUMP_IDLE:
+                        if (!p->cancel_requested && source_should_switch(j)) {
+                                if (source_do_switchover(j, p->downtime_budget_ms ? "fits the downtime budget" :
+                                                         "pre-copy data sent") < 0)
+                                        return;
+                                break;
+                        }
+                        (void) vfmig_stream_sender_keepalive(p->sender, j->bytes_estimated > j->bytes_transferred ?
+                                                            j->bytes_estimated - j->bytes_transferred : 0);
+                        arm_timer(j, JOB_PRECOPY_POLL_USEC);
+                        return;
+                case VFMIG_PUMP_DONE:
+                        if (p->cancel_requested) {
+                                job_fail(j, ECANCELED, "cancelled");
+                                return;
+                        }
+                        source_done(j);
+                        return;
+                default:
+                        job_fail(j, EPROTO, "source: unexpected pump status %d", (int) st);
+                        return;
+                }
+                if (now_usec(CLOCK_MONOTONIC) >= deadline)
+                        break;
+        }
+        schedule_again(j);
+}
+
+/* --- target ----------------------------------------------------------------- */
+
+/* Queue our answer and drain until the source closes (or the drain timer). */
+static void target_refuse(Job *j, int error, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
+static void target_refuse(Job *j, int error, const char *fmt, ...)
+{
+        JobPrivate *p = j->priv;
+        va_list ap;
+
+        g_free(p->pending_message);
+        va_start(ap, fmt);
+        p->pending_message = g_strdup_vprintf(fmt, ap);
+        va_end(ap);
+        p->pending_error = error;
+        log_internal(LOG_WARNING, "VFMIG_JOB", j->id, "Job %s: refusing the stream: %s", j->id, p->pending_message);
+        /* the device goes back before we wait for the source */
+        if (p->device_moved) {
+                (void) vfmig_stream_receiver_attach(p->receiver, 0, NULL);
+                unwind_device(j);
+                p->device_moved = false;
+        }
+        if (p->replied || vfmig_stream_receiver_reply(p->receiver, error, p->pending_message) < 0) {
+                job_fail(j, error, "%s", p->pending_message);
+                return;
+        }
+        p->replied = true;
+        arm_timer(j, JOB_DRAIN_USEC);
+}
+
+static void target_header(Job *j)
+{
+        JobPrivate *p = j->priv;
+        Jobs *s = p->set;
+        const VfmigStreamHeader *h = vfmig_stream_receiver_header(p->receiver);
+        Reservation *res = reservations_get(s->reservations, j->reservation_id);
+        g_autoptr(JsonNode) node = NULL;
+        g_autoptr(VfmigProfile) src = NULL;
+        g_autofree char *why = NULL;
+        g_auto(VfmigVerdict) v;
+        ManagedDevice *m;
+        VfmigMigState st;
+        int r;
+
+        vfmig_verdict_init(&v);
+        if (!res) {
+                target_refuse(j, ENOLCK, "target: reservation %s ended before the stream arrived", j->reservation_id);
+                return;
+        }
+        if (h->n_devices != 1) {
+                target_refuse(j, EBADMSG, "target: the stream carries %u devices, reservation %s receives one",
+                              h->n_devices, res->id);
+                return;
+        }
+        node = json_node_init_object(json_node_alloc(), h->devices[0].profile);
+        if (vfmig_profile_from_json_node(node, &src, &why) < 0) {
+                target_refuse(j, EBADMSG, "target: the stream header's profile is invalid: %s", why);
+                return;
+        }
+        if (!matrix_check(compat_service_matrix(s->compat), src, res->target, compat_service_hook(s->compat), &v)) {
+                g_autofree char *reasons = vfmig_verdict_reasons_text(&v);
+                target_refuse(j, EXDEV, "target: %s cannot resume the stream's device (%s from %s): %s", res->target,
+                              src->migration_type ? src->migration_type : "?",
+                              src->source_device ? src->source_device : "?", reasons);
+                return;
+        }
+        m = job_managed(j);
+        if (!m) {
+                target_refuse(j, ENODEV, "target: device %s is no longer managed by vfmigd", job_device(j));
+                return;
+        }
+        if (managed_device_get_state(m, &st) < 0 || st != VFMIG_MIG_RUNNING) {
+                target_refuse(j, EBUSY, "target: device %s is in state %s, not running", job_device(j),
+                              vfmig_mig_state_to_string(st) ? vfmig_mig_state_to_string(st) : "?");
+                return;
+        }
+        j->bytes_estimated = h->devices[0].bytes_estimate;
+        p->device_moved = true;
+        r = vfmig_vfio_set_state(m->vfio, VFMIG_MIG_RESUMING, &p->data);
+        if (r < 0 || !p->data) {
+                target_refuse(j, EIO, "target: device %s refused to enter resuming: %s", job_device(j),
+                              strerror(r < 0 ? -r : EIO));
+                return;
+        }
+        (void) vfmig_stream_receiver_attach(p->receiver, 0, p->data);
+        log_device(LOG_INFO, job_device(j), "Job %s: stream header accepted (%s from %s on %s), device resuming",
+                   j->id, src->migration_type, src->source_device ? src->source_device : "?",
+                   src->source_host ? src->source_host : "?");
+        job_set_state(j, JOB_STREAMING);
+}
+
+static void target_device_done(Job *j)
+{
+        JobPrivate *p = j->priv;
+        ManagedDevice *m = job_managed(j);
+        int r;
+
+        (void) vfmig_stream_receiver_attach(p->receiver, 0, NULL);
+        g_clear_pointer(&p->data, vfmig_vfio_data_close);
+        r = m ? vfmig_vfio_set_state(m->vfio, VFMIG_MIG_STOP, NULL) : -ENODEV;
+        if (r < 0)
+                target_refuse(j, EIO, "target: device %s rejected the state (leaving resuming failed: %s)",
+                              job_device(j), strerror(-r));
+}
+
+static void target_end(Job *j)
+{
+        JobPrivate *p = j->priv;
+        ManagedDevice *m = job_managed(j);
+        int r;
+
+        p->end_seen = true;
+        if (p->resume_running) {
+                r = m ? vfmig_vfio_set_state(m->vfio, VFMIG_MIG_RUNNING, NULL) : -ENODEV;
+                if (r < 0) {
+                        target_refuse(j, EIO, "target: device %s took the state but did not start running: %s",
+                                      job_device(j), strerror(-r));
+                        return;
+                }
+        }
+        r = vfmig_stream_receiver_reply(p->receiver, 0, NULL);
+        if (r < 0) {
+                job_fail(j, -r, "target: cannot answer the source: %s", strerror(-r));
+                return;
+        }
+        p->replied = true;
+}
+
+static void target_run(Job *j)
+{
+        JobPrivate *p = j->priv;
+        uint64_t deadline = now_usec(CLOCK_MONOTONIC) + JOB_DISPATCH_USEC;
+        int r;
+
+        if (!p->handshaken) {
+                r = vfmig_stream_conn_handshake(p->conn);
+                if (r == -EAGAIN) {
+                        wait_io(j);
+                        return;
+                }
+                if (r >= 0 && p->ticket) {
+                        r = vfmig_ticket_set_use(p->set->used_tickets, p->ticket, p->ticket_expires_usec,
+                                                 now_usec(CLOCK_REALTIME));
+                        if (r < 0)
+                                log_internal(LOG_WARNING, "VFMIG_JOB", j->id, "Job %s: ticket refused: %s", j->id,
+                                             r == -EALREADY ? "already used" : r == -EKEYEXPIRED ? "expired" :
+                                             strerror(-r));
+                }
+                if (r < 0) {
+                        const char *m = vfmig_stream_conn_error(p->conn);
+
+                        if (p->tcp && r != -EKEYEXPIRED) {
+                                /* a wrong ticket: refused before anything moved; keep listening */
+                                log_internal(LOG_WARNING, "VFMIG_JOB", j->id, "Job %s: connection refused (%s), "
+                                             "waiting for another", j->id, m ? m : strerror(-r));
+                                p->timer_src = sd_event_source_disable_unref(p->timer_src);
+                                p->io_src = sd_event_source_disable_unref(p->io_src);
+                                g_clear_pointer(&p->conn, vfmig_stream_conn_free);
+                                (void) sd_event_source_set_enabled(p->listen_src, SD_EVENT_ON);
+                                return;
+                        }
+                        job_fail(j, r == -EKEYEXPIRED ? EKEYEXPIRED : EACCES, "target: connection refused: %s",
+                                 r == -EKEYEXPIRED ? "the ticket expired" : m ? m : strerror(-r));
+                        return;
+                }
+                p->handshaken = true;
+                p->timer_src = sd_event_source_disable_unref(p->timer_src);
+                p->listen_src = sd_event_source_disable_unref(p->listen_src);
+                if (p->listen_fd >= 0) {
+                        close(p->listen_fd);
+                        p->listen_fd = -1;
+                }
+                r = vfmig_stream_receiver_new(p->conn, &p->receiver);
+                if (r < 0) {
+                        job_fail(j, -r, "target: cannot start the receiver: %s", strerror(-r));
+                        return;
+                }
+        }
+
+        for (unsigned i = 0; i < JOB_STEPS_PER_DISPATCH; i++) {
+                VfmigPumpStatus st;
+                unsigned dev = 0;
+
+                r = vfmig_stream_receiver_step(p->receiver, &st, &dev);
+                if (r < 0) {
+                        const char *m = vfmig_stream_receiver_error_message(p->receiver);
+
+                        if (p->pending_error)
+                                job_fail(j, p->pending_error, "%s", p->pending_message);
+                        else if (p->cancel_requested)
+                                job_fail(j, ECANCELED, "cancelled");
+                        else
+                                job_fail(j, -r, "%s: %s", r == -ECONNABORTED ? "source aborted" :
+                                         (r == -EBADMSG || r == -ENODATA || r == -EPROTO || r == -EMSGSIZE ||
+                                          r == -EPROTONOSUPPORT) ? "target: invalid stream" : "target",
+                                         m ? m : strerror(-r));
+                        return;
+                }
+                update_counters(j);
+                switch (st) {
+                case VFMIG_PUMP_AGAIN:
+                        break;
+                case VFMIG_PUMP_WAIT_IO:
+                        wait_io(j);
+                        return;
+                case VFMIG_PUMP_HEADER:
+                        target_header(j);
+                        break;
+                case VFMIG_PUMP_DEVICE_DONE:
+                        target_device_done(j);
+                        break;
+                case VFMIG_PUMP_END:
+                        if (!p->replied)
+                                target_end(j);
+                        break;
+                case VFMIG_PUMP_DONE:
+                        if (p->pending_error)
+                                job_fail(j, p->pending_error, "%s", p->pending_message);
+                        else if (p->cancel_requested)
+                                job_fail(j, ECANCELED, "cancelled");
+                        else
+                                job_finish(j, JOB_COMPLETED, 0, NULL);
+                        return;
+                default:
+                        job_fail(j, EPROTO, "target: unexpected pump status %d", (int) st);
+                        return;
+                }
+                if (job_state_is_final(j->state))
+                        return;
+                if (now_usec(CLOCK_MONOTONIC) >= deadline)
+                        break;
+        }
+        schedule_again(j);
+}
+
+static void job_run(Job *j)
+{
+        if (job_state_is_final(j->state))
+                return;
+        if (j->kind == JOB_SAVE)
+                source_run(j);
+        else
+                target_run(j);
+}
+
+/* --- starting ----------------------------------------------------------------- */
+
+static int check_source(Jobs *s, const char *device, char **error)
+{
+        ManagedDevice *m = device_access_get(s->access, device);
+        MatrixEntry *e;
+        g_autofree char *holder = NULL;
+        VfmigMigState st;
+
+        if (!m)
+                return *error = g_strdup_printf("No VFIO device \"%s\" on this host", device), -ENXIO;
+        if (m->status != ACCESS_MANAGED || !m->vfio)
+                return *error = g_strdup_printf("Device %s is not managed by vfmigd (status %s)", device,
+                                                access_status_to_string(m->status)), -ENODEV;
+        if (!(m->migration_flags & VFMIG_MIGRATION_STOP_COPY))
+                return *error = g_strdup_printf("Device %s has no migration support", device), -EOPNOTSUPP;
+        e = matrix_lookup(compat_service_matrix(s->compat), device);
+        if (!e || !matrix_entry_get_profile(e))
+                return *error = g_strdup_printf("Device %s has no migration profile (see GetMigrationProfile)",
+                                                device), -EOPNOTSUPP;
+        if (reservations_is_busy(s->reservations, device, &holder))
+                return *error = g_strdup_printf("Device %s is held by %s", device, holder), -EBUSY;
+        if (managed_device_get_state(m, &st) < 0 || st != VFMIG_MIG_RUNNING)
+                return *error = g_strdup_printf("Device %s is in migration state %s; a migration starts from running "
+                                                "(Reset it first)", device,
+                                                vfmig_mig_state_to_string(st) ? vfmig_mig_state_to_string(st) : "?"),
+                       -EBUSY;
+        if (g_hash_table_size(s->jobs) >= JOBS_MAX)
+                return *error = g_strdup_printf("Too many jobs (%d)", JOBS_MAX), -EAGAIN;
+        return 0;
+}
+
+static int start_conn(Job *j, VfmigStreamConn *conn)
+{
+        JobPrivate *p = j->priv;
+
+        p->conn = conn;
+        arm_timer(j, JOB_HANDSHAKE_USEC);
+        job_announce(j);
+        schedule_again(j);
+        return 0;
+}
+
+static int make_conn(int fd, bool server, bool plaintext, const char *ticket, VfmigPsk *psk,
+                     VfmigStreamConn **ret, char **error)
+{
+        int r;
+
+        if (plaintext)
+                r = vfmig_stream_conn_new_plain(fd, ret);
+        else {
+                r = vfmig_psk_derive(ticket, NULL, psk);
+                if (r < 0) {
+                        close(fd);
+                        return *error = g_strdup("The ticket is not valid: expected 43 characters of base64url"),
+                               -EINVAL;
+                }
+                r = vfmig_stream_conn_new_tls(fd, server, psk, ret);
+        }
+        if (r < 0)
+                *error = g_strdup_printf("Cannot set up the connection: %s", strerror(-r));
+        return r;
+}
+
+static int start_save(Jobs *s, const char *device, int fd, bool tcp, const JobSaveOptions *o, Job **ret,
+                      char **error)
+{
+        VfmigStreamConn *conn = NULL;
+        VfmigPsk psk = {};
+        Job *j;
+        int r;
+
+        r = check_source(s, device, error);
+        if (r < 0) {
+                close(fd);
+                return r;
+        }
+        r = make_conn(fd, false, o->plaintext, o->ticket, &psk, &conn, error);
+        vfmig_psk_clear(&psk);
+        if (r < 0)
+                return r;
+        j = job_new(s, JOB_SAVE, device);
+        j->priv->precopy = o->precopy;
+        j->priv->downtime_budget_ms = o->downtime_ms;
+        j->priv->plaintext = o->plaintext;
+        j->priv->tcp = tcp;
+        start_conn(j, conn);
+        *ret = j;
+        return 0;
+}
+
+int jobs_start_migrate(Jobs *s, const char *device, const char *endpoint, const JobSaveOptions *o, Job **ret,
+                       char **error)
+{
+        uint8_t raw[VFMIG_TICKET_BYTES];
+        struct sockaddr_storage sa;
+        socklen_t salen;
+        JobSaveOptions opt = *o;
+        int fd, r;
+
+        if (vfmig_stream_parse_endpoint(endpoint, &sa, &salen) < 0)
+                return *error = g_strdup_printf("endpoint \"%.64s\" is not valid: expected a numeric HOST:PORT or "
+                                                "[IPV6]:PORT", endpoint), -EINVAL;
+        if (!o->ticket || vfmig_ticket_decode(o->ticket, raw) < 0)
+                return *error = g_strdup("ticket: expected the 43 characters PrepareIncoming returned"), -EINVAL;
+        memset(raw, 0, sizeof raw);
+        r = check_source(s, device, error);
+        if (r < 0)
+                return r;
+        r = vfmig_stream_tcp_connect(endpoint, &fd);
+        if (r < 0)
+                return *error = g_strdup_printf("Cannot connect to %s: %s", endpoint, strerror(-r)), r;
+        opt.plaintext = false;
+        return start_save(s, device, fd, true, &opt, ret, error);
+}
+
+int jobs_start_save_fd(Jobs *s, const char *device, int fd, const JobSaveOptions *o, Job **ret, char **error)
+{
+        g_autofree char *why = NULL;
+        int r;
+
+        r = vfmig_stream_fd_check(fd, NULL, &why);
+        if (r < 0) {
+                close(fd);
+                return *error = g_strdup_printf("fd: %s", why ? why : strerror(-r)), -EINVAL;
+        }
+        if (!o->plaintext && (!o->ticket || !o->ticket[0])) {
+                close(fd);
+                return *error = g_strdup("option \"ticket\" is required for TLS (or ask for \"plaintext\")"), -EINVAL;
+        }
+        return start_save(s, device, fd, false, o, ret, error);
+}
+
+static int check_target_res(Jobs *s, Reservation *r, char **error)
+{
+        g_autofree char *holder = jobs_busy_hook(r->target, s);
+        ManagedDevice *m = device_access_get(s->access, r->target);
+
+        if (r->state != RESERVATION_ACTIVE)
+                return *error = g_strdup_printf("Reservation %s is already %s", r->id,
+                                                reservation_state_to_string(r->state)), -EBUSY;
+        if (holder)
+                return *error = g_strdup_printf("Device %s is held by %s", r->target, holder), -EBUSY;
+        if (!m || m->status != ACCESS_MANAGED || !m->vfio)
+                return *error = g_strdup_printf("Device %s is not managed by vfmigd", r->target), -ENODEV;
+        if (!(m->migration_flags & VFMIG_MIGRATION_STOP_COPY))
+                return *error = g_strdup_printf("Device %s has no migration support", r->target), -EOPNOTSUPP;
+        if (g_hash_table_size(s->jobs) >= JOBS_MAX)
+                return *error = g_strdup_printf("Too many jobs (%d)", JOBS_MAX), -EAGAIN;
+        return 0;
+}
+
+static Job *new_restore(Jobs *s, Reservation *r, const JobReceiveOptions *o)
+{
+        Job *j = job_new(s, JOB_RESTORE, r->target);
+
+        j->reservation_id = g_strdup(r->id);
+        j->priv->resume_running = o->resume_running;
+        j->priv->ticket_expires_usec = r->expires_usec;
+        reservation_set_state(r, RESERVATION_RECEIVING);
+        return j;
+}
+
+static int on_ticket_expiry(sd_event_source *src, uint64_t usec, void *userdata)
+{
+        Job *j = userdata;
+
+        if (!j->priv->handshaken)
+                job_fail(j, EKEYEXPIRED, "target: the ticket expired with reservation %s before a source connected",
+                         j->reservation_id);
+        return 0;
+}
+
+static int on_accept(sd_event_source *src, int fd, uint32_t revents, void *userdata)
+{
+        Job *j = userdata;
+        JobPrivate *p = j->priv;
+        g_autofree char *why = NULL;
+        int cfd, r;
+
+        cfd = vfmig_stream_tcp_accept(p->listen_fd);
+        if (cfd == -EAGAIN)
+                return 0;
+        if (cfd < 0) {
+                log_warning_errno(cfd, "Job %s: accept failed: %m", j->id);
+                return 0;
+        }
+        if (p->conn) {          /* one peer at a time */
+                close(cfd);
+                return 0;
+        }
+        r = vfmig_stream_fd_check(cfd, NULL, &why);
+        if (r < 0) {
+                close(cfd);
+                return 0;
+        }
+        r = vfmig_stream_conn_new_tls(cfd, true, &p->psk, &p->conn);
+        if (r < 0) {
+                log_warning_errno(r, "Job %s: cannot start TLS: %m", j->id);
+                return 0;
+        }
+        (void) sd_event_source_set_enabled(p->listen_src, SD_EVENT_OFF);
+        arm_timer(j, JOB_HANDSHAKE_USEC);
+        job_run(j);
+        return 0;
+}
+
+int jobs_prepare_incoming(Jobs *s, Reservation *res, const char *address, uint16_t port, const JobReceiveOptions *o,
+                          char **ret_endpoint, char **ret_ticket, Job **ret, char **error)
+{
+        g_autofree char *ticket = NULL;
+        uint16_t bound = 0;
+        int lfd = -1, r;
+        Job *j;
+
+        r = check_target_res(s, res, error);
+        if (r < 0)
+                return r;
+        r = vfmig_stream_tcp_listen(address, port, &lfd, &bound);
+        if (r < 0)
+                return *error = g_strdup_printf("Cannot listen on %s port %u: %s", address, port, strerror(-r)), r;
+        r = vfmig_ticket_new(&ticket);
+        if (r < 0) {
+                close(lfd);
+                return *error = g_strdup_printf("Cannot make a ticket: %s", strerror(-r)), r;
+        }
+        j = new_restore(s, res, o);
+        j->priv->tcp = true;
+        j->priv->listen_fd = lfd;
+        j->priv->ticket = g_strdup(ticket);
+        (void) vfmig_psk_derive(ticket, NULL, &j->priv->psk);
+        r = sd_event_add_io(s->event, &j->priv->listen_src, lfd, EPOLLIN, on_accept, j);
+        if (r >= 0)
+                r = sd_event_add_time(s->event, &j->priv->expiry_src, CLOCK_REALTIME, res->expires_usec, 1000000,
+                                      on_ticket_expiry, j);
+        job_announce(j);
+        if (r < 0) {
+                job_fail(j, -r, "target: cannot watch the listening socket: %s", strerror(-r));
+                *ret = j;
+                return 0;
+        }
+        *ret_endpoint = strchr(address, ':') ? g_strdup_printf("[%s]:%u", address, bound)
+                                             : g_strdup_printf("%s:%u", address, bound);
+        *ret_ticket = g_steal_pointer(&ticket);
+        *ret = j;
+        return 0;
+}
+
+int jobs_start_receive_fd(Jobs *s, Reservation *res, int fd, const JobReceiveOptions *o, Job **ret, char **error)
+{
+        g_autofree char *why = NULL;
+        VfmigStreamConn *conn = NULL;
+        Job *j;
+        int r;
+
+        r = vfmig_stream_fd_check(fd, NULL, &why);
+        if (r < 0) {
+                close(fd);
+                return *error = g_strdup_printf("fd: %s", why ? why : strerror(-r)), -EINVAL;
+        }
+        if (!o->plaintext && (!o->ticket || !o->ticket[0])) {
+                close(fd);
+                return *error = g_strdup("option \"ticket\" is required for TLS (or ask for \"plaintext\")"), -EINVAL;
+        }
+        r = check_target_res(s, res, error);
+        if (r < 0) {
+                close(fd);
+                return r;
+        }
+        j = NULL;
+        {
+                VfmigPsk psk = {};
+
+                r = make_conn(fd, true, o->plaintext, o->ticket, &psk, &conn, error);
+                if (r < 0)
+                        return r;
+                j = new_restore(s, res, o);
+                j->priv->psk = psk;
+                vfmig_psk_clear(&psk);
+        }
+        j->priv->plaintext = o->plaintext;
+        j->priv->ticket = o->plaintext ? NULL : g_strdup(o->ticket);
+        start_conn(j, conn);
+        *ret = j;
+        return 0;
+}
+
+/* --- control ---------------------------------------------------------------- */
+
+int job_cancel(Job *j, const char *why)
+{
+        JobPrivate *p = j->priv;
+
+        if (job_state_is_final(j->state))
+                return -ESTALE;
+        if (p->cancel_requested)
+                return 0;
+        p->cancel_requested = true;
+        log_internal(LOG_INFO, "VFMIG_JOB", j->id, "Job %s: cancel requested by %s", j->id, why);
+        if (j->kind == JOB_SAVE && p->sender && !p->stopped) {
+                /* the target learns why; the steps send it and end */
+                if (vfmig_stream_sender_abort(p->sender, ECANCELED, "cancelled on the source") >= 0) {
+                        arm_timer(j, JOB_DRAIN_USEC);
+                        schedule_again(j);
+                        return 0;
+                }
+        }
+        if (j->kind == JOB_SAVE && p->sender && p->stopped) {
+                if (vfmig_stream_sender_abort(p->sender, ECANCELED, "cancelled on the source") >= 0) {
+                        arm_timer(j, JOB_DRAIN_USEC);
+                        schedule_again(j);
+                        return 0;
+                }
+        }
+        if (j->kind == JOB_RESTORE && p->receiver && !p->replied) {
+                target_refuse(j, ECANCELED, "target: cancelled on the target");
+                if (!job_state_is_final(j->state))
+                        schedule_again(j);
+                return 0;
+        }
+        job_finish(j, JOB_CANCELLED, ECANCELED, "cancelled");
+        return 0;
+}
+
+int job_switchover(Job *j)
+{
+        JobPrivate *p = j->priv;
+
+        if (job_state_is_final(j->state))
+                return -ESTALE;
+        if (j->kind != JOB_SAVE)
+                return -EOPNOTSUPP;
+        if (p->stopped)
+                return -ESTALE;
+        if (!p->sender)
+                return -EAGAIN;
+        if (source_do_switchover(j, "Switchover() called") < 0)
+                return -EIO;
+        schedule_again(j);
+        return 0;
+}
