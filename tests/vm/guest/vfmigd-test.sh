@@ -3,24 +3,34 @@
 #
 # Guest script: the real vfmigd (host mode, sd-device inventory, kernel VFIO
 # back end) on the real kernel with vfmig_testmdev devices, on a private
-# system bus whose config includes the shipped policy. The checks are in
-# test_daemon_guest.py (unittest); this script sets the stage: the module,
-# systemd-udevd, the bus, and a clean kernel log at the end.
+# system bus whose config includes the shipped policy.  It sets the stage —
+# the module, systemd-udevd, the bus — runs tests/vm/guest/test_NAME_guest.py
+# (unittest) and checks that the kernel log is clean at the end.
 #
-# systemd-udevd runs as on a real host (vfmigd.service is After= it): vfmigd's
-# sd-device monitor listens to udev's netlink group, which only udevd feeds;
-# without it vfmigd sees no hotplug at all.
+#   vfmigd-test.sh daemon            inventory, OpenDevice, request channel
+#   vfmigd-test.sh compat 2          compatibility (module at stream_version=2,
+#                                    so one boot can play an older host)
+#   vfmigd-test.sh reserve           reservations of a creatable mdev type
+#
+# systemd-udevd runs as on a real host (vfmigd.service is After= it):
+# vfmigd's sd-device monitor listens to udev's netlink group, which only
+# udevd feeds; without it vfmigd sees no hotplug at all.
 set -u
 . "$(dirname "$0")/lib.sh"
 
+NAME=${1:?usage: vfmigd-test.sh NAME [STREAM_VERSION]}
+STREAM_VERSION=${2:-}
+TEST="$(dirname "$0")/test_${NAME}_guest.py"
+[ -f "$TEST" ] || die "no such guest test: $TEST"
 [ -n "${VFMIG_BUILD_DIR:-}" ] || die "no build dir given (run-vm.sh --build-dir DIR)"
 VFMIGD=$VFMIG_BUILD_DIR/daemon/vfmigd
 BUS_CONF=$VFMIG_BUILD_DIR/tests/bus/system-bus.conf
 [ -x "$VFMIGD" ] || die "vfmigd not built: $VFMIGD"
 [ -f "$BUS_CONF" ] || die "bus config not generated: $BUS_CONF"
+[ -f "$VFMIG_SRC_DIR/data/compat.d/vfmig-testmdev.json" ] || die "the test driver's rules file is missing"
 
-echo "== load"
-tm_load
+echo "== load ${STREAM_VERSION:+(stream_version=$STREAM_VERSION)}"
+tm_load $STREAM_VERSION
 
 echo "== systemd-udevd"
 UDEVD=/lib/systemd/systemd-udevd
@@ -46,14 +56,14 @@ DBUS_SYSTEM_BUS_ADDRESS=$(head -n1 "$ADDR_FILE")
 export DBUS_SYSTEM_BUS_ADDRESS
 echo "bus: $DBUS_SYSTEM_BUS_ADDRESS (pid $BUS_PID)"
 
-echo "== vfmigd on the real kernel"
+echo "== vfmigd on the real kernel: $NAME"
 export VFMIG_BUILD_ROOT=$VFMIG_BUILD_DIR VFMIG_SOURCE_ROOT=$VFMIG_SRC_DIR
-export VFMIG_VFMIGD_LOG=/tmp/vfmigd.log
+export VFMIG_VFMIGD_LOG=/tmp/vfmigd-$NAME.log
 export PYTHONDONTWRITEBYTECODE=1
-if timeout -k 5 180 /usr/bin/python3 "$(dirname "$0")/test_daemon_guest.py"; then
-    ok "test_daemon_guest.py"
+if timeout -k 5 180 /usr/bin/python3 "$TEST"; then
+    ok "$(basename "$TEST")"
 else
-    bad "test_daemon_guest.py"
+    bad "$(basename "$TEST")"
 fi
 echo "---- vfmigd log ----"
 cat "$VFMIG_VFMIGD_LOG" 2>/dev/null
@@ -62,6 +72,12 @@ echo "---- end of vfmigd log ----"
 kill $BUS_PID 2>/dev/null
 wait $BUS_PID 2>/dev/null
 udevadm control --exit 2>/dev/null || bad "systemd-udevd exit"
+# Every test removes its instances; anything left would keep the module in.
+for u in /sys/bus/mdev/devices/*; do
+    [ -e "$u" ] || continue
+    bad "instance left behind: $(basename "$u")"
+    tm_remove "$(basename "$u")"
+done
 grep -q "^$TM_MOD " /proc/modules && { rmmod $TM_MOD || bad "final rmmod"; }
 
 echo "== kernel log"
@@ -74,5 +90,5 @@ else
 fi
 dmesg | grep -iE "$TM_MOD|vfio" | tail -n 20
 
-echo "daemon: $FAILS failure(s)"
+echo "$NAME: $FAILS failure(s)"
 [ "$FAILS" = 0 ]
