@@ -30,6 +30,7 @@ struct Jobs {
         CompatService *compat;
         char *host_name;
         GHashTable *jobs;               /* id -> Job* */
+        char *state_path;               /* jobs.json: the unfinished jobs, for crash recovery */
         VfmigTicketSet *used_tickets;
         unsigned next_id;
         const JobsListener *listener;
@@ -151,6 +152,10 @@ static void job_free(Job *j)
         g_free(j);
 }
 
+static char *jobs_state_path(void);
+static void jobs_save_state(Jobs *s);
+static int on_retention(sd_event_source *src, uint64_t usec, void *userdata);
+
 Jobs *jobs_new(sd_event *event, DeviceAccess *access, Reservations *reservations, CompatService *compat,
                const char *host_name)
 {
@@ -164,6 +169,7 @@ Jobs *jobs_new(sd_event *event, DeviceAccess *access, Reservations *reservations
         s->jobs = g_hash_table_new(g_str_hash, g_str_equal);
         s->used_tickets = vfmig_ticket_set_new();
         s->next_id = 1;
+        s->state_path = jobs_state_path();
         return s;
 }
 
@@ -197,7 +203,10 @@ void jobs_free(Jobs *s)
                         s->listener->removed(s, j, true, s->userdata);
                 job_free(j);
         }
+        g_hash_table_remove_all(s->jobs);
+        jobs_save_state(s);            /* the running jobs were unwound: nothing to recover */
         g_hash_table_unref(s->jobs);
+        g_free(s->state_path);
         vfmig_ticket_set_free(s->used_tickets);
         sd_event_unref(s->event);
         g_free(s->host_name);
@@ -270,6 +279,7 @@ static void job_announce(Job *j)
 
         log_internal(LOG_INFO, "VFMIG_JOB", j->id, "Job %s: %s of %s started", j->id, job_kind_to_string(j->kind),
                      job_device(j));
+        jobs_save_state(s);
         if (s->listener && s->listener->added)
                 s->listener->added(s, j, s->userdata);
 }
@@ -380,6 +390,7 @@ static void job_finish(Job *j, JobState st, int error, const char *message)
                 log_internal(LOG_WARNING, "VFMIG_JOB", j->id, "Job %s: %s of %s %s: %s", j->id,
                              job_kind_to_string(j->kind), job_device(j), job_state_to_string(st), j->error_message);
         job_set_state(j, st);
+        jobs_save_state(s);
         if (s->listener && s->listener->finished)
                 s->listener->finished(s, j, s->userdata);
         r = sd_event_add_time_relative(s->event, &p->retention_src, CLOCK_MONOTONIC, JOB_RETENTION_USEC, 0,
@@ -398,6 +409,172 @@ static void job_fail(Job *j, int error, const char *fmt, ...)
         msg = g_strdup_vprintf(fmt, ap);
         va_end(ap);
         job_finish(j, j->priv->cancel_requested ? JOB_CANCELLED : JOB_FAILED, error, msg);
+}
+
+
+/* --- crash recovery: $STATE_DIRECTORY/jobs.json -------------------------------- */
+
+#define JOBS_STATE_FILE         "jobs.json"
+#define JOBS_STATE_DIR_DEFAULT  "/var/lib/vfmig"
+
+static char *jobs_state_path(void)
+{
+        const char *e = getenv("STATE_DIRECTORY");
+        g_autofree char *dir = NULL;
+
+        /* systemd passes a colon-separated list when several are configured. */
+        if (e && e[0] == '/') {
+                const char *colon = strchr(e, ':');
+                dir = colon ? g_strndup(e, colon - e) : g_strdup(e);
+        } else
+                dir = g_strdup(JOBS_STATE_DIR_DEFAULT);
+        return g_build_filename(dir, JOBS_STATE_FILE, NULL);
+}
+
+/* Record the unfinished jobs (atomically: temporary file, fsync, rename), or
+ * remove the file when there are none.  Called when a job starts and ends. */
+static void jobs_save_state(Jobs *s)
+{
+        g_autoptr(JsonBuilder) b = NULL;
+        g_autoptr(JsonGenerator) gen = NULL;
+        g_autoptr(JsonNode) root = NULL;
+        g_autoptr(GPtrArray) l = NULL;
+        g_autoptr(GError) err = NULL;
+        g_autofree char *data = NULL, *dir = NULL;
+        unsigned n = 0;
+        gsize len;
+
+        if (!s->state_path)
+                return;
+        b = json_builder_new();
+        json_builder_begin_object(b);
+        json_builder_set_member_name(b, "format");
+        json_builder_add_int_value(b, 1);
+        json_builder_set_member_name(b, "jobs");
+        json_builder_begin_array(b);
+        l = jobs_list(s);
+        for (guint i = 0; i < l->len; i++) {
+                Job *j = l->pdata[i];
+
+                if (job_state_is_final(j->state))
+                        continue;
+                json_builder_begin_object(b);
+                json_builder_set_member_name(b, "id");
+                json_builder_add_string_value(b, j->id);
+                json_builder_set_member_name(b, "kind");
+                json_builder_add_string_value(b, job_kind_to_string(j->kind));
+                json_builder_set_member_name(b, "devices");
+                json_builder_begin_array(b);
+                for (char **d = j->devices; *d; d++)
+                        json_builder_add_string_value(b, *d);
+                json_builder_end_array(b);
+                if (j->reservation_id) {
+                        json_builder_set_member_name(b, "reservation");
+                        json_builder_add_string_value(b, j->reservation_id);
+                }
+                json_builder_end_object(b);
+                n++;
+        }
+        json_builder_end_array(b);
+        json_builder_end_object(b);
+        if (n == 0) {
+                if (unlink(s->state_path) < 0 && errno != ENOENT)
+                        log_warning_errno(-errno, "Cannot remove %s: %m", s->state_path);
+                return;
+        }
+        root = json_builder_get_root(b);
+        gen = json_generator_new();
+        json_generator_set_root(gen, root);
+        data = json_generator_to_data(gen, &len);
+        dir = g_path_get_dirname(s->state_path);
+        if (g_mkdir_with_parents(dir, 0700) < 0 ||
+            !g_file_set_contents_full(s->state_path, data, (gssize) len,
+                                      G_FILE_SET_CONTENTS_CONSISTENT | G_FILE_SET_CONTENTS_DURABLE, 0600, &err))
+                log_warning("Cannot write %s, a crash during the running jobs will not be recovered: %s",
+                            s->state_path, err ? err->message : g_strerror(errno));
+}
+
+static void recover_one(Jobs *s, JsonObject *o)
+{
+        const char *kind = json_object_has_member(o, "kind") ? json_object_get_string_member(o, "kind") : NULL;
+        const char *old_id = json_object_has_member(o, "id") ? json_object_get_string_member(o, "id") : "?";
+        const char *res_id = json_object_has_member(o, "reservation") ?
+                             json_object_get_string_member(o, "reservation") : NULL;
+        JsonArray *devs = json_object_has_member(o, "devices") ? json_object_get_array_member(o, "devices") : NULL;
+        const char *dev = devs && json_array_get_length(devs) > 0 ? json_array_get_string_element(devs, 0) : NULL;
+        JobKind k = streq_ptr(kind, "restore") ? JOB_RESTORE : JOB_SAVE;
+        ManagedDevice *m;
+        Job *j;
+        int r;
+
+        if (!dev || (!streq_ptr(kind, "save") && !streq_ptr(kind, "restore"))) {
+                log_warning("%s: skipping a malformed job record", s->state_path);
+                return;
+        }
+        for (guint i = 0; i < json_array_get_length(devs); i++) {
+                const char *name = json_array_get_string_element(devs, i);
+
+                m = name ? device_access_get(s->access, name) : NULL;
+                if (!m || m->status != ACCESS_MANAGED || !m->vfio) {
+                        log_device(LOG_WARNING, name ? name : "?", "Job %s (before the restart): device not "
+                                   "managed now, not reset", old_id);
+                        continue;
+                }
+                r = managed_device_reset(m);
+                if (r < 0)
+                        log_device(LOG_ERR, name, "Job %s (before the restart): reset of the device failed: %s",
+                                   old_id, strerror(-r));
+        }
+        j = job_new(s, k, dev);
+        if (res_id) {
+                Reservation *res = reservations_get(s->reservations, res_id);
+
+                j->reservation_id = g_strdup(res_id);
+                if (res)
+                        reservation_set_state(res, RESERVATION_ACTIVE);
+        }
+        j->state = JOB_FAILED;
+        j->error = EIO;
+        g_free(j->error_message);
+        j->error_message = g_strdup("daemon restarted during the job; devices reset");
+        log_internal(LOG_WARNING, "VFMIG_JOB", j->id, "Job %s: %s of %s interrupted by a restart (job %s before "
+                     "it): devices reset, reported failed", j->id, kind, dev, old_id);
+        if (s->listener && s->listener->added)
+                s->listener->added(s, j, s->userdata);
+        r = sd_event_add_time_relative(s->event, &j->priv->retention_src, CLOCK_MONOTONIC, JOB_RETENTION_USEC, 0,
+                                       on_retention, j);
+        if (r < 0)
+                log_warning_errno(r, "Job %s: cannot arm the retention timer: %m", j->id);
+}
+
+int jobs_recover(Jobs *s)
+{
+        g_autoptr(JsonParser) parser = json_parser_new();
+        g_autoptr(GError) err = NULL;
+        JsonNode *root;
+        JsonArray *a;
+        unsigned n;
+
+        if (!s->state_path || !g_file_test(s->state_path, G_FILE_TEST_EXISTS))
+                return 0;
+        if (!json_parser_load_from_file(parser, s->state_path, &err) ||
+            !(root = json_parser_get_root(parser)) || !JSON_NODE_HOLDS_OBJECT(root) ||
+            !json_object_has_member(json_node_get_object(root), "jobs") ||
+            !JSON_NODE_HOLDS_ARRAY(json_object_get_member(json_node_get_object(root), "jobs"))) {
+                log_warning("%s is not valid (%s), ignoring it", s->state_path, err ? err->message : "no jobs array");
+                (void) unlink(s->state_path);
+                return -EINVAL;
+        }
+        a = json_object_get_array_member(json_node_get_object(root), "jobs");
+        n = json_array_get_length(a);
+        for (guint i = 0; i < n; i++) {
+                JsonNode *e = json_array_get_element(a, i);
+
+                if (JSON_NODE_HOLDS_OBJECT(e))
+                        recover_one(s, json_node_get_object(e));
+        }
+        jobs_save_state(s);            /* none unfinished now: removes the file */
+        return (int) n;
 }
 
 /* --- driving ---------------------------------------------------------------- */
@@ -896,8 +1073,23 @@ static void target_run(Job *j)
                                 job_fail(j, p->pending_error, "%s", p->pending_message);
                         else if (p->cancel_requested)
                                 job_fail(j, ECANCELED, "cancelled");
-                        else
+                        else if (p->device_moved && p->data && m && g_str_has_prefix(m, "device ") &&
+                                 strstr(m, " rejected ")) {
+                                /* the device refused what it was given: DeviceFailed, naming it; the
+                                 * device is reset and the source told (when the answer still goes out) */
+                                g_autofree char *why = g_strdup(m);
+
+                                target_refuse(j, EIO, "target: device %s rejected the state: %s", job_device(j),
+                                              why);
+                                if (!job_state_is_final(j->state))
+                                        schedule_again(j);
+                        } else
                                 job_fail(j, -r, "%s: %s", r == -ECONNABORTED ? "source aborted" :
+                                         /* the connection broke off (the source went away): not the
+                                          * target's fault, say so */
+                                         m && (g_str_has_prefix(m, "the source closed the connection") ||
+                                               g_str_has_prefix(m, "receiving the stream")) ?
+                                         "source/connection" :
                                          (r == -EBADMSG || r == -ENODATA || r == -EPROTO || r == -EMSGSIZE ||
                                           r == -EPROTONOSUPPORT) ? "target: invalid stream" : "target",
                                          m ? m : strerror(-r));

@@ -120,6 +120,15 @@ Jobs *jobs_new(sd_event *event, DeviceAccess *access, Reservations *reservations
 void jobs_free(Jobs *s);
 void jobs_set_listener(Jobs *s, const JobsListener *l, void *userdata);
 
+/* Crash recovery, once at start after the listener is set: jobs.json in
+ * $STATE_DIRECTORY records the unfinished jobs (written when a job starts and
+ * when it ends).  For each job a previous vfmigd left unfinished (killed), its
+ * devices are reset, its reservation made active again, and a Job in state
+ * "failed" (EIO, "daemon restarted during the job; devices reset") is added.
+ * Returns the number of jobs recovered, or -EINVAL for an unreadable file
+ * (logged and removed). */
+int jobs_recover(Jobs *s);
+
 /* ReservationsBusyFn: "job N (state)" when device is in an unfinished job. */
 char *jobs_busy_hook(const char *device, void *userdata);
 Job *jobs_get(Jobs *s, const char *id);

@@ -338,6 +338,7 @@ static int setup_bus(Daemon *d)
         r = bus_job_register(d);
         if (r < 0)
                 return log_error_errno(r, "Failed to add job objects: %m");
+        (void) jobs_recover(d->jobs);   /* jobs a killed vfmigd left: devices reset, reported failed */
         r = sd_bus_add_object_manager(d->bus, NULL, VFMIG_DBUS_PATH);
         if (r < 0)
                 return log_error_errno(r, "Failed to add object manager: %m");

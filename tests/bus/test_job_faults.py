@@ -1,0 +1,528 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""Migration job faults between two simulated hosts (issue 7, Tests).
+
+Same layout as test_jobs.py: the source vfmigd (tests/data/hosts/faults-a.json)
+on the bus dbus-test-runner started, the target vfmigd (faults-b.json) on a
+second private dbus-daemon.  The migrated devices have 256 MiB of state so a
+transfer takes a moment; the target's 0000:31:00.2 has stream-version 0, so
+the sim rejects a (version 1) stream from 0000:17:00.1 once RESUMING starts,
+while its profile still matches the reservation.
+
+After every fault: the source device is back in running, the target device
+is reset (running), the target's reservation still exists and is "active"
+again, the failed job's Error names the failing side, and neither surviving
+daemon has more FDs open than before the test.
+
+Checked: the target vfmigd killed (SIGKILL) at several offsets of the stream,
+and the source vfmigd killed likewise (the survivor unwinds; the killed one,
+restarted, reports the interrupted job failed and its device reset);
+a corrupted and a truncated stream relayed by the test between SaveToFd and
+ReceiveFromFd; a replayed ticket (after a success and after a failure: over
+TCP against a new listener, and in fd mode) and an expired ticket; Cancel of
+a streaming source and of a streaming target; a target device rejecting the
+data (ERROR -> reset, reported).
+"""
+import os
+import signal
+import socket
+import threading
+import time
+import unittest
+
+import vfmigtest as vt
+from gi.repository import GLib
+from test_jobs import Host, pump, wait_until, random_ticket, error_name, JOB, RESERVATION, FINAL
+
+SRC_DEV = '0000:17:00.1'
+DST_DEV = '0000:31:00.1'
+REJECT_DEV = '0000:31:00.2'            # stream-version 0: the sim rejects the data
+STATE_SIZE = 256 * 1024 * 1024
+HOSTS = os.path.join(vt.SOURCE, 'tests', 'data', 'hosts')
+RECOVERED_ERROR = 'org.vfmig1.Error.DeviceFailed: daemon restarted during the job; devices reset'
+
+
+class Relay:
+    """Copies a -> b (the stream) and b -> a (the answer) between two sockets the
+    test holds, flipping the byte at corrupt_at, stopping after stop_at bytes, or
+    pausing after pause_at bytes until resume() (all offsets of the a -> b bytes).
+    When either direction ends, both sockets are shut down, as a peer's close
+    would be seen over one connection."""
+
+    def __init__(self, a, b, corrupt_at=None, stop_at=None, pause_at=None):
+        self.a, self.b = a, b
+        self.corrupt_at, self.stop_at, self.pause_at = corrupt_at, stop_at, pause_at
+        self.paused = threading.Event()
+        self._resume = threading.Event()
+        self.done = threading.Event()
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self._forward, daemon=True),
+                        threading.Thread(target=self._backward, daemon=True)]
+        for t in self.threads:
+            t.start()
+
+    def _close(self):
+        with self.lock:
+            if self.done.is_set():
+                return
+            for s in (self.a, self.b):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            self.done.set()
+        # once the other direction stopped too, close for real: what the peer
+        # sends after this is answered with a reset, as by a dead process
+        me = threading.current_thread()
+        for t in self.threads:
+            if t is not me and t.ident is not None:
+                t.join(10)
+        self.a.close()
+        self.b.close()
+
+    def _forward(self):
+        n = 0
+        try:
+            while True:
+                limit = 1 << 16
+                if self.pause_at is not None and n < self.pause_at:
+                    limit = min(limit, self.pause_at - n)
+                buf = bytearray(self.a.recv(limit))
+                if not buf:
+                    break
+                if self.corrupt_at is not None and n <= self.corrupt_at < n + len(buf):
+                    buf[self.corrupt_at - n] ^= 0x5a
+                if self.stop_at is not None and n + len(buf) >= self.stop_at:
+                    self.b.sendall(buf[:self.stop_at - n])
+                    break
+                self.b.sendall(buf)
+                n += len(buf)
+                if self.pause_at is not None and n == self.pause_at:
+                    self.paused.set()
+                    self._resume.wait()
+        except OSError:
+            pass
+        self._close()
+
+    def _backward(self):
+        try:
+            while True:
+                buf = self.b.recv(4096)
+                if not buf:
+                    break
+                self.a.sendall(buf)
+        except OSError:
+            pass
+        self._close()
+
+    def resume(self):
+        self._resume.set()
+
+    def close(self):
+        self._resume.set()
+        self._close()
+        for t in self.threads:
+            if t.ident is not None:
+                t.join(10)
+
+
+class Proxy:
+    """A TCP endpoint for Migrate that relays (TLS bytes, opaque) to the target's."""
+
+    def __init__(self, endpoint, **relay_opts):
+        host, port = endpoint.rsplit(':', 1)
+        self.target = (host, int(port))
+        self.listener = socket.create_server(('127.0.0.1', 0))
+        self.endpoint = '127.0.0.1:%d' % self.listener.getsockname()[1]
+        self.relay = None
+        self.ready = threading.Event()
+        self.opts = relay_opts
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        try:
+            a, _ = self.listener.accept()
+            b = socket.create_connection(self.target)
+            self.relay = Relay(a, b, **self.opts)
+        except OSError:
+            pass
+        self.ready.set()
+
+    def close(self):
+        self.listener.close()
+        if self.relay:
+            self.relay.close()
+
+
+class Faults(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        import subprocess
+        import tempfile
+        cls.tmp = tempfile.TemporaryDirectory(prefix='vfmig-faults-')
+        conf = os.path.join(vt.BUILD, 'tests', 'bus', 'system-bus.conf')
+        cls.bus2 = subprocess.Popen(['dbus-daemon', '--config-file=' + conf, '--nofork', '--print-address'],
+                                    stdout=subprocess.PIPE, text=True)
+        cls.addr1 = os.environ['DBUS_SYSTEM_BUS_ADDRESS']
+        cls.addr2 = cls.bus2.stdout.readline().strip()
+        assert cls.addr2, 'the second dbus-daemon gave no address'
+        cls.src = cls.start_src()
+        cls.dst = cls.start_dst()
+
+    @classmethod
+    def start_src(cls):
+        return Host(os.path.join(HOSTS, 'faults-a.json'), cls.addr1, cls.tmp.name)
+
+    @classmethod
+    def start_dst(cls):
+        return Host(os.path.join(HOSTS, 'faults-b.json'), cls.addr2, cls.tmp.name)
+
+    @classmethod
+    def tearDownClass(cls):
+        rcs = (cls.src.stop(), cls.dst.stop())
+        cls.bus2.terminate()
+        cls.bus2.wait(10)
+        cls.tmp.cleanup()
+        assert rcs == (0, 0), rcs
+
+    warmed = None
+
+    def setUp(self):
+        if getattr(self, 'reservation', None):
+            self.tearDown()
+        for host in (self.src, self.dst):          # what a failed test before left running
+            for path, j in host.jobs().items():
+                if j['State'] not in FINAL:
+                    host.call(path, JOB, 'Cancel')
+                    self.wait_final(host, path)
+        for host, dev in ((self.src, SRC_DEV), (self.dst, DST_DEV), (self.dst, REJECT_DEV)):
+            if host.state(dev) != 'running':
+                host.reset(dev)
+        self.reservation = None
+        if Faults.warmed != (self.src.proc.pid, self.dst.proc.pid):
+            # lazily allocated clocks (timerfds) before the FD baseline
+            self.reserve()
+            s, d = self.tcp_migration()
+            self.assertEqual((s['State'], d['State']), ('completed', 'completed'), (s['Error'], d['Error']))
+            self.dst.call(self.reservation, RESERVATION, 'Release')
+            self.src.reset(SRC_DEV)
+            self.dst.reset(DST_DEV)
+            self.src.jobs()
+            self.dst.jobs()
+            pump(0.2)
+            Faults.warmed = (self.src.proc.pid, self.dst.proc.pid)
+        self.reservation = None
+        self.fds = {self.src.proc.pid: self.src.fd_count(), self.dst.proc.pid: self.dst.fd_count()}
+
+    def tearDown(self):
+        if self.reservation:
+            try:
+                self.dst.call(self.reservation, RESERVATION, 'Release')
+            except GLib.Error:
+                pass
+        self.reservation = None
+
+    # --- helpers --------------------------------------------------------------------
+
+    def reserve(self, target=DST_DEV, lease=None):
+        profile = self.src.call(vt.ROOT_PATH, vt.MANAGER, 'GetMigrationProfile', '(s)', (SRC_DEV,))[0]
+        profile = {k: GLib.Variant(*self._sig(k, v)) for k, v in profile.items()}
+        opts = {'persist': GLib.Variant('b', True)}
+        if lease:
+            opts['lease-seconds'] = GLib.Variant('u', lease)
+        self.reservation = self.dst.call(vt.ROOT_PATH, vt.MANAGER, 'Reserve', '(sa{sv}a{sv})',
+                                         (target, profile, opts))[0]
+        return self.reservation
+
+    @staticmethod
+    def _sig(k, v):
+        if isinstance(v, bool):
+            return ('b', v)
+        if isinstance(v, int):
+            return ('t', v) if k == 'state-size' else ('u', v)
+        if isinstance(v, str):
+            return ('s', v)
+        if isinstance(v, dict):
+            return ('a{ss}', v)
+        return ('as', list(v))
+
+    def prepare(self):
+        endpoint, ticket = self.dst.call(self.reservation, RESERVATION, 'PrepareIncoming', '(a{sv})',
+                                         ({'address': GLib.Variant('s', '127.0.0.1')},))
+        waiting = [p for p, j in self.dst.jobs().items() if j['State'] == 'waiting']
+        self.assertEqual(len(waiting), 1)
+        return endpoint, ticket, waiting[0]
+
+    def migrate(self, endpoint, ticket, opts=None):
+        return self.src.call(self.src.device(SRC_DEV), vt.DEVICE, 'Migrate', '(ssa{sv})',
+                             (endpoint, ticket, opts or {}))[0]
+
+    def tcp_migration(self):
+        endpoint, ticket, dst_job = self.prepare()
+        src_job = self.migrate(endpoint, ticket)
+        return self.wait_final(self.src, src_job), self.wait_final(self.dst, dst_job)
+
+    def wait_final(self, host, path, timeout=60):
+        return wait_until(lambda: host.job(path)['State'] in FINAL and host.job(path), timeout=timeout,
+                          what=f'job {path}')
+
+    def wait_bytes(self, host, path, n):
+        def pred():
+            j = host.job(path)
+            self.assertNotIn(j['State'], FINAL, f'the job ended before {n} bytes: {j["Error"]}')
+            return j['BytesTransferred'] >= n
+        wait_until(pred, timeout=60, what=f'{n} bytes in {path}')
+
+    def assert_unwound(self, src=True, dst=True, reservation=True):
+        """The surviving side(s) put back, nothing leaked."""
+        pump(0.3)
+        if src:
+            self.assertEqual(self.src.state(SRC_DEV), 'running')
+        if dst:
+            self.assertEqual(self.dst.state(DST_DEV), 'running')
+            self.assertEqual(self.dst.state(REJECT_DEV), 'running')
+            if reservation:
+                self.assertEqual(self.dst.get(self.reservation, RESERVATION, 'State'), 'active')
+        for host in ((self.src,) if src else ()) + ((self.dst,) if dst else ()):
+            before = self.fds.get(host.proc.pid)
+            if before is not None:
+                self.assertLessEqual(host.fd_count(), before, f'FDs leaked in {host.proc.pid}')
+
+    def assert_failed(self, job, side, *words):
+        self.assertEqual(job['State'], 'failed', job['Error'])
+        self.assertRegex(job['Error'], r'^org\.vfmig1\.Error\.\w+: ')
+        self.assertIn(side, job['Error'].split(': ', 1)[1])
+        for w in words:
+            self.assertIn(w, job['Error'])
+
+    # --- a peer killed mid-stream ---------------------------------------------------------
+
+    def restarted_report(self, host, dev, kind):
+        """The killed daemon, restarted: its device running, the job reported failed."""
+        self.assertEqual(host.state(dev), 'running')
+        jobs = [j for j in host.jobs().values() if j['Devices'] == [dev] and j['Kind'] == kind]
+        self.assertEqual(len(jobs), 1, jobs)
+        self.assertEqual(jobs[0]['State'], 'failed')
+        self.assertEqual(jobs[0]['Error'], RECOVERED_ERROR)
+        with open(host.log.name) as f:
+            log = f.read()
+        self.assertIn(f'{kind} of {dev} interrupted by a restart', log)
+
+    def proxied(self, pause_at):
+        """Migrate through a Proxy paused after pause_at bytes: (proxy, src_job, dst_job)."""
+        self.reserve()
+        endpoint, ticket, dst_job = self.prepare()
+        proxy = Proxy(endpoint, pause_at=pause_at)
+        self.addCleanup(proxy.close)
+        src_job = self.migrate(proxy.endpoint, ticket)
+        wait_until(lambda: proxy.relay and proxy.relay.paused.is_set(), timeout=60, what=f'{pause_at} bytes')
+        pump(0.1)
+        return proxy, src_job, dst_job
+
+    def test_kill_target_mid_stream(self):
+        for offset in (100, 16 << 20, 128 << 20):      # in the TLS handshake, early, late
+            with self.subTest(offset=offset):
+                self.setUp()
+                proxy, src_job, dst_job = self.proxied(offset)
+                self.dst.proc.send_signal(signal.SIGKILL)
+                self.dst.proc.wait(10)
+                self.dst.log.close()
+                proxy.relay.resume()
+                try:
+                    s = self.wait_final(self.src, src_job)
+                    self.assert_failed(s, 'connection')
+                    self.assert_unwound(dst=False)
+                finally:
+                    type(self).dst = self.start_dst()
+                self.restarted_report(self.dst, DST_DEV, 'restore')
+                # the persistent reservation survived the restart, active again
+                self.assertEqual(self.dst.get(self.reservation, RESERVATION, 'State'), 'active')
+                proxy.close()
+                self.tearDown()
+
+    def test_kill_source_mid_stream(self):
+        for offset in (16 << 20, 128 << 20):
+            with self.subTest(offset=offset):
+                self.setUp()
+                proxy, src_job, dst_job = self.proxied(offset)
+                self.src.proc.send_signal(signal.SIGKILL)
+                self.src.proc.wait(10)
+                self.src.log.close()
+                proxy.relay.resume()
+                try:
+                    d = self.wait_final(self.dst, dst_job)
+                    self.assert_failed(d, 'source')
+                    self.assert_unwound(src=False)
+                finally:
+                    type(self).src = self.start_src()
+                self.restarted_report(self.src, SRC_DEV, 'save')
+                proxy.close()
+                self.tearDown()
+
+    # --- the stream relayed by the test ---------------------------------------------------------
+
+    def relayed(self, **relay_opts):
+        """SaveToFd -> Relay -> ReceiveFromFd, plaintext."""
+        self.reserve()
+        a, a2 = socket.socketpair()
+        b, b2 = socket.socketpair()
+        plain = {'plaintext': GLib.Variant('b', True)}
+        try:
+            dst_job = self.dst.call(self.reservation, RESERVATION, 'ReceiveFromFd', '(ha{sv})', (0, plain),
+                                    fds=[b.fileno()])[0]
+            src_job = self.src.call(self.src.device(SRC_DEV), vt.DEVICE, 'SaveToFd', '(ha{sv})', (0, plain),
+                                    fds=[a.fileno()])[0]
+        finally:
+            a.close()
+            b.close()
+        relay = Relay(a2, b2, **relay_opts)
+        try:
+            return self.wait_final(self.src, src_job), self.wait_final(self.dst, dst_job)
+        finally:
+            relay.close()
+
+    def test_corrupted_stream(self):
+        for at in (100, 40 << 20):         # in the header record, in a data record
+            with self.subTest(at=at):
+                self.setUp()
+                s, d = self.relayed(corrupt_at=at)
+                self.assert_failed(d, 'target: invalid stream')
+                self.assertTrue(d['Error'].startswith('org.vfmig1.Error.StreamInvalid'), d['Error'])
+                self.assertEqual(s['State'], 'failed')
+                self.assert_unwound()
+                self.tearDown()
+
+    def test_truncated_stream(self):
+        for at in (10, 1000, 40 << 20):
+            with self.subTest(at=at):
+                self.setUp()
+                s, d = self.relayed(stop_at=at)
+                self.assert_failed(d, 'source/connection', 'closed')
+                self.assertEqual(s['State'], 'failed')
+                self.assert_unwound()
+                self.tearDown()
+
+    # --- tickets ---------------------------------------------------------------------------------
+
+    def test_replayed_ticket_after_success(self):
+        self.reserve()
+        endpoint, ticket, dst_job = self.prepare()
+        src_job = self.migrate(endpoint, ticket)
+        self.assertEqual(self.wait_final(self.src, src_job)['State'], 'completed')
+        self.assertEqual(self.wait_final(self.dst, dst_job)['State'], 'completed')
+        self.src.reset(SRC_DEV)
+        self.dst.reset(DST_DEV)
+        self.replay(endpoint, ticket)
+
+    def test_replayed_ticket_after_failure(self):
+        self.reserve()
+        endpoint, ticket, dst_job = self.prepare()
+        self.dst.call(dst_job, JOB, 'Cancel')
+        self.assertEqual(self.wait_final(self.dst, dst_job)['State'], 'cancelled')
+        self.replay(endpoint, ticket)
+
+    def replay(self, endpoint, ticket):
+        # the old listener is gone ...
+        try:
+            src_job = self.migrate(endpoint, ticket)
+            self.assert_failed(self.wait_final(self.src, src_job), 'connection')
+        except GLib.Error:
+            pass
+        self.assertEqual(self.src.state(SRC_DEV), 'running')
+        # ... and a new one (new ticket) refuses the old ticket before anything moves
+        endpoint2, ticket2, dst_job2 = self.prepare()
+        self.assertNotEqual(ticket2, ticket)
+        src_job = self.migrate(endpoint2, ticket)
+        s = self.wait_final(self.src, src_job)
+        self.assertTrue(s['Error'].startswith('org.vfmig1.Error.AccessDenied'), s['Error'])
+        self.assertEqual(self.src.state(SRC_DEV), 'running')
+        self.assertEqual(self.dst.state(DST_DEV), 'running')
+        self.assertEqual(self.dst.job(dst_job2)['State'], 'waiting')
+        self.dst.call(dst_job2, JOB, 'Cancel')
+        self.wait_final(self.dst, dst_job2)
+        self.assert_unwound()
+
+    def test_replayed_ticket_fd_mode(self):
+        t = GLib.Variant('s', random_ticket())
+
+        def once():
+            a, b = socket.socketpair()
+            try:
+                dst_job = self.dst.call(self.reservation, RESERVATION, 'ReceiveFromFd', '(ha{sv})',
+                                        (0, {'ticket': t}), fds=[b.fileno()])[0]
+                src_job = self.src.call(self.src.device(SRC_DEV), vt.DEVICE, 'SaveToFd', '(ha{sv})',
+                                        (0, {'ticket': t}), fds=[a.fileno()])[0]
+            finally:
+                a.close()
+                b.close()
+            return self.wait_final(self.src, src_job), self.wait_final(self.dst, dst_job)
+
+        self.reserve()
+        s, d = once()
+        self.assertEqual((s['State'], d['State']), ('completed', 'completed'), (s['Error'], d['Error']))
+        self.src.reset(SRC_DEV)
+        self.dst.reset(DST_DEV)
+        s, d = once()
+        self.assert_failed(d, 'target')
+        self.assertTrue(d['Error'].startswith('org.vfmig1.Error.AccessDenied'), d['Error'])
+        self.assertEqual(s['State'], 'failed')
+        self.assert_unwound()
+
+    def test_expired_ticket(self):
+        self.reserve(lease=2)
+        endpoint, ticket, dst_job = self.prepare()
+        d = self.wait_final(self.dst, dst_job, timeout=10)
+        self.assert_failed(d, 'target', 'expired')
+        with self.assertRaises(GLib.Error):
+            src_job = self.migrate(endpoint, ticket)
+            self.wait_final(self.src, src_job)
+            raise GLib.Error('the job failed')      # either refused at once or failed
+        self.assertEqual(self.src.state(SRC_DEV), 'running')
+        self.assertEqual(self.dst.state(DST_DEV), 'running')
+        self.reservation = None                      # the lease ended it
+        self.assert_unwound(reservation=False)
+
+    # --- Cancel mid-stream --------------------------------------------------------------------
+
+    def test_cancel_streaming_source(self):
+        proxy, src_job, dst_job = self.proxied(32 << 20)
+        self.assertEqual(self.src.job(src_job)['State'], 'switchover')
+        self.assertEqual(self.dst.job(dst_job)['State'], 'streaming')
+        self.src.call(src_job, JOB, 'Cancel')
+        proxy.relay.resume()
+        s = self.wait_final(self.src, src_job)
+        d = self.wait_final(self.dst, dst_job)
+        self.assertEqual(s['State'], 'cancelled')
+        self.assert_failed(d, 'source')
+        self.assertIn('cancel', d['Error'])
+        self.assert_unwound()
+
+    def test_cancel_streaming_target(self):
+        proxy, src_job, dst_job = self.proxied(32 << 20)
+        self.assertEqual(self.dst.job(dst_job)['State'], 'streaming')
+        self.dst.call(dst_job, JOB, 'Cancel')
+        proxy.relay.resume()
+        s = self.wait_final(self.src, src_job)
+        d = self.wait_final(self.dst, dst_job)
+        self.assertEqual(d['State'], 'cancelled')
+        self.assert_failed(s, 'target')
+        self.assertIn('cancel', s['Error'])
+        self.assert_unwound()
+
+    # --- the target device rejects the data ---------------------------------------------------------
+
+    def test_target_device_rejects_data(self):
+        self.reserve(target=REJECT_DEV)
+        endpoint, ticket, dst_job = self.prepare()
+        src_job = self.migrate(endpoint, ticket)
+        s = self.wait_final(self.src, src_job)
+        d = self.wait_final(self.dst, dst_job)
+        self.assert_failed(d, 'target', REJECT_DEV)
+        self.assertTrue(d['Error'].startswith('org.vfmig1.Error.DeviceFailed'), d['Error'])
+        self.assert_failed(s, 'target', REJECT_DEV)
+        with open(self.dst.log.name) as f:
+            self.assertIn('device reset', f.read())
+        self.assert_unwound()
+
+
+if __name__ == '__main__':
+    vt.main()
