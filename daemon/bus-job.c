@@ -188,6 +188,30 @@ int bus_job_method_migrate(sd_bus_message *m, void *userdata, sd_bus_error *erro
         return reply_job(m, j);
 }
 
+/* The start of SaveToFd and ReceiveFromFd: the socket and the options;
+ * TLS needs a ticket unless plaintext is asked for explicitly. */
+static int read_fd_call(Daemon *d, sd_bus_message *m, const char *const *keys, int *fd, JobOptions *o,
+                        sd_bus_error *error)
+{
+        int r;
+
+        r = require_jobs(d, error);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read(m, "h", fd);
+        if (r < 0)
+                return r;
+        r = read_options(m, o, keys, error);
+        if (r < 0)
+                return r;
+        if (o->ticket && !vfmig_string_is_valid(o->ticket, 64))
+                return sd_bus_error_set(error, VFMIG_ERROR_INVALID_ARGS, "option \"ticket\": expected 43 characters");
+        if (!o->plaintext && !o->ticket)
+                return sd_bus_error_set(error, VFMIG_ERROR_INVALID_ARGS,
+                                        "option \"ticket\" is required for TLS over the fd (or set \"plaintext\")");
+        return 0;
+}
+
 int bus_job_method_save_to_fd(sd_bus_message *m, void *userdata, sd_bus_error *error)
 {
         VfmigDevice *dev = userdata;
@@ -197,20 +221,9 @@ int bus_job_method_save_to_fd(sd_bus_message *m, void *userdata, sd_bus_error *e
         Job *j = NULL;
         int fd, copy, r;
 
-        r = require_jobs(d, error);
+        r = read_fd_call(d, m, save_fd_keys, &fd, &o, error);
         if (r < 0)
                 return r;
-        r = sd_bus_message_read(m, "h", &fd);
-        if (r < 0)
-                return r;
-        r = read_options(m, &o, save_fd_keys, error);
-        if (r < 0)
-                return r;
-        if (o.ticket && !vfmig_string_is_valid(o.ticket, 64))
-                return sd_bus_error_set(error, VFMIG_ERROR_INVALID_ARGS, "option \"ticket\": expected 43 characters");
-        if (!o.plaintext && !o.ticket)
-                return sd_bus_error_set(error, VFMIG_ERROR_INVALID_ARGS,
-                                        "option \"ticket\" is required for TLS over the fd (or set \"plaintext\")");
 
         r = bus_verify_method_async(m, VFMIG_DBUS_INTERFACE_DEVICE, name, &d->polkit_registry, error);
         if (r < 0)
@@ -284,20 +297,9 @@ int bus_job_method_receive_from_fd(sd_bus_message *m, void *userdata, sd_bus_err
         Job *j = NULL;
         int fd, copy, r;
 
-        r = require_jobs(d, error);
+        r = read_fd_call(d, m, receive_keys, &fd, &o, error);
         if (r < 0)
                 return r;
-        r = sd_bus_message_read(m, "h", &fd);
-        if (r < 0)
-                return r;
-        r = read_options(m, &o, receive_keys, error);
-        if (r < 0)
-                return r;
-        if (o.ticket && !vfmig_string_is_valid(o.ticket, 64))
-                return sd_bus_error_set(error, VFMIG_ERROR_INVALID_ARGS, "option \"ticket\": expected 43 characters");
-        if (!o.plaintext && !o.ticket)
-                return sd_bus_error_set(error, VFMIG_ERROR_INVALID_ARGS,
-                                        "option \"ticket\" is required for TLS over the fd (or set \"plaintext\")");
 
         r = bus_verify_method_async(m, VFMIG_DBUS_INTERFACE_RESERVATION, res->target, &d->polkit_registry, error);
         if (r < 0)
