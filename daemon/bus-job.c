@@ -399,7 +399,7 @@ static char *job_error_text(Job *j)
         if (!j->error)
                 return g_strdup("");
         name = error_name_of(j->error);
-        return g_strdup_printf("%s: %s", name ? name : "org.vfmig1.Error.Failed", j->error_message);
+        return g_strdup_printf("%s: %s", name ? name : VFMIG_ERROR_FAILED, j->error_message);
 }
 
 static int property_get_error(sd_bus *bus, const char *path, const char *interface, const char *property,

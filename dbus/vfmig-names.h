@@ -29,6 +29,8 @@
 #define VFMIG_ERROR_NOT_SUPPORTED      VFMIG_ERROR_PREFIX "NotSupported"
 #define VFMIG_ERROR_NOT_MANAGED        VFMIG_ERROR_PREFIX "NotManaged"
 #define VFMIG_ERROR_ACCESS_DENIED      VFMIG_ERROR_PREFIX "AccessDenied"
+/* A job's Error when no more specific name applies. */
+#define VFMIG_ERROR_FAILED             VFMIG_ERROR_PREFIX "Failed"
 
 #define VFMIG_POLKIT_RESERVE           "org.vfmig1.reserve"
 #define VFMIG_POLKIT_MIGRATE           "org.vfmig1.migrate"
