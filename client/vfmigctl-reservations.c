@@ -473,3 +473,45 @@ int verb_release(VfmigCtl *ctl, int argc, char **argv)
                 printf("%s: released\n", argv[1]);
         return VFMIGCTL_EXIT_OK;
 }
+
+/* receive ID [ADDRESS]: prepare the incoming side of a migration for a
+ * reservation (PrepareIncoming); prints the endpoint and the single-use
+ * ticket to give to `vfmigctl migrate` on the source host. */
+int verb_receive(VfmigCtl *ctl, int argc, char **argv)
+{
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        g_autofree char *what = g_strdup_printf("receive %s", argv[1]);
+        g_autofree char *path = NULL;
+        const char *endpoint, *ticket;
+        int r;
+
+        r = reservation_path(argv[1], &path);
+        if (r != 0)
+                return r;
+        if (argc > 2)
+                r = vfmigctl_call(ctl, what, path, VFMIG_DBUS_INTERFACE_RESERVATION, "PrepareIncoming", &reply,
+                                  "a{sv}", 1, "address", "s", argv[2]);
+        else
+                r = vfmigctl_call(ctl, what, path, VFMIG_DBUS_INTERFACE_RESERVATION, "PrepareIncoming", &reply,
+                                  "a{sv}", 0);
+        if (r != 0)
+                return r;
+        r = sd_bus_message_read(reply, "ss", &endpoint, &ticket);
+        if (r < 0)
+                return vfmigctl_log_parse_error(r, what);
+        if (ctl->json != VFMIGCTL_JSON_OFF) {
+                g_autoptr(JsonBuilder) b = json_builder_new();
+                g_autoptr(JsonNode) node = NULL;
+
+                json_builder_begin_object(b);
+                json_builder_set_member_name(b, "endpoint");
+                json_builder_add_string_value(b, endpoint);
+                json_builder_set_member_name(b, "ticket");
+                json_builder_add_string_value(b, ticket);
+                json_builder_end_object(b);
+                node = json_builder_get_root(b);
+                vfmigctl_print_json(ctl, node);
+        } else
+                printf("%s %s\n", endpoint, ticket);
+        return VFMIGCTL_EXIT_OK;
+}

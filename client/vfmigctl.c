@@ -38,6 +38,7 @@ static const Verb verbs[] = {
         { "reservations", 0, 0, true, verb_reservations, "", "List the reservations of this host" },
         { "renew", 1, 1, false, verb_renew, "ID", "Extend a reservation's lease (--lease)" },
         { "release", 1, 1, false, verb_release, "ID", "Release a reservation" },
+        { "receive", 1, 2, true, verb_receive, "ID [ADDRESS]", "Prepare a reservation's incoming side: prints endpoint and ticket" },
         { "migrate", 1, 1, false, verb_migrate, "DEVICE", "Migrate a device to a prepared target (--to, --ticket)" },
         { "jobs", 0, 0, true, verb_jobs, "", "List the migration jobs of this host" },
         { "watch", 1, 1, false, verb_watch, "JOB", "Follow a job until it ends (progress bar on a terminal)" },

@@ -68,6 +68,7 @@ int verb_reservations(VfmigCtl *ctl, int argc, char **argv); /* vfmigctl-reserva
 int verb_renew(VfmigCtl *ctl, int argc, char **argv);   /* vfmigctl-reservations.c */
 int verb_release(VfmigCtl *ctl, int argc, char **argv); /* vfmigctl-reservations.c */
 int verb_migrate(VfmigCtl *ctl, int argc, char **argv); /* vfmigctl-jobs.c */
+int verb_receive(VfmigCtl *ctl, int argc, char **argv); /* vfmigctl-reservations.c */
 int verb_jobs(VfmigCtl *ctl, int argc, char **argv);    /* vfmigctl-jobs.c */
 int verb_watch(VfmigCtl *ctl, int argc, char **argv);   /* vfmigctl-jobs.c */
 int verb_cancel(VfmigCtl *ctl, int argc, char **argv);  /* vfmigctl-jobs.c */

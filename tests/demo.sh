@@ -71,9 +71,7 @@ step "target: reserve $tgt and prepare the incoming side"
 rid=$(on b "$ctl" reserve "$tgt" --profile "$work/profile.json" --persist | awk '{print $1}')
 echo "reservation $rid"
 on b run "$ctl" reservations
-read -r endpoint ticket < <(on b busctl --system --json=short call org.vfmig1 "/org/vfmig1/reservation/$rid" \
-  org.vfmig1.Reservation PrepareIncoming 'a{sv}' 1 address s 127.0.0.1 |
-  python3 -c 'import json,sys; d=json.load(sys.stdin)["data"]; print(d[0], d[1])')
+read -r endpoint ticket < <(on b "$ctl" receive "$rid" 127.0.0.1)
 echo "endpoint $endpoint, single-use ticket ${ticket:0:8}..."
 
 step "source: migrate (TLS 1.3 with a PSK from the ticket)"

@@ -310,6 +310,25 @@ class Jobs(unittest.TestCase):
         self.assertEqual(self.wait_final(self.src, src_job)['State'], 'completed')
         self.assertEqual(self.wait_final(self.dst, dst_job)['State'], 'completed')
 
+    def test_vfmigctl_receive(self):
+        self.reserve()
+        rid = self.reservation.rsplit('/', 1)[1]
+        env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=self.dst.address)
+        r = subprocess.run([vt.VFMIGCTL, 'receive', rid, '127.0.0.1'], capture_output=True, text=True,
+                           timeout=30, env=env)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        endpoint, ticket = r.stdout.split()
+        self.assertRegex(endpoint, r'^127\.0\.0\.1:[0-9]+$')
+        self.assertEqual(len(ticket), 43)
+        self.assertEqual(self.dst.get(self.reservation, RESERVATION, 'State'), 'receiving')
+        # the endpoint and ticket it printed work
+        src_job = self.src.call(self.src.device(SRC_DEV), vt.DEVICE, 'Migrate', '(ssa{sv})',
+                                (endpoint, ticket, {}))[0]
+        self.assertEqual(self.wait_final(self.src, src_job)['State'], 'completed')
+        r = subprocess.run([vt.VFMIGCTL, 'receive', 'not-an-id'], capture_output=True, text=True, timeout=30,
+                           env=env)
+        self.assertEqual(r.returncode, 2, r.stderr)
+
     def test_malformed_arguments(self):
         dev = self.src.device(SRC_DEV)
         for args in (('nonsense', random_ticket()), ('127.0.0.1:1', 'short')):
