@@ -202,21 +202,32 @@ class MockPolkit:
 
 
 # Run in a separate process as another user: one call, a JSON line back.
+# Arguments, when given, are one GVariant in text form (a tuple); "handle 0"
+# in it refers to one end of a socketpair made by the caller and handed in.
 CALLER = r'''
-import json, os, sys
+import json, os, socket, sys
 import gi
 gi.require_version('Gio', '2.0')
 from gi.repository import Gio, GLib
 path, iface, method = sys.argv[1:4]
 interactive = len(sys.argv) > 4 and sys.argv[4] == 'interactive'
+args = sys.argv[5] if len(sys.argv) > 5 else ''
 bus = Gio.DBusConnection.new_for_address_sync(
     os.environ['DBUS_SYSTEM_BUS_ADDRESS'],
     Gio.DBusConnectionFlags.AUTHENTICATION_CLIENT | Gio.DBusConnectionFlags.MESSAGE_BUS_CONNECTION, None, None)
 print(json.dumps({'started': bus.get_unique_name()}), flush=True)
 flags = Gio.DBusCallFlags.ALLOW_INTERACTIVE_AUTHORIZATION if interactive else Gio.DBusCallFlags.NONE
+params = GLib.Variant.parse(None, args, None, None) if args else None
+fdl = None
+keep = None
+if args and 'handle' in args:
+    keep, theirs = socket.socketpair()
+    fdl = Gio.UnixFDList.new()
+    fdl.append(theirs.fileno())
+    theirs.close()
 try:
-    reply, fds = bus.call_with_unix_fd_list_sync('org.vfmig1', path, iface, method, None, None, flags,
-                                                 120000, None, None)
+    reply, fds = bus.call_with_unix_fd_list_sync('org.vfmig1', path, iface, method, params, None, flags,
+                                                 120000, fdl, None)
 except GLib.Error as e:
     print(json.dumps({'error': Gio.DBusError.get_remote_error(e), 'message': e.message}), flush=True)
     sys.exit(0)
@@ -227,6 +238,8 @@ if method == 'OpenDevice':
     os.pwrite(fd, b'vfmig-polkit', 4096)
     out['readback'] = os.pread(fd, 12, 4096).decode()
     os.close(fd)
+elif reply is not None and reply.n_children() > 0:
+    out['reply'] = reply.unpack()
 print(json.dumps(out), flush=True)
 '''
 
@@ -238,18 +251,21 @@ def user_ids(user):
     return pw.pw_uid, pw.pw_gid, ['--init-groups']
 
 
-def caller_argv(user, path, iface, method, interactive=False):
+def caller_argv(user, path, iface, method, interactive=False, args=None):
     uid, gid, groups = user_ids(user)
     argv = ['setpriv', f'--reuid={uid}', f'--regid={gid}'] + groups + \
-           ['--', '/usr/bin/python3', '-c', CALLER, path, iface, method]
-    if interactive:
-        argv.append('interactive')
+           ['--', '/usr/bin/python3', '-c', CALLER, path, iface, method,
+            'interactive' if interactive else '-']
+    if args:
+        argv.append(args)
     return argv
 
 
-def call_as(user, path, iface, method, interactive=False, timeout=60):
-    """Call method as user and wait; returns the parsed verdict."""
-    r = subprocess.run(caller_argv(user, path, iface, method, interactive),
+def call_as(user, path, iface, method, interactive=False, timeout=60, args=None):
+    """Call method as user and wait; returns the parsed verdict.
+
+    args: the call's arguments as one GVariant tuple in text form."""
+    r = subprocess.run(caller_argv(user, path, iface, method, interactive, args),
                        capture_output=True, text=True, timeout=timeout, cwd='/')
     lines = r.stdout.strip().splitlines()
     assert r.returncode == 0 and len(lines) == 2, f'caller failed ({r.returncode}): {r.stdout} {r.stderr}'

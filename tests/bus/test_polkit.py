@@ -1,10 +1,13 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
-"""Authorization of OpenDevice and Reset by polkit.
+"""Authorization by polkit: OpenDevice, Reset and the migration methods.
 
 With the real polkitd (the project's .policy, a test rules file): root is
 allowed without asking, a user outside the test group is refused (and can
 still query), a member of the group is allowed and gets a working device FD,
-the "device"/"verb" details reach polkit's rules.  Without polkit on the bus
+the "device"/"verb" details reach polkit's rules.  Every job method
+(Migrate, SaveToFd, PrepareIncoming, ReceiveFromFd, Cancel, Switchover) is
+refused to an outsider with org.vfmig1.migrate named and nothing changed, and
+a group member runs a whole migration without root.  Without polkit on the bus
 every unprivileged call is refused with a message saying so.  With the
 dbusmock polkitd template: while one caller's check hangs, other callers are
 served; the hung call is answered when polkit answers; a caller that leaves
@@ -24,6 +27,9 @@ from gi.repository import Gio, GLib
 HOST = os.path.join(vt.SIM, 'host-a.json')
 DEV = '0000:17:00.1'
 OTHER_DEV = '0000:17:00.2'
+JOB = 'org.vfmig1.Job'
+RESERVATION = 'org.vfmig1.Reservation'
+ACTION_MIGRATE = 'org.vfmig1.migrate'
 
 
 def state_size(name):
@@ -33,7 +39,9 @@ def state_size(name):
 
 
 def start_daemon():
-    return vt.Daemon(['--simulate', HOST, '--config', '/nonexistent/vfmigd.conf', '--debug']).start()
+    return vt.Daemon(['--simulate', HOST, '--config', '/nonexistent/vfmigd.conf', '--debug',
+                      '--rules', os.path.join(vt.SOURCE, 'data', 'compat.d'),
+                      '--admin-rules', '/nonexistent/compat.d']).start()
 
 
 def busctl_as(user, *args):
@@ -142,6 +150,102 @@ class RealPolkit(Base):
             else:
                 self.assertEqual(v, {'ok': True})
         self.assertEqual(len(os.listdir(fd_dir)), before)
+
+
+    # --- migration: org.vfmig1.migrate on every job method -------------------
+
+    def jobs(self):
+        return {p: i[JOB] for p, i in self.client.managed_objects().items() if JOB in i}
+
+    def wait_job(self, path, timeout=30):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            props = self.client.get_all(path, JOB)
+            if props['State'] in ('completed', 'failed', 'cancelled'):
+                return props
+            time.sleep(0.02)
+        raise AssertionError(f'job {path} did not finish')
+
+    def reserve_target(self):
+        """A reservation of OTHER_DEV for DEV's state (root: the orchestrator's part)."""
+        profile = self.client.manager('GetMigrationProfile', '(s)', (DEV,))[0]
+        signature = {bool: 'b', str: 's', dict: 'a{ss}', list: 'as'}
+        variants = {k: GLib.Variant('t' if k == 'state-size' else 'u', v) if type(v) is int
+                    else GLib.Variant(signature[type(v)], v) for k, v in profile.items()}
+        return self.client.manager('Reserve', '(sa{sv}a{sv})', (OTHER_DEV, variants, {}))[0]
+
+    def release(self, reservation):
+        try:
+            self.client.call(reservation, RESERVATION, 'Release')
+        except GLib.Error:
+            pass
+        for dev in (DEV, OTHER_DEV):
+            if self.client.get(self.path(dev), vt.DEVICE, 'MigrationState') != 'running':
+                self.client.call(self.path(dev), vt.DEVICE, 'Reset')
+
+    def test_job_methods_refused_for_outsiders(self):
+        reservation = self.reserve_target()
+        try:
+            before = set(self.jobs())
+            calls = (
+                (self.path(), vt.DEVICE, 'Migrate', "('127.0.0.1:9', 'x', @a{sv} {})"),
+                (self.path(), vt.DEVICE, 'SaveToFd', "(handle 0, {'plaintext': <true>})"),
+                (reservation, RESERVATION, 'PrepareIncoming', "(@a{sv} {},)"),
+                (reservation, RESERVATION, 'ReceiveFromFd', "(handle 0, {'plaintext': <true>})"),
+            )
+            for path, iface, method, args in calls:
+                with self.subTest(method=method):
+                    self.assertDenied(pt.call_as('nobody', path, iface, method, args=args), ACTION_MIGRATE)
+            # Nothing changed: no job, both devices running, the reservation as it was.
+            self.assertEqual(set(self.jobs()), before)
+            for dev in (DEV, OTHER_DEV):
+                self.assertEqual(self.client.get(self.path(dev), vt.DEVICE, 'MigrationState'), 'running')
+            self.assertEqual(self.client.get(reservation, RESERVATION, 'State'), 'active')
+
+            # A job root started: outsiders can watch it but not cancel or switch it over.
+            endpoint, ticket = self.client.call(reservation, RESERVATION, 'PrepareIncoming', '(a{sv})',
+                                                ({'address': GLib.Variant('s', '127.0.0.1')},))
+            job = next(iter(set(self.jobs()) - before))
+            for method in ('Cancel', 'Switchover'):
+                with self.subTest(method=method):
+                    self.assertDenied(pt.call_as('nobody', job, JOB, method), ACTION_MIGRATE)
+            r = busctl_as('nobody', 'get-property', vt.BUS_NAME, job, JOB, 'State')
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertIn('waiting', r.stdout)
+            self.assertEqual(self.client.get(job, JOB, 'State'), 'waiting')
+            self.client.call(job, JOB, 'Cancel')
+            self.assertEqual(self.wait_job(job)['State'], 'cancelled')
+        finally:
+            self.release(reservation)
+
+    def test_group_member_migrates(self):
+        """A member of the group polkit allows runs a whole migration (here within one host)."""
+        reservation = self.reserve_target()
+        try:
+            before = set(self.jobs())
+            v = pt.call_as(pt.TEST_USER, reservation, RESERVATION, 'PrepareIncoming',
+                           args="({'address': <'127.0.0.1'>},)")
+            self.assertTrue(v.get('ok'), v)
+            endpoint, ticket = v['reply']
+            v = pt.call_as(pt.TEST_USER, self.path(DEV), vt.DEVICE, 'Migrate',
+                           args=f"('{endpoint}', '{ticket}', @a{{sv}} {{}})")
+            self.assertTrue(v.get('ok'), v)
+            source_job = v['reply'][0]
+            self.assertEqual(self.client.get(source_job, JOB, 'Kind'), 'save')
+            target_job = next(p for p in set(self.jobs()) - before if p != source_job)
+            s, t = self.wait_job(source_job), self.wait_job(target_job)
+            self.assertEqual((s['State'], s['Error']), ('completed', ''))
+            self.assertEqual((t['State'], t['Error']), ('completed', ''))
+            self.assertEqual(s['BytesTransferred'], t['BytesTransferred'])
+            self.assertEqual(self.client.get(self.path(DEV), vt.DEVICE, 'MigrationState'), 'stop')
+            self.assertEqual(self.client.get(self.path(OTHER_DEV), vt.DEVICE, 'MigrationState'), 'stop')
+            # Cancel and Switchover of a finished job are allowed and change nothing.
+            self.assertEqual(pt.call_as(pt.TEST_USER, source_job, JOB, 'Switchover'), {'ok': True})
+            v = pt.call_as(pt.TEST_USER, source_job, JOB, 'Cancel')
+            self.assertEqual(v.get('error'), 'org.vfmig1.Error.Busy', v)
+            self.assertEqual(self.client.get(source_job, JOB, 'State'), 'completed')
+        finally:
+            self.release(reservation)
 
 
 class NoPolkit(Base):
