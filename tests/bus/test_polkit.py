@@ -169,10 +169,7 @@ class RealPolkit(Base):
     def reserve_target(self):
         """A reservation of OTHER_DEV for DEV's state (root: the orchestrator's part)."""
         profile = self.client.manager('GetMigrationProfile', '(s)', (DEV,))[0]
-        signature = {bool: 'b', str: 's', dict: 'a{ss}', list: 'as'}
-        variants = {k: GLib.Variant('t' if k == 'state-size' else 'u', v) if type(v) is int
-                    else GLib.Variant(signature[type(v)], v) for k, v in profile.items()}
-        return self.client.manager('Reserve', '(sa{sv}a{sv})', (OTHER_DEV, variants, {}))[0]
+        return self.client.manager('Reserve', '(sa{sv}a{sv})', (OTHER_DEV, vt.profile_variants(profile), {}))[0]
 
     def release(self, reservation):
         try:

@@ -183,6 +183,28 @@ class SignalRecorder:
             self.bus.signal_unsubscribe(i)
 
 
+def profile_variants(profile):
+    """A profile as GetMigrationProfile returns it (unpacked), ready to send back as a{sv}."""
+    signature = {bool: 'b', str: 's', dict: 'a{ss}', list: 'as'}
+    return {k: GLib.Variant('t' if k == 'state-size' else 'u', v) if type(v) is int
+            else GLib.Variant(signature[type(v)], v) for k, v in profile.items()}
+
+
+class SecondBus:
+    """Another private dbus-daemon with the test bus's configuration (the shipped policy)."""
+
+    def __init__(self):
+        conf = os.path.join(BUILD, 'tests', 'bus', 'system-bus.conf')
+        self.proc = subprocess.Popen(['dbus-daemon', '--config-file=' + conf, '--nofork', '--print-address'],
+                                     stdout=subprocess.PIPE, text=True)
+        self.address = self.proc.stdout.readline().strip()
+        assert self.address, 'the second dbus-daemon gave no address'
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
 def run_as_nobody(argv, **kw):
     """Run argv as an unprivileged user (no supplementary groups)."""
     return subprocess.run(['setpriv', f'--reuid={NOBODY_UID}', f'--regid={NOBODY_GID}', '--clear-groups',
