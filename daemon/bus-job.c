@@ -4,9 +4,11 @@
  * vtable, object_find and a node enumerator), the signals of the job set
  * (jobs.c, which knows no D-Bus; Progress at most every
  * BUS_JOB_PROGRESS_INTERVAL_USEC per job), and the bodies of the methods that
- * start jobs: Device.Migrate, Device.SaveToFd (bus-device.c's vtable) and
- * Reservation.PrepareIncoming, Reservation.ReceiveFromFd (bus-reservation.c's
- * vtable).  All of them are polkit-gated (org.vfmig1.migrate).
+ * start jobs: Device.Migrate, Device.SaveToFd (bus-device.c's vtable),
+ * Manager.MigrateGroup (bus-manager.c's) and Reservation.PrepareIncoming,
+ * Reservation.ReceiveFromFd (bus-reservation.c's vtable; their option
+ * "group" adds more reservations to receive a group into).  All of them are
+ * polkit-gated (org.vfmig1.migrate).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -19,6 +21,7 @@
 
 #include "bus-polkit.h"
 #include "jobs.h"
+#include "stream.h"
 #include "log.h"
 #include "util.h"
 #include "vfmigd.h"
@@ -44,10 +47,13 @@ static Daemon *current_daemon(sd_bus_message *m)
         return sd_bus_slot_get_userdata(sd_bus_get_current_slot(sd_bus_message_get_bus(m)));
 }
 
-/* The typed error name of a core errno, NULL when it has none. */
+/* The typed error name of a core errno, NULL when it has none.  Jobs add
+ * TimedOut (a peer that stopped making progress) to the daemon's map. */
 static const char *error_name_of(int error)
 {
         error = error < 0 ? -error : error;
+        if (error == ETIMEDOUT)
+                return VFMIG_ERROR_TIMED_OUT;
         for (const sd_bus_error_map *e = vfmig_error_map; e->name; e++)
                 if (e->code == error)
                         return e->name;
@@ -65,13 +71,62 @@ static int set_error(sd_bus_error *error, int r, const char *msg)
 
 typedef struct JobOptions {
         uint32_t downtime_ms;
+        uint32_t timeout_ms;
         int precopy;
         int plaintext;
         int resume_running;
         const char *ticket;
         const char *address;
         uint32_t port;
+        GPtrArray *group;               /* reservation ids (borrowed from the message) */
 } JobOptions;
+
+static void job_options_clear(JobOptions *o)
+{
+        g_clear_pointer(&o->group, g_ptr_array_unref);
+}
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(JobOptions, job_options_clear)
+
+/* Option "group": ao of reservation objects or as of reservation ids. */
+static int read_group(sd_bus_message *m, const char *contents, JobOptions *o, sd_bus_error *error)
+{
+        char type = contents[1];
+        const char *v;
+        int r;
+
+        r = sd_bus_message_enter_container(m, SD_BUS_TYPE_VARIANT, contents);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_enter_container(m, SD_BUS_TYPE_ARRAY, contents + 1);
+        if (r < 0)
+                return r;
+        if (!o->group)
+                o->group = g_ptr_array_new();
+        while ((r = sd_bus_message_read_basic(m, type, &v)) > 0) {
+                const char *id = v;
+
+                if (type == SD_BUS_TYPE_OBJECT_PATH) {
+                        if (!g_str_has_prefix(v, VFMIG_DBUS_RESERVATION_PREFIX "/"))
+                                return sd_bus_error_setf(error, VFMIG_ERROR_INVALID_ARGS, "option \"group\": %.80s "
+                                                         "is not a reservation object", v);
+                        id = v + strlen(VFMIG_DBUS_RESERVATION_PREFIX "/");
+                }
+                if (!reservation_id_is_valid(id))
+                        return sd_bus_error_setf(error, VFMIG_ERROR_INVALID_ARGS, "option \"group\": \"%.80s\" is not "
+                                                 "a reservation id (32 hex digits) or object", v);
+                if (o->group->len + 1 >= VFMIG_STREAM_MAX_DEVICES)
+                        return sd_bus_error_setf(error, VFMIG_ERROR_INVALID_ARGS, "option \"group\": at most %u "
+                                                 "more reservations (a stream carries %u devices)",
+                                                 VFMIG_STREAM_MAX_DEVICES - 1, VFMIG_STREAM_MAX_DEVICES);
+                g_ptr_array_add(o->group, (char *) id);
+        }
+        if (r < 0)
+                return r;
+        r = sd_bus_message_exit_container(m);
+        if (r < 0)
+                return r;
+        return sd_bus_message_exit_container(m);
+}
 
 /* a{sv} with the keys this method knows; other keys are ignored. */
 static int read_options(sd_bus_message *m, JobOptions *o, const char *const *known, sd_bus_error *error)
@@ -95,11 +150,19 @@ static int read_options(sd_bus_message *m, JobOptions *o, const char *const *kno
                         ours = ours || streq_ptr(*k, key);
                 if (!ours) {
                         r = sd_bus_message_skip(m, "v");
-                } else if (streq_ptr(key, "downtime-ms") || streq_ptr(key, "port")) {
+                } else if (streq_ptr(key, "group")) {
+                        if (!streq_ptr(contents, "ao") && !streq_ptr(contents, "as"))
+                                return sd_bus_error_setf(error, VFMIG_ERROR_INVALID_ARGS, "option \"group\": must be "
+                                                         "of type ao (reservation objects) or as (ids), not %s",
+                                                         contents);
+                        r = read_group(m, contents, o, error);
+                } else if (streq_ptr(key, "downtime-ms") || streq_ptr(key, "port") || streq_ptr(key, "timeout-ms")) {
                         want = "u";
                         if (streq_ptr(contents, want))
                                 r = sd_bus_message_read(m, "v", "u",
-                                                        streq_ptr(key, "port") ? &o->port : &o->downtime_ms);
+                                                        streq_ptr(key, "port") ? &o->port :
+                                                        streq_ptr(key, "timeout-ms") ? &o->timeout_ms :
+                                                        &o->downtime_ms);
                 } else if (streq_ptr(key, "ticket") || streq_ptr(key, "address")) {
                         want = "s";
                         if (streq_ptr(contents, want))
@@ -130,9 +193,10 @@ static int read_options(sd_bus_message *m, JobOptions *o, const char *const *kno
 static int reply_job(sd_bus_message *m, Job *j)
 {
         g_autofree char *path = bus_job_path(j->id);
+        g_autofree char *names = g_strjoinv(", ", j->devices);
 
         log_internal(LOG_INFO, "VFMIG_JOB", j->id, "Job %s (%s of %s) started by %s", j->id,
-                     job_kind_to_string(j->kind), j->devices[0], sd_bus_message_get_sender(m));
+                     job_kind_to_string(j->kind), names, sd_bus_message_get_sender(m));
         return sd_bus_reply_method_return(m, "o", path);
 }
 
@@ -145,15 +209,36 @@ static int require_jobs(Daemon *d, sd_bus_error *error)
 
 /* --- Device.Migrate / Device.SaveToFd --------------------------------------- */
 
-static const char *const save_keys[] = { "downtime-ms", "precopy", NULL };
-static const char *const save_fd_keys[] = { "downtime-ms", "precopy", "plaintext", "ticket", NULL };
+static const char *const save_keys[] = { "downtime-ms", "precopy", "timeout-ms", NULL };
+static const char *const save_fd_keys[] = { "downtime-ms", "precopy", "plaintext", "ticket", "timeout-ms", NULL };
+
+static int check_timeout(const JobOptions *o, sd_bus_error *error)
+{
+        if (o->timeout_ms && (o->timeout_ms < JOB_STALL_MIN_MS || o->timeout_ms > JOB_STALL_MAX_MS))
+                return sd_bus_error_setf(error, VFMIG_ERROR_INVALID_ARGS, "option \"timeout-ms\": %" PRIu32 " is out "
+                                         "of range, expected %u..%u (0: the default, %u)", o->timeout_ms,
+                                         JOB_STALL_MIN_MS, JOB_STALL_MAX_MS, JOB_STALL_DEFAULT_MS);
+        return 0;
+}
+
+static int check_endpoint_ticket(const char *endpoint, const char *ticket, sd_bus_error *error)
+{
+        if (!vfmig_string_is_valid(endpoint, 128))
+                return sd_bus_error_setf(error, VFMIG_ERROR_INVALID_ARGS,
+                                         "endpoint: expected HOST:PORT with a numeric host, at most 128 characters");
+        if (!vfmig_string_is_valid(ticket, 64))
+                return sd_bus_error_set(error, VFMIG_ERROR_INVALID_ARGS,
+                                        "ticket: expected the 43 characters PrepareIncoming returned");
+        return 0;
+}
 
 int bus_job_method_migrate(sd_bus_message *m, void *userdata, sd_bus_error *error)
 {
         VfmigDevice *dev = userdata;
         Daemon *d = current_daemon(m);
         g_autofree char *name = g_strdup(dev->name), *msg = NULL;
-        JobOptions o = {};
+        const char *devices[] = { name, NULL };
+        g_auto(JobOptions) o = {};
         const char *endpoint, *ticket;
         Job *j = NULL;
         int r;
@@ -167,12 +252,12 @@ int bus_job_method_migrate(sd_bus_message *m, void *userdata, sd_bus_error *erro
         r = read_options(m, &o, save_keys, error);
         if (r < 0)
                 return r;
-        if (!vfmig_string_is_valid(endpoint, 128))
-                return sd_bus_error_setf(error, VFMIG_ERROR_INVALID_ARGS,
-                                         "endpoint: expected HOST:PORT with a numeric host, at most 128 characters");
-        if (!vfmig_string_is_valid(ticket, 64))
-                return sd_bus_error_set(error, VFMIG_ERROR_INVALID_ARGS,
-                                        "ticket: expected the 43 characters PrepareIncoming returned");
+        r = check_endpoint_ticket(endpoint, ticket, error);
+        if (r < 0)
+                return r;
+        r = check_timeout(&o, error);
+        if (r < 0)
+                return r;
 
         r = bus_verify_method_async(m, VFMIG_DBUS_INTERFACE_DEVICE, name, &d->polkit_registry, error);
         if (r < 0)
@@ -180,9 +265,10 @@ int bus_job_method_migrate(sd_bus_message *m, void *userdata, sd_bus_error *erro
         if (r == 0)
                 return 1;
 
-        r = jobs_start_migrate(d->jobs, name,
+        r = jobs_start_migrate(d->jobs, devices,
                                endpoint, &(JobSaveOptions) { .precopy = o.precopy, .downtime_ms = o.downtime_ms,
-                                                             .ticket = ticket }, &j, &msg);
+                                                             .ticket = ticket, .timeout_ms = o.timeout_ms },
+                               &j, &msg);
         if (r < 0)
                 return set_error(error, r, msg);
         return reply_job(m, j);
@@ -209,7 +295,7 @@ static int read_fd_call(Daemon *d, sd_bus_message *m, const char *const *keys, i
         if (!o->plaintext && !o->ticket)
                 return sd_bus_error_set(error, VFMIG_ERROR_INVALID_ARGS,
                                         "option \"ticket\" is required for TLS over the fd (or set \"plaintext\")");
-        return 0;
+        return check_timeout(o, error);
 }
 
 int bus_job_method_save_to_fd(sd_bus_message *m, void *userdata, sd_bus_error *error)
@@ -217,7 +303,8 @@ int bus_job_method_save_to_fd(sd_bus_message *m, void *userdata, sd_bus_error *e
         VfmigDevice *dev = userdata;
         Daemon *d = current_daemon(m);
         g_autofree char *name = g_strdup(dev->name), *msg = NULL;
-        JobOptions o = {};
+        const char *devices[] = { name, NULL };
+        g_auto(JobOptions) o = {};
         Job *j = NULL;
         int fd, copy, r;
 
@@ -234,9 +321,90 @@ int bus_job_method_save_to_fd(sd_bus_message *m, void *userdata, sd_bus_error *e
         copy = fcntl(fd, F_DUPFD_CLOEXEC, 3);
         if (copy < 0)
                 return sd_bus_error_set_errnof(error, errno, "Cannot duplicate the fd: %m");
-        r = jobs_start_save_fd(d->jobs, name, copy,
+        r = jobs_start_save_fd(d->jobs, devices, copy,
                                &(JobSaveOptions) { .precopy = o.precopy, .downtime_ms = o.downtime_ms,
-                                                   .plaintext = o.plaintext, .ticket = o.ticket }, &j, &msg);
+                                                   .plaintext = o.plaintext, .ticket = o.ticket,
+                                                   .timeout_ms = o.timeout_ms }, &j, &msg);
+        if (r < 0)
+                return set_error(error, r, msg);
+        return reply_job(m, j);
+}
+
+/* --- Manager.MigrateGroup ------------------------------------------------------ */
+
+/* as devices (1..VFMIG_STREAM_MAX_DEVICES valid, distinct names), stream order. */
+static int read_devices(sd_bus_message *m, char ***ret, sd_bus_error *error)
+{
+        g_auto(GStrv) v = NULL;
+        guint n;
+        int r;
+
+        r = sd_bus_message_read_strv(m, &v);
+        if (r < 0)
+                return r;
+        n = v ? g_strv_length(v) : 0;
+        if (n == 0)
+                return sd_bus_error_set(error, VFMIG_ERROR_INVALID_ARGS, "devices: at least one device is needed");
+        if (n > VFMIG_STREAM_MAX_DEVICES)
+                return sd_bus_error_setf(error, VFMIG_ERROR_INVALID_ARGS, "devices: %u devices, a stream carries at "
+                                         "most %u", n, VFMIG_STREAM_MAX_DEVICES);
+        for (guint i = 0; i < n; i++) {
+                if (!vfmig_device_name_is_valid(v[i]))
+                        return sd_bus_error_setf(error, VFMIG_ERROR_INVALID_ARGS, "devices[%u]: \"%.64s\" is not a "
+                                                 "valid device name (a PCI address or an mdev UUID, at most %d "
+                                                 "characters of [A-Za-z0-9:._-])", i, v[i], VFMIG_NAME_MAX);
+                for (guint k = 0; k < i; k++)
+                        if (streq_ptr(v[k], v[i]))
+                                return sd_bus_error_setf(error, VFMIG_ERROR_INVALID_ARGS, "devices: %s is given "
+                                                         "twice", v[i]);
+        }
+        *ret = g_steal_pointer(&v);
+        return 0;
+}
+
+int bus_job_method_migrate_group(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+        Daemon *d = current_daemon(m);
+        g_auto(GStrv) devices = NULL;
+        g_autofree char *msg = NULL, *names = NULL;
+        g_auto(JobOptions) o = {};
+        const char *endpoint, *ticket;
+        Job *j = NULL;
+        int r;
+
+        r = require_jobs(d, error);
+        if (r < 0)
+                return r;
+        r = read_devices(m, &devices, error);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read(m, "ss", &endpoint, &ticket);
+        if (r < 0)
+                return r;
+        r = read_options(m, &o, save_keys, error);
+        if (r < 0)
+                return r;
+        r = check_endpoint_ticket(endpoint, ticket, error);
+        if (r < 0)
+                return r;
+        r = check_timeout(&o, error);
+        if (r < 0)
+                return r;
+
+        /* Not a member of one device: the action is named here, with every
+         * device in the details. */
+        names = g_strjoinv(",", devices);
+        r = bus_verify_polkit_async(m, VFMIG_POLKIT_MIGRATE,
+                                    (const char *[]) { "device", names, "verb", "migrate-group", NULL },
+                                    &d->polkit_registry, error);
+        if (r < 0)
+                return r;
+        if (r == 0)
+                return 1;
+
+        r = jobs_start_migrate(d->jobs, (const char *const *) devices, endpoint,
+                               &(JobSaveOptions) { .precopy = o.precopy, .downtime_ms = o.downtime_ms,
+                                                   .ticket = ticket, .timeout_ms = o.timeout_ms }, &j, &msg);
         if (r < 0)
                 return set_error(error, r, msg);
         return reply_job(m, j);
@@ -244,15 +412,35 @@ int bus_job_method_save_to_fd(sd_bus_message *m, void *userdata, sd_bus_error *e
 
 /* --- Reservation.PrepareIncoming / Reservation.ReceiveFromFd ------------------ */
 
-static const char *const prepare_keys[] = { "address", "port", "resume-running", NULL };
-static const char *const receive_keys[] = { "plaintext", "ticket", "resume-running", NULL };
+static const char *const prepare_keys[] = { "address", "port", "resume-running", "group", NULL };
+static const char *const receive_keys[] = { "plaintext", "ticket", "resume-running", "group", NULL };
+
+/* res, then the reservations of option "group", in that order: stream
+ * device i is received into element i.  NotReserved for one that is gone. */
+static int resolve_set(Daemon *d, Reservation *res, const JobOptions *o, GPtrArray **ret, sd_bus_error *error)
+{
+        g_autoptr(GPtrArray) set = g_ptr_array_new();
+
+        g_ptr_array_add(set, res);
+        for (guint i = 0; o->group && i < o->group->len; i++) {
+                Reservation *r = reservations_get(d->reservations, o->group->pdata[i]);
+
+                if (!r)
+                        return sd_bus_error_setf(error, VFMIG_ERROR_NOT_RESERVED, "option \"group\": no reservation "
+                                                 "%s (it ended, or never existed)", (const char *) o->group->pdata[i]);
+                g_ptr_array_add(set, r);
+        }
+        *ret = g_steal_pointer(&set);
+        return 0;
+}
 
 int bus_job_method_prepare_incoming(sd_bus_message *m, void *userdata, sd_bus_error *error)
 {
         Reservation *res = userdata;
         Daemon *d = current_daemon(m);
         g_autofree char *msg = NULL, *endpoint = NULL, *ticket = NULL;
-        JobOptions o = { .address = "0.0.0.0" };
+        g_auto(JobOptions) o = { .address = "0.0.0.0" };
+        g_autoptr(GPtrArray) set = NULL;
         Job *j = NULL;
         int r;
 
@@ -276,15 +464,18 @@ int bus_job_method_prepare_incoming(sd_bus_message *m, void *userdata, sd_bus_er
         if (r == 0)
                 return 1;
 
-        r = jobs_prepare_incoming(d->jobs, res, o.address, (uint16_t) o.port,
+        r = resolve_set(d, res, &o, &set, error);
+        if (r < 0)
+                return r;
+        r = jobs_prepare_incoming(d->jobs, (Reservation *const *) set->pdata, set->len, o.address, (uint16_t) o.port,
                                   &(JobReceiveOptions) { .resume_running = o.resume_running }, &endpoint, &ticket, &j,
                                   &msg);
         if (r < 0)
                 return set_error(error, r, msg);
         if (job_state_is_final(j->state))
                 return set_error(error, j->error, j->error_message);
-        log_internal(LOG_INFO, "VFMIG_RESERVATION", res->id, "Reservation %s: receiving on %s (job %s) for %s",
-                     res->id, endpoint, j->id, sd_bus_message_get_sender(m));
+        log_internal(LOG_INFO, "VFMIG_RESERVATION", res->id, "Reservation %s%s: receiving on %s (job %s) for %s",
+                     res->id, set->len > 1 ? " and its group" : "", endpoint, j->id, sd_bus_message_get_sender(m));
         return sd_bus_reply_method_return(m, "ss", endpoint, ticket);
 }
 
@@ -293,7 +484,8 @@ int bus_job_method_receive_from_fd(sd_bus_message *m, void *userdata, sd_bus_err
         Reservation *res = userdata;
         Daemon *d = current_daemon(m);
         g_autofree char *msg = NULL;
-        JobOptions o = {};
+        g_auto(JobOptions) o = {};
+        g_autoptr(GPtrArray) set = NULL;
         Job *j = NULL;
         int fd, copy, r;
 
@@ -307,10 +499,13 @@ int bus_job_method_receive_from_fd(sd_bus_message *m, void *userdata, sd_bus_err
         if (r == 0)
                 return 1;
 
+        r = resolve_set(d, res, &o, &set, error);
+        if (r < 0)
+                return r;
         copy = fcntl(fd, F_DUPFD_CLOEXEC, 3);
         if (copy < 0)
                 return sd_bus_error_set_errnof(error, errno, "Cannot duplicate the fd: %m");
-        r = jobs_start_receive_fd(d->jobs, res, copy,
+        r = jobs_start_receive_fd(d->jobs, (Reservation *const *) set->pdata, set->len, copy,
                                   &(JobReceiveOptions) { .resume_running = o.resume_running,
                                                          .plaintext = o.plaintext, .ticket = o.ticket }, &j, &msg);
         if (r < 0)

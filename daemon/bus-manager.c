@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * bus-manager.c — org.vfmig1.Manager at /org/vfmig1: inventory queries.
- * Each handler parses, validates, calls the core and replies.
+ * Each handler parses, validates, calls the core and replies.  The members of
+ * the other modules (compatibility, reservations, MigrateGroup) have their
+ * bodies in bus-compat.c, bus-reservation.c and bus-job.c.
  */
 #include <errno.h>
 
@@ -185,6 +187,13 @@ const sd_bus_vtable manager_vtable[] = {
                                 SD_BUS_NO_ARGS,
                                 SD_BUS_RESULT("a(ssosst)", reservations),
                                 bus_reservation_method_list,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        /* Several devices of one VM in one job and one stream (bus-job.c;
+         * polkit org.vfmig1.migrate). */
+        SD_BUS_METHOD_WITH_ARGS("MigrateGroup",
+                                SD_BUS_ARGS("as", devices, "s", endpoint, "s", ticket, "a{sv}", options),
+                                SD_BUS_RESULT("o", job),
+                                bus_job_method_migrate_group,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_SIGNAL_WITH_ARGS("ReservationAdded", SD_BUS_ARGS("s", id, "s", target, "o", reservation), 0),
         SD_BUS_SIGNAL_WITH_ARGS("ReservationRemoved",

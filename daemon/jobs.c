@@ -37,11 +37,21 @@ struct Jobs {
         void *userdata;
 };
 
+/* One device of a job: its data stream and what we did to it. */
+typedef struct JobDev {
+        VfmigVfioData *data;
+        bool moved;                     /* left RUNNING because of us */
+} JobDev;
+
 struct JobPrivate {
         Jobs *set;
+        unsigned n_dev;                 /* = length of Job.devices */
+        JobDev *dev;
+        char *names;                    /* "a, b, c" for messages */
         /* options */
         bool precopy, plaintext, resume_running, tcp;
         uint32_t downtime_budget_ms;
+        uint64_t stall_usec;            /* source: no progress on the connection this long fails the job */
         char *ticket;
         uint64_t ticket_expires_usec;
         VfmigPsk psk;
@@ -54,8 +64,6 @@ struct JobPrivate {
         /* pumps */
         VfmigStreamSender *sender;
         VfmigStreamReceiver *receiver;
-        VfmigVfioData *data;
-        bool device_moved;              /* the device left RUNNING because of us */
         bool stopped;                   /* source: STOP_COPY reached */
         bool replied;                   /* target: RESULT queued */
         bool end_seen;                  /* target: END handled */
@@ -69,6 +77,7 @@ struct JobPrivate {
         sd_event_source *timer_src;     /* handshake / drain / pre-copy poll */
         sd_event_source *expiry_src;    /* target: ticket expiry */
         sd_event_source *retention_src;
+        sd_event_source *stall_src;     /* source: the connection made no progress */
         uint64_t last_progress_bytes;
 };
 
@@ -100,16 +109,29 @@ static uint64_t now_usec(clockid_t c)
         return (uint64_t) ts.tv_sec * 1000000ULL + (uint64_t) ts.tv_nsec / 1000ULL;
 }
 
+/* The device names, "a, b, c", for messages. */
 static const char *job_device(Job *j)
 {
-        return j->devices[0];
+        return j->priv->names;
 }
 
-static ManagedDevice *job_managed(Job *j)
+static ManagedDevice *job_managed_at(Job *j, unsigned i)
 {
-        ManagedDevice *m = device_access_get(j->priv->set->access, job_device(j));
+        ManagedDevice *m = device_access_get(j->priv->set->access, j->devices[i]);
 
         return m && m->status == ACCESS_MANAGED && m->vfio ? m : NULL;
+}
+
+static bool mig_state_is_p2p(VfmigMigState st)
+{
+        return st == VFMIG_MIG_RUNNING_P2P || st == VFMIG_MIG_PRE_COPY_P2P;
+}
+
+static const char *mig_state_name(VfmigMigState st)
+{
+        const char *n = vfmig_mig_state_to_string(st);
+
+        return n ? n : "?";
 }
 
 /* --- lifecycle ------------------------------------------------------------ */
@@ -120,6 +142,7 @@ static void job_release_transport(Job *j)
 
         p->defer_src = sd_event_source_disable_unref(p->defer_src);
         p->timer_src = sd_event_source_disable_unref(p->timer_src);
+        p->stall_src = sd_event_source_disable_unref(p->stall_src);
         p->expiry_src = sd_event_source_disable_unref(p->expiry_src);
         p->io_src = sd_event_source_disable_unref(p->io_src);
         p->listen_src = sd_event_source_disable_unref(p->listen_src);
@@ -130,7 +153,8 @@ static void job_release_transport(Job *j)
         g_clear_pointer(&p->sender, vfmig_stream_sender_free);
         g_clear_pointer(&p->receiver, vfmig_stream_receiver_free);
         g_clear_pointer(&p->conn, vfmig_stream_conn_free);
-        g_clear_pointer(&p->data, vfmig_vfio_data_close);
+        for (unsigned i = 0; i < p->n_dev; i++)
+                g_clear_pointer(&p->dev[i].data, vfmig_vfio_data_close);
 }
 
 static void job_free(Job *j)
@@ -144,8 +168,11 @@ static void job_free(Job *j)
                 memset(j->priv->ticket, 0, strlen(j->priv->ticket));
         g_free(j->priv->ticket);
         g_free(j->priv->pending_message);
+        g_free(j->priv->dev);
+        g_free(j->priv->names);
         g_free(j->priv);
         g_strfreev(j->devices);
+        g_strfreev(j->reservations);
         g_free(j->reservation_id);
         g_free(j->error_message);
         g_free(j->id);
@@ -179,7 +206,8 @@ void jobs_set_listener(Jobs *s, const JobsListener *l, void *userdata)
         s->userdata = userdata;
 }
 
-static void unwind_device(Job *j);
+static void unwind_devices(Job *j);
+static void job_reservations_active(Job *j);
 
 void jobs_free(Jobs *s)
 {
@@ -191,13 +219,9 @@ void jobs_free(Jobs *s)
         g_hash_table_iter_init(&it, s->jobs);
         while (g_hash_table_iter_next(&it, NULL, (void **) &j)) {
                 if (!job_state_is_final(j->state)) {
-                        Reservation *res = j->reservation_id ? reservations_get(s->reservations, j->reservation_id)
-                                                             : NULL;
-
                         job_release_transport(j);
-                        unwind_device(j);
-                        if (res)
-                                reservation_set_state(res, RESERVATION_ACTIVE);
+                        unwind_devices(j);
+                        job_reservations_active(j);
                 }
                 if (s->listener && s->listener->removed)
                         s->listener->removed(s, j, true, s->userdata);
@@ -249,23 +273,27 @@ char *jobs_busy_hook(const char *device, void *userdata)
                 return NULL;
         g_hash_table_iter_init(&it, s->jobs);
         while (g_hash_table_iter_next(&it, NULL, (void **) &j))
-                if (!job_state_is_final(j->state) && streq_ptr(job_device(j), device))
+                if (!job_state_is_final(j->state) && device && g_strv_contains((const char *const *) j->devices,
+                                                                                 device))
                         return g_strdup_printf("job %s (%s, %s)", j->id, job_kind_to_string(j->kind),
                                                job_state_to_string(j->state));
         return NULL;
 }
 
-static Job *job_new(Jobs *s, JobKind kind, const char *device)
+static Job *job_new(Jobs *s, JobKind kind, const char *const *devices)
 {
         Job *j = g_new0(Job, 1);
-        char *v[] = { (char *) device, NULL };
 
         j->id = g_strdup_printf("%u", s->next_id++);
         j->kind = kind;
-        j->devices = g_strdupv(v);
+        j->devices = g_strdupv((char **) devices);
         j->error_message = g_strdup("");
         j->priv = g_new0(JobPrivate, 1);
         j->priv->set = s;
+        j->priv->n_dev = g_strv_length(j->devices);
+        j->priv->dev = g_new0(JobDev, j->priv->n_dev);
+        j->priv->names = g_strjoinv(", ", j->devices);
+        j->priv->stall_usec = (uint64_t) JOB_STALL_DEFAULT_MS * 1000ULL;
         j->priv->listen_fd = -1;
         j->priv->start_usec = now_usec(CLOCK_MONOTONIC);
         j->state = kind == JOB_SAVE ? JOB_PREPARING : JOB_WAITING;
@@ -327,15 +355,16 @@ static int on_retention(sd_event_source *src, uint64_t usec, void *userdata)
         return 0;
 }
 
-/* Put the device back: source RUNNING, target reset (when it moved). */
-static void unwind_device(Job *j)
+/* Put device i back: source RUNNING, target reset (when it moved). */
+static void unwind_one(Job *j, unsigned i)
 {
         JobPrivate *p = j->priv;
-        ManagedDevice *m = job_managed(j);
+        const char *name = j->devices[i];
+        ManagedDevice *m = job_managed_at(j, i);
         VfmigMigState st = VFMIG_MIG_ERROR;
         int r;
 
-        g_clear_pointer(&p->data, vfmig_vfio_data_close);
+        g_clear_pointer(&p->dev[i].data, vfmig_vfio_data_close);
         if (!m)
                 return;
         if (managed_device_get_state(m, &st) < 0)
@@ -346,19 +375,58 @@ static void unwind_device(Job *j)
                 if (st != VFMIG_MIG_ERROR) {
                         r = vfmig_vfio_set_state(m->vfio, VFMIG_MIG_RUNNING, NULL);
                         if (r >= 0) {
-                                log_device(LOG_INFO, job_device(j), "Job %s: source device back in running", j->id);
+                                log_device(LOG_INFO, name, "Job %s: source device back in running", j->id);
                                 return;
                         }
-                        log_device(LOG_WARNING, job_device(j), "Job %s: cannot return the device to running "
+                        log_device(LOG_WARNING, name, "Job %s: cannot return the device to running "
                                    "(%s), resetting it", j->id, strerror(-r));
                 }
-        } else if (st == VFMIG_MIG_RUNNING && !p->device_moved)
+        } else if (st == VFMIG_MIG_RUNNING && !p->dev[i].moved)
                 return;
         r = managed_device_reset(m);
         if (r < 0)
-                log_device(LOG_ERR, job_device(j), "Job %s: reset of the device failed: %s", j->id, strerror(-r));
+                log_device(LOG_ERR, name, "Job %s: reset of the device failed: %s", j->id, strerror(-r));
         else
-                log_device(LOG_INFO, job_device(j), "Job %s: device reset", j->id);
+                log_device(LOG_INFO, name, "Job %s: device reset", j->id);
+}
+
+/* Every device back.  A source group restarts the way it stopped, in
+ * reverse: the stopped devices to RUNNING_P2P first, then each to RUNNING,
+ * so no device runs while a peer is still stopped. */
+static void unwind_devices(Job *j)
+{
+        JobPrivate *p = j->priv;
+
+        if (j->kind == JOB_SAVE && p->n_dev > 1)
+                for (unsigned i = 0; i < p->n_dev; i++) {
+                        ManagedDevice *m = job_managed_at(j, i);
+                        VfmigMigState st;
+
+                        if (!m || !(m->migration_flags & VFMIG_MIGRATION_P2P) ||
+                            managed_device_get_state(m, &st) < 0)
+                                continue;
+                        if (st != VFMIG_MIG_STOP && st != VFMIG_MIG_STOP_COPY && st != VFMIG_MIG_PRE_COPY_P2P)
+                                continue;
+                        g_clear_pointer(&p->dev[i].data, vfmig_vfio_data_close);
+                        (void) vfmig_vfio_set_state(m->vfio, VFMIG_MIG_RUNNING_P2P, NULL);
+                }
+        for (unsigned i = 0; i < p->n_dev; i++) {
+                unwind_one(j, i);
+                p->dev[i].moved = false;
+        }
+}
+
+/* Restore: every reservation received into is "active" again. */
+static void job_reservations_active(Job *j)
+{
+        Jobs *s = j->priv->set;
+
+        for (char **id = j->reservations; id && *id; id++) {
+                Reservation *res = reservations_get(s->reservations, *id);
+
+                if (res)
+                        reservation_set_state(res, RESERVATION_ACTIVE);
+        }
 }
 
 static void job_finish(Job *j, JobState st, int error, const char *message)
@@ -372,13 +440,9 @@ static void job_finish(Job *j, JobState st, int error, const char *message)
         update_counters(j);
         job_release_transport(j);
         if (st != JOB_COMPLETED)
-                unwind_device(j);
-        if (j->kind == JOB_RESTORE && j->reservation_id) {
-                Reservation *res = reservations_get(s->reservations, j->reservation_id);
-
-                if (res)
-                        reservation_set_state(res, RESERVATION_ACTIVE);
-        }
+                unwind_devices(j);
+        if (j->kind == JOB_RESTORE)
+                job_reservations_active(j);
         j->error = st == JOB_COMPLETED ? 0 : (error > 0 ? error : -error);
         g_free(j->error_message);
         j->error_message = g_strdup(message ? message : "");
@@ -472,6 +536,13 @@ static void jobs_save_state(Jobs *s)
                         json_builder_set_member_name(b, "reservation");
                         json_builder_add_string_value(b, j->reservation_id);
                 }
+                if (j->reservations) {
+                        json_builder_set_member_name(b, "reservations");
+                        json_builder_begin_array(b);
+                        for (char **r = j->reservations; *r; r++)
+                                json_builder_add_string_value(b, *r);
+                        json_builder_end_array(b);
+                }
                 json_builder_end_object(b);
                 n++;
         }
@@ -500,19 +571,35 @@ static void recover_one(Jobs *s, JsonObject *o)
         const char *old_id = json_object_has_member(o, "id") ? json_object_get_string_member(o, "id") : "?";
         const char *res_id = json_object_has_member(o, "reservation") ?
                              json_object_get_string_member(o, "reservation") : NULL;
-        JsonArray *devs = json_object_has_member(o, "devices") ? json_object_get_array_member(o, "devices") : NULL;
-        const char *dev = devs && json_array_get_length(devs) > 0 ? json_array_get_string_element(devs, 0) : NULL;
+        JsonNode *dn = json_object_get_member(o, "devices");
+        JsonNode *rn = json_object_get_member(o, "reservations");
+        JsonArray *devs = dn && JSON_NODE_HOLDS_ARRAY(dn) ? json_node_get_array(dn) : NULL;
+        JsonArray *ress = rn && JSON_NODE_HOLDS_ARRAY(rn) ? json_node_get_array(rn) : NULL;
+        guint n = devs ? json_array_get_length(devs) : 0;
+        g_autoptr(GPtrArray) names = g_ptr_array_new();
         JobKind k = streq_ptr(kind, "restore") ? JOB_RESTORE : JOB_SAVE;
         ManagedDevice *m;
         Job *j;
         int r;
 
-        if (!dev || (!streq_ptr(kind, "save") && !streq_ptr(kind, "restore"))) {
+        for (guint i = 0; i < n; i++) {
+                JsonNode *e = json_array_get_element(devs, i);
+                const char *name = JSON_NODE_HOLDS_VALUE(e) && json_node_get_value_type(e) == G_TYPE_STRING ?
+                                   json_node_get_string(e) : NULL;
+
+                if (!name || !vfmig_device_name_is_valid(name)) {
+                        n = 0;
+                        break;
+                }
+                g_ptr_array_add(names, (char *) name);
+        }
+        if (n == 0 || n > VFMIG_STREAM_MAX_DEVICES || (!streq_ptr(kind, "save") && !streq_ptr(kind, "restore"))) {
                 log_warning("%s: skipping a malformed job record", s->state_path);
                 return;
         }
-        for (guint i = 0; i < json_array_get_length(devs); i++) {
-                const char *name = json_array_get_string_element(devs, i);
+        g_ptr_array_add(names, NULL);
+        for (guint i = 0; i < n; i++) {
+                const char *name = names->pdata[i];
 
                 m = name ? device_access_get(s->access, name) : NULL;
                 if (!m || m->status != ACCESS_MANAGED || !m->vfio) {
@@ -525,20 +612,33 @@ static void recover_one(Jobs *s, JsonObject *o)
                         log_device(LOG_ERR, name, "Job %s (before the restart): reset of the device failed: %s",
                                    old_id, strerror(-r));
         }
-        j = job_new(s, k, dev);
-        if (res_id) {
-                Reservation *res = reservations_get(s->reservations, res_id);
+        j = job_new(s, k, (const char *const *) names->pdata);
+        if (ress) {
+                g_autoptr(GPtrArray) ids = g_ptr_array_new_with_free_func(g_free);
 
-                j->reservation_id = g_strdup(res_id);
-                if (res)
-                        reservation_set_state(res, RESERVATION_ACTIVE);
+                for (guint i = 0; i < json_array_get_length(ress); i++) {
+                        JsonNode *e = json_array_get_element(ress, i);
+
+                        if (JSON_NODE_HOLDS_VALUE(e) && json_node_get_value_type(e) == G_TYPE_STRING &&
+                            reservation_id_is_valid(json_node_get_string(e)))
+                                g_ptr_array_add(ids, g_strdup(json_node_get_string(e)));
+                }
+                g_ptr_array_add(ids, NULL);
+                j->reservations = (char **) g_ptr_array_steal(ids, NULL);
+        } else if (res_id && reservation_id_is_valid(res_id)) {
+                char *v[] = { (char *) res_id, NULL };
+
+                j->reservations = g_strdupv(v);
         }
+        if (j->reservations && j->reservations[0])
+                j->reservation_id = g_strdup(j->reservations[0]);
+        job_reservations_active(j);
         j->state = JOB_FAILED;
         j->error = EIO;
         g_free(j->error_message);
         j->error_message = g_strdup("daemon restarted during the job; devices reset");
         log_internal(LOG_WARNING, "VFMIG_JOB", j->id, "Job %s: %s of %s interrupted by a restart (job %s before "
-                     "it): devices reset, reported failed", j->id, kind, dev, old_id);
+                     "it): devices reset, reported failed", j->id, kind, job_device(j), old_id);
         if (s->listener && s->listener->added)
                 s->listener->added(s, j, s->userdata);
         r = sd_event_add_time_relative(s->event, &j->priv->retention_src, CLOCK_MONOTONIC, JOB_RETENTION_USEC, 0,
@@ -592,8 +692,46 @@ static int on_io(sd_event_source *src, int fd, uint32_t revents, void *userdata)
         Job *j = userdata;
 
         (void) sd_event_source_set_enabled(src, SD_EVENT_OFF);
+        /* the connection moved: the stall clock starts again at the next wait */
+        if (j->priv->stall_src)
+                (void) sd_event_source_set_enabled(j->priv->stall_src, SD_EVENT_OFF);
         job_run(j);
         return 0;
+}
+
+static int on_stall(sd_event_source *src, uint64_t usec, void *userdata)
+{
+        Job *j = userdata;
+        JobPrivate *p = j->priv;
+
+        if (job_state_is_final(j->state))
+                return 0;
+        job_fail(j, ETIMEDOUT, "connection: no progress for %" PRIu64 " ms: the target stopped reading the "
+                 "stream or did not answer", (uint64_t) (p->stall_usec / 1000ULL));
+        return 0;
+}
+
+/* Source, after the handshake, about to wait on the connection: fail when
+ * it makes no progress for stall_usec (re-armed at every wait). */
+static void arm_stall(Job *j)
+{
+        JobPrivate *p = j->priv;
+        int r;
+
+        if (j->kind != JOB_SAVE || !p->handshaken)
+                return;
+        if (!p->stall_src) {
+                r = sd_event_add_time_relative(p->set->event, &p->stall_src, CLOCK_MONOTONIC, p->stall_usec, 1000,
+                                               on_stall, j);
+                if (r < 0)
+                        log_warning_errno(r, "Job %s: cannot arm the stall timer: %m", j->id);
+                return;
+        }
+        r = sd_event_source_set_time_relative(p->stall_src, p->stall_usec);
+        if (r >= 0)
+                r = sd_event_source_set_enabled(p->stall_src, SD_EVENT_ONESHOT);
+        if (r < 0)
+                log_warning_errno(r, "Job %s: cannot arm the stall timer: %m", j->id);
 }
 
 static void schedule_again(Job *j)
@@ -633,7 +771,10 @@ static void wait_io(Job *j)
         } else
                 (void) sd_event_source_set_io_events(p->io_src, e);
         (void) sd_event_source_set_enabled(p->io_src, SD_EVENT_ON);
+        arm_stall(j);
 }
+
+static uint64_t job_handshake_usec(Job *j);
 
 static int on_timer_expired(sd_event_source *src, uint64_t usec, void *userdata)
 {
@@ -652,7 +793,7 @@ static int on_timer_expired(sd_event_source *src, uint64_t usec, void *userdata)
                         return 0;
                 }
                 job_fail(j, ETIMEDOUT, "connection: the peer did not complete the connection and TLS handshake "
-                         "within %llu s", JOB_HANDSHAKE_USEC / 1000000ULL);
+                         "within %" PRIu64 " ms", (uint64_t) (job_handshake_usec(j) / 1000ULL));
                 return 0;
         }
         if (p->pending_error || p->cancel_requested) {
@@ -664,6 +805,12 @@ static int on_timer_expired(sd_event_source *src, uint64_t usec, void *userdata)
         /* pre-copy poll */
         job_run(j);
         return 0;
+}
+
+/* The source's handshake is bounded by its stall timeout when that is shorter. */
+static uint64_t job_handshake_usec(Job *j)
+{
+        return j->kind == JOB_SAVE ? MIN(JOB_HANDSHAKE_USEC, j->priv->stall_usec) : JOB_HANDSHAKE_USEC;
 }
 
 static void arm_timer(Job *j, uint64_t usec)
@@ -680,56 +827,169 @@ static void arm_timer(Job *j, uint64_t usec)
 
 /* --- source ----------------------------------------------------------------- */
 
+/* Every device of a group in a P2P state, read back from the devices, before
+ * any goes on to STOP_COPY; the log line lists what they said. */
+static int source_check_p2p(Job *j)
+{
+        JobPrivate *p = j->priv;
+        g_autoptr(GString) states = g_string_new(NULL);
+
+        for (unsigned i = 0; i < p->n_dev; i++) {
+                ManagedDevice *m = job_managed_at(j, i);
+                VfmigMigState st = VFMIG_MIG_ERROR;
+
+                if (!m || managed_device_get_state(m, &st) < 0 || !mig_state_is_p2p(st)) {
+                        job_fail(j, EIO, "source: device %s is in %s, not in a p2p state, before the group "
+                                 "stops", j->devices[i], mig_state_name(st));
+                        return -EIO;
+                }
+                g_string_append_printf(states, "%s%s %s", i ? ", " : "", j->devices[i], mig_state_name(st));
+        }
+        log_internal(LOG_INFO, "VFMIG_JOB", j->id, "Job %s: all %u devices in a p2p state (%s), stopping them",
+                     j->id, p->n_dev, states->str);
+        return 0;
+}
+
+/* Move every device to state (a group: one device after the other).  The
+ * data streams of the arcs that start one are kept. */
+static int source_move_all(Job *j, VfmigMigState state)
+{
+        JobPrivate *p = j->priv;
+
+        for (unsigned i = 0; i < p->n_dev; i++) {
+                ManagedDevice *m = job_managed_at(j, i);
+                VfmigVfioData *data = NULL;
+                int r;
+
+                if (!m) {
+                        job_fail(j, ENODEV, "source: device %s is no longer managed by vfmigd", j->devices[i]);
+                        return -ENODEV;
+                }
+                p->dev[i].moved = true;
+                r = vfmig_vfio_set_state(m->vfio, state, &data);
+                if (data) {
+                        g_clear_pointer(&p->dev[i].data, vfmig_vfio_data_close);
+                        p->dev[i].data = data;
+                }
+                if (r < 0) {
+                        job_fail(j, EIO, "source: device %s refused to enter %s: %s", j->devices[i],
+                                 mig_state_name(state), strerror(-r));
+                        return -EIO;
+                }
+                if (p->n_dev > 1)
+                        log_device(LOG_DEBUG, j->devices[i], "Job %s: device in %s", j->id, mig_state_name(state));
+        }
+        return 0;
+}
+
+/* Stop every device: a group goes through a P2P state first (all of them),
+ * then to STOP_COPY. */
+static int source_stop_all(Job *j)
+{
+        JobPrivate *p = j->priv;
+        int r;
+
+        if (p->n_dev > 1) {
+                r = source_move_all(j, p->precopy ? VFMIG_MIG_PRE_COPY_P2P : VFMIG_MIG_RUNNING_P2P);
+                if (r < 0)
+                        return r;
+                r = source_check_p2p(j);
+                if (r < 0)
+                        return r;
+        }
+        r = source_move_all(j, VFMIG_MIG_STOP_COPY);
+        if (r < 0)
+                return r;
+        for (unsigned i = 0; i < p->n_dev; i++)
+                if (!p->dev[i].data) {
+                        job_fail(j, EIO, "source: device %s gave no data stream in stop-copy", j->devices[i]);
+                        return -EIO;
+                }
+        p->stopped = true;
+        p->stop_usec = now_usec(CLOCK_MONOTONIC);
+        return 0;
+}
+
+/* The data all devices have left to send now (their MIG_DATA_SIZE); false
+ * when a device cannot say. */
+static bool source_data_size(Job *j, uint64_t *ret)
+{
+        uint64_t total = 0;
+
+        for (unsigned i = 0; i < j->priv->n_dev; i++) {
+                ManagedDevice *m = job_managed_at(j, i);
+                uint64_t size = 0;
+
+                if (!m || vfmig_vfio_get_data_size(m->vfio, &size) < 0)
+                        return false;
+                total += size;
+        }
+        *ret = total;
+        return true;
+}
+
 static int source_start_device(Job *j)
 {
         JobPrivate *p = j->priv;
         Jobs *s = p->set;
-        ManagedDevice *m = job_managed(j);
-        MatrixEntry *e = matrix_lookup(compat_service_matrix(s->compat), job_device(j));
-        const VfmigProfile *prof = e ? matrix_entry_get_profile(e) : NULL;
-        g_autoptr(VfmigProfile) copy = NULL;
-        g_autoptr(JsonBuilder) b = json_builder_new();
-        g_autoptr(JsonNode) node = NULL;
-        VfmigStreamHeader h = { .n_devices = 1 };
-        bool precopy = p->precopy && m && (m->migration_flags & VFMIG_MIGRATION_PRE_COPY);
-        uint64_t size = 0;
+        VfmigStreamHeader h = { .n_devices = p->n_dev };
         int r;
 
-        if (!m) {
-                job_fail(j, ENODEV, "source: device %s is no longer managed by vfmigd", job_device(j));
-                return -ENODEV;
-        }
-        if (!prof) {
-                job_fail(j, EOPNOTSUPP, "source: device %s has no migration profile any more", job_device(j));
-                return -EOPNOTSUPP;
-        }
-        copy = vfmig_profile_copy(prof);
-        g_free(copy->source_host);
-        copy->source_host = g_strdup(s->host_name);
-        g_free(copy->source_device);
-        copy->source_device = g_strdup(job_device(j));
-        vfmig_profile_build_json(copy, b);
-        node = json_builder_get_root(b);
+        /* everything known before the first device moves */
+        for (unsigned i = 0; i < p->n_dev; i++) {
+                ManagedDevice *m = job_managed_at(j, i);
+                MatrixEntry *e = matrix_lookup(compat_service_matrix(s->compat), j->devices[i]);
+                const VfmigProfile *prof = e ? matrix_entry_get_profile(e) : NULL;
+                g_autoptr(VfmigProfile) copy = NULL;
+                g_autoptr(JsonBuilder) b = json_builder_new();
+                g_autoptr(JsonNode) node = NULL;
 
-        r = vfmig_vfio_set_state(m->vfio, precopy ? VFMIG_MIG_PRE_COPY : VFMIG_MIG_STOP_COPY, &p->data);
-        p->device_moved = true;
-        if (r < 0 || !p->data) {
-                job_fail(j, EIO, "source: device %s refused to enter %s: %s", job_device(j),
-                         precopy ? "pre-copy" : "stop-copy", strerror(r < 0 ? -r : EIO));
-                return -EIO;
+                if (!m) {
+                        vfmig_stream_header_clear(&h);
+                        job_fail(j, ENODEV, "source: device %s is no longer managed by vfmigd", j->devices[i]);
+                        return -ENODEV;
+                }
+                if (!prof) {
+                        vfmig_stream_header_clear(&h);
+                        job_fail(j, EOPNOTSUPP, "source: device %s has no migration profile any more",
+                                 j->devices[i]);
+                        return -EOPNOTSUPP;
+                }
+                if (!(m->migration_flags & VFMIG_MIGRATION_PRE_COPY))
+                        p->precopy = false;     /* pre-copy for all or none */
+                copy = vfmig_profile_copy(prof);
+                g_free(copy->source_host);
+                copy->source_host = g_strdup(s->host_name);
+                g_free(copy->source_device);
+                copy->source_device = g_strdup(j->devices[i]);
+                vfmig_profile_build_json(copy, b);
+                node = json_builder_get_root(b);
+                vfmig_stream_header_set_profile(&h, i, json_node_get_object(node));
+                h.devices[i].bytes_estimate = prof->has_state_size ? prof->state_size : 0;
         }
-        if (!precopy) {
-                p->stopped = true;
-                p->stop_usec = now_usec(CLOCK_MONOTONIC);
-        }
-        if (vfmig_vfio_get_data_size(m->vfio, &size) < 0 || size == 0)
-                size = prof->has_state_size ? prof->state_size : 0;
-        j->bytes_estimated = size;
 
-        vfmig_stream_header_set_profile(&h, 0, json_node_get_object(node));
-        h.devices[0].bytes_estimate = size;
+        r = p->precopy ? source_move_all(j, VFMIG_MIG_PRE_COPY) : source_stop_all(j);
+        if (r < 0) {
+                vfmig_stream_header_clear(&h);
+                return r;
+        }
+        j->bytes_estimated = 0;
+        for (unsigned i = 0; i < p->n_dev; i++) {
+                ManagedDevice *m = job_managed_at(j, i);
+                uint64_t size = 0;
+
+                if (!p->dev[i].data) {
+                        vfmig_stream_header_clear(&h);
+                        job_fail(j, EIO, "source: device %s gave no data stream", j->devices[i]);
+                        return -EIO;
+                }
+                if (m && vfmig_vfio_get_data_size(m->vfio, &size) >= 0 && size > 0)
+                        h.devices[i].bytes_estimate = size;
+                j->bytes_estimated += h.devices[i].bytes_estimate;
+        }
+
         h.tls = vfmig_stream_conn_is_tls(p->conn);
-        h.precopy = precopy;
+        h.precopy = p->precopy;
         h.downtime_budget_ms = p->downtime_budget_ms;
         r = vfmig_stream_sender_new(&h, p->conn, 0, &p->sender);
         vfmig_stream_header_clear(&h);
@@ -737,38 +997,30 @@ static int source_start_device(Job *j)
                 job_fail(j, -r, "source: cannot start the stream: %s", strerror(-r));
                 return r;
         }
-        (void) vfmig_stream_sender_attach(p->sender, 0, p->data);
-        log_device(LOG_INFO, job_device(j), "Job %s: device in %s, streaming about %" PRIu64 " bytes", j->id,
-                   precopy ? "pre-copy" : "stop-copy", size);
-        job_set_state(j, precopy ? JOB_STREAMING : JOB_SWITCHOVER);
+        for (unsigned i = 0; i < p->n_dev; i++)
+                (void) vfmig_stream_sender_attach(p->sender, i, p->dev[i].data);
+        log_internal(LOG_INFO, "VFMIG_JOB", j->id, "Job %s: %s in %s, streaming about %" PRIu64 " bytes", j->id,
+                     job_device(j), p->precopy ? "pre-copy" : "stop-copy", j->bytes_estimated);
+        job_set_state(j, p->precopy ? JOB_STREAMING : JOB_SWITCHOVER);
         return 0;
 }
 
 static int source_do_switchover(Job *j, const char *why)
 {
         JobPrivate *p = j->priv;
-        ManagedDevice *m = job_managed(j);
         uint64_t size = 0;
         int r;
 
         if (p->stopped)
                 return 0;
-        if (!m) {
-                job_fail(j, ENODEV, "source: device %s is no longer managed by vfmigd", job_device(j));
-                return -ENODEV;
-        }
-        if (vfmig_vfio_get_data_size(m->vfio, &size) >= 0 && j->throughput > 0)
+        if (source_data_size(j, &size) && j->throughput > 0)
                 j->predicted_downtime_ms = (uint64_t) ((double) size * 1000.0 / j->throughput);
-        r = vfmig_vfio_set_state(m->vfio, VFMIG_MIG_STOP_COPY, NULL);
-        if (r < 0) {
-                job_fail(j, EIO, "source: device %s refused to enter stop-copy: %s", job_device(j), strerror(-r));
-                return -EIO;
-        }
-        p->stopped = true;
-        p->stop_usec = now_usec(CLOCK_MONOTONIC);
+        r = source_stop_all(j);
+        if (r < 0)
+                return r;
         vfmig_stream_sender_switchover(p->sender);
-        log_device(LOG_INFO, job_device(j), "Job %s: switchover (%s), %" PRIu64 " bytes left, predicted downtime "
-                   "%" PRIu64 " ms", j->id, why, size, j->predicted_downtime_ms);
+        log_internal(LOG_INFO, "VFMIG_JOB", j->id, "Job %s: switchover of %s (%s), %" PRIu64 " bytes left, "
+                     "predicted downtime %" PRIu64 " ms", j->id, job_device(j), why, size, j->predicted_downtime_ms);
         job_set_state(j, JOB_SWITCHOVER);
         return 0;
 }
@@ -777,12 +1029,11 @@ static int source_do_switchover(Job *j, const char *why)
 static bool source_should_switch(Job *j)
 {
         JobPrivate *p = j->priv;
-        ManagedDevice *m = job_managed(j);
         uint64_t size = 0;
 
         if (p->downtime_budget_ms == 0)
                 return true;
-        if (!m || vfmig_vfio_get_data_size(m->vfio, &size) < 0 || j->throughput <= 0)
+        if (!source_data_size(j, &size) || j->throughput <= 0)
                 return false;
         return (double) size * 1000.0 / j->throughput <= (double) p->downtime_budget_ms;
 }
@@ -790,17 +1041,20 @@ static bool source_should_switch(Job *j)
 static void source_done(Job *j)
 {
         JobPrivate *p = j->priv;
-        ManagedDevice *m = job_managed(j);
-        int r;
 
         update_counters(j);
         j->downtime_ms = (now_usec(CLOCK_MONOTONIC) - p->stop_usec) / 1000ULL;
-        g_clear_pointer(&p->data, vfmig_vfio_data_close);
-        r = m ? vfmig_vfio_set_state(m->vfio, VFMIG_MIG_STOP, NULL) : -ENODEV;
-        if (r < 0)
-                /* The target has the state; the source only failed to settle. */
-                log_device(LOG_WARNING, job_device(j), "Job %s: the target took the state but the source "
-                           "device did not reach stop: %s", j->id, strerror(-r));
+        for (unsigned i = 0; i < p->n_dev; i++) {
+                ManagedDevice *m = job_managed_at(j, i);
+                int r;
+
+                g_clear_pointer(&p->dev[i].data, vfmig_vfio_data_close);
+                r = m ? vfmig_vfio_set_state(m->vfio, VFMIG_MIG_STOP, NULL) : -ENODEV;
+                if (r < 0)
+                        /* The target has the state; the source only failed to settle. */
+                        log_device(LOG_WARNING, j->devices[i], "Job %s: the target took the state but the source "
+                                   "device did not reach stop: %s", j->id, strerror(-r));
+        }
         job_finish(j, JOB_COMPLETED, 0, NULL);
 }
 
@@ -890,6 +1144,7 @@ static void target_refuse(Job *j, int error, const char *fmt, ...) G_GNUC_PRINTF
 static void target_refuse(Job *j, int error, const char *fmt, ...)
 {
         JobPrivate *p = j->priv;
+        bool moved = false;
         va_list ap;
 
         g_free(p->pending_message);
@@ -898,12 +1153,14 @@ static void target_refuse(Job *j, int error, const char *fmt, ...)
         va_end(ap);
         p->pending_error = error;
         log_internal(LOG_WARNING, "VFMIG_JOB", j->id, "Job %s: refusing the stream: %s", j->id, p->pending_message);
-        /* the device goes back before we wait for the source */
-        if (p->device_moved) {
-                (void) vfmig_stream_receiver_attach(p->receiver, 0, NULL);
-                unwind_device(j);
-                p->device_moved = false;
-        }
+        /* the devices go back before we wait for the source */
+        for (unsigned i = 0; i < p->n_dev; i++)
+                if (p->dev[i].moved) {
+                        (void) vfmig_stream_receiver_attach(p->receiver, i, NULL);
+                        moved = true;
+                }
+        if (moved)
+                unwind_devices(j);
         if (p->replied || vfmig_stream_receiver_reply(p->receiver, error, p->pending_message) < 0) {
                 job_fail(j, error, "%s", p->pending_message);
                 return;
@@ -912,96 +1169,150 @@ static void target_refuse(Job *j, int error, const char *fmt, ...)
         arm_timer(j, JOB_DRAIN_USEC);
 }
 
+/* The migration type a reservation was made for (its SourceProfile's), or NULL. */
+static const char *reservation_migration_type(Reservation *res)
+{
+        JsonObject *o = res->profile && JSON_NODE_HOLDS_OBJECT(res->profile) ? json_node_get_object(res->profile)
+                                                                            : NULL;
+        JsonNode *n = o ? json_object_get_member(o, "migration-type") : NULL;
+
+        return n && JSON_NODE_HOLDS_VALUE(n) && json_node_get_value_type(n) == G_TYPE_STRING ?
+               json_node_get_string(n) : NULL;
+}
+
+/* Stream device i against reservation res: a valid profile, of the migration
+ * type res was made for, that the rules let res's target resume.  0, or
+ * target_refuse() was called. */
+static int target_check_device(Job *j, const VfmigStreamHeader *h, unsigned i, Reservation *res)
+{
+        Jobs *s = j->priv->set;
+        g_autoptr(JsonNode) node = json_node_init_object(json_node_alloc(), h->devices[i].profile);
+        g_autoptr(VfmigProfile) src = NULL;
+        g_autofree char *why = NULL;
+        g_auto(VfmigVerdict) v;
+        const char *want = reservation_migration_type(res);
+
+        vfmig_verdict_init(&v);
+        if (vfmig_profile_from_json_node(node, &src, &why) < 0) {
+                target_refuse(j, EBADMSG, "target: the stream header's profile of device %u is invalid: %s", i, why);
+                return -EBADMSG;
+        }
+        if (want && !streq_ptr(want, src->migration_type)) {
+                target_refuse(j, EXDEV, "target: stream device %u (%s from %s) is not of the migration type %s "
+                              "reservation %s was made for", i, src->migration_type ? src->migration_type : "?",
+                              src->source_device ? src->source_device : "?", want, res->id);
+                return -EXDEV;
+        }
+        if (!matrix_check(compat_service_matrix(s->compat), src, res->target, compat_service_hook(s->compat), &v)) {
+                g_autofree char *reasons = vfmig_verdict_reasons_text(&v);
+                target_refuse(j, EXDEV, "target: %s cannot resume the stream's device %u (%s from %s): %s",
+                              res->target, i, src->migration_type ? src->migration_type : "?",
+                              src->source_device ? src->source_device : "?", reasons);
+                return -EXDEV;
+        }
+        log_device(LOG_INFO, res->target, "Job %s: stream device %u accepted (%s from %s on %s)", j->id, i,
+                   src->migration_type, src->source_device ? src->source_device : "?",
+                   src->source_host ? src->source_host : "?");
+        return 0;
+}
+
 static void target_header(Job *j)
 {
         JobPrivate *p = j->priv;
         Jobs *s = p->set;
         const VfmigStreamHeader *h = vfmig_stream_receiver_header(p->receiver);
-        Reservation *res = reservations_get(s->reservations, j->reservation_id);
-        g_autoptr(JsonNode) node = NULL;
-        g_autoptr(VfmigProfile) src = NULL;
-        g_autofree char *why = NULL;
-        g_auto(VfmigVerdict) v;
-        ManagedDevice *m;
-        VfmigMigState st;
+        g_autofree Reservation **res = g_new0(Reservation *, p->n_dev);
         int r;
 
-        vfmig_verdict_init(&v);
-        if (!res) {
-                target_refuse(j, ENOLCK, "target: reservation %s ended before the stream arrived", j->reservation_id);
+        for (unsigned i = 0; i < p->n_dev; i++) {
+                res[i] = reservations_get(s->reservations, j->reservations[i]);
+                if (!res[i]) {
+                        target_refuse(j, ENOLCK, "target: reservation %s ended before the stream arrived",
+                                      j->reservations[i]);
+                        return;
+                }
+        }
+        if (h->n_devices != p->n_dev) {
+                target_refuse(j, EBADMSG, "target: the stream carries %u device%s, %s %u reservation%s "
+                              "(%s)", h->n_devices, h->n_devices == 1 ? "" : "s",
+                              p->n_dev == 1 ? "this job receives into" : "this group job receives into",
+                              p->n_dev, p->n_dev == 1 ? "" : "s", job_device(j));
                 return;
         }
-        if (h->n_devices != 1) {
-                target_refuse(j, EBADMSG, "target: the stream carries %u devices, reservation %s receives one",
-                              h->n_devices, res->id);
-                return;
+        /* every device checked before any moves */
+        for (unsigned i = 0; i < p->n_dev; i++)
+                if (target_check_device(j, h, i, res[i]) < 0)
+                        return;
+        for (unsigned i = 0; i < p->n_dev; i++) {
+                ManagedDevice *m = job_managed_at(j, i);
+                VfmigMigState st = VFMIG_MIG_ERROR;
+
+                if (!m) {
+                        target_refuse(j, ENODEV, "target: device %s is no longer managed by vfmigd", j->devices[i]);
+                        return;
+                }
+                if (managed_device_get_state(m, &st) < 0 || st != VFMIG_MIG_RUNNING) {
+                        target_refuse(j, EBUSY, "target: device %s is in state %s, not running", j->devices[i],
+                                      mig_state_name(st));
+                        return;
+                }
         }
-        node = json_node_init_object(json_node_alloc(), h->devices[0].profile);
-        if (vfmig_profile_from_json_node(node, &src, &why) < 0) {
-                target_refuse(j, EBADMSG, "target: the stream header's profile is invalid: %s", why);
-                return;
+        j->bytes_estimated = 0;
+        for (unsigned i = 0; i < p->n_dev; i++) {
+                ManagedDevice *m = job_managed_at(j, i);
+
+                j->bytes_estimated += h->devices[i].bytes_estimate;
+                p->dev[i].moved = true;
+                r = vfmig_vfio_set_state(m->vfio, VFMIG_MIG_RESUMING, &p->dev[i].data);
+                if (r < 0 || !p->dev[i].data) {
+                        target_refuse(j, EIO, "target: device %s refused to enter resuming: %s", j->devices[i],
+                                      strerror(r < 0 ? -r : EIO));
+                        return;
+                }
         }
-        if (!matrix_check(compat_service_matrix(s->compat), src, res->target, compat_service_hook(s->compat), &v)) {
-                g_autofree char *reasons = vfmig_verdict_reasons_text(&v);
-                target_refuse(j, EXDEV, "target: %s cannot resume the stream's device (%s from %s): %s", res->target,
-                              src->migration_type ? src->migration_type : "?",
-                              src->source_device ? src->source_device : "?", reasons);
-                return;
-        }
-        m = job_managed(j);
-        if (!m) {
-                target_refuse(j, ENODEV, "target: device %s is no longer managed by vfmigd", job_device(j));
-                return;
-        }
-        if (managed_device_get_state(m, &st) < 0 || st != VFMIG_MIG_RUNNING) {
-                target_refuse(j, EBUSY, "target: device %s is in state %s, not running", job_device(j),
-                              vfmig_mig_state_to_string(st) ? vfmig_mig_state_to_string(st) : "?");
-                return;
-        }
-        j->bytes_estimated = h->devices[0].bytes_estimate;
-        p->device_moved = true;
-        r = vfmig_vfio_set_state(m->vfio, VFMIG_MIG_RESUMING, &p->data);
-        if (r < 0 || !p->data) {
-                target_refuse(j, EIO, "target: device %s refused to enter resuming: %s", job_device(j),
-                              strerror(r < 0 ? -r : EIO));
-                return;
-        }
-        (void) vfmig_stream_receiver_attach(p->receiver, 0, p->data);
-        log_device(LOG_INFO, job_device(j), "Job %s: stream header accepted (%s from %s on %s), device resuming",
-                   j->id, src->migration_type, src->source_device ? src->source_device : "?",
-                   src->source_host ? src->source_host : "?");
+        for (unsigned i = 0; i < p->n_dev; i++)
+                (void) vfmig_stream_receiver_attach(p->receiver, i, p->dev[i].data);
+        log_internal(LOG_INFO, "VFMIG_JOB", j->id, "Job %s: stream header accepted, %s resuming", j->id,
+                     job_device(j));
         job_set_state(j, JOB_STREAMING);
 }
 
-static void target_device_done(Job *j)
+static void target_device_done(Job *j, unsigned dev)
 {
         JobPrivate *p = j->priv;
-        ManagedDevice *m = job_managed(j);
+        ManagedDevice *m;
         int r;
 
-        (void) vfmig_stream_receiver_attach(p->receiver, 0, NULL);
-        g_clear_pointer(&p->data, vfmig_vfio_data_close);
+        if (dev >= p->n_dev) {
+                target_refuse(j, EBADMSG, "target: an end record for device %u of %u", dev, p->n_dev);
+                return;
+        }
+        m = job_managed_at(j, dev);
+        (void) vfmig_stream_receiver_attach(p->receiver, dev, NULL);
+        g_clear_pointer(&p->dev[dev].data, vfmig_vfio_data_close);
         r = m ? vfmig_vfio_set_state(m->vfio, VFMIG_MIG_STOP, NULL) : -ENODEV;
         if (r < 0)
                 target_refuse(j, EIO, "target: device %s rejected the state (leaving resuming failed: %s)",
-                              job_device(j), strerror(-r));
+                              j->devices[dev], strerror(-r));
 }
 
 static void target_end(Job *j)
 {
         JobPrivate *p = j->priv;
-        ManagedDevice *m = job_managed(j);
         int r;
 
         p->end_seen = true;
-        if (p->resume_running) {
-                r = m ? vfmig_vfio_set_state(m->vfio, VFMIG_MIG_RUNNING, NULL) : -ENODEV;
-                if (r < 0) {
-                        target_refuse(j, EIO, "target: device %s took the state but did not start running: %s",
-                                      job_device(j), strerror(-r));
-                        return;
+        if (p->resume_running)
+                for (unsigned i = 0; i < p->n_dev; i++) {
+                        ManagedDevice *m = job_managed_at(j, i);
+
+                        r = m ? vfmig_vfio_set_state(m->vfio, VFMIG_MIG_RUNNING, NULL) : -ENODEV;
+                        if (r < 0) {
+                                target_refuse(j, EIO, "target: device %s took the state but did not start "
+                                              "running: %s", j->devices[i], strerror(-r));
+                                return;
+                        }
                 }
-        }
         r = vfmig_stream_receiver_reply(p->receiver, 0, NULL);
         if (r < 0) {
                 job_fail(j, -r, "target: cannot answer the source: %s", strerror(-r));
@@ -1073,14 +1384,14 @@ static void target_run(Job *j)
                                 job_fail(j, p->pending_error, "%s", p->pending_message);
                         else if (p->cancel_requested)
                                 job_fail(j, ECANCELED, "cancelled");
-                        else if (p->device_moved && p->data && m && g_str_has_prefix(m, "device ") &&
-                                 strstr(m, " rejected ")) {
+                        else if (m && sscanf(m, "device %u ", &dev) == 1 && dev < p->n_dev &&
+                                 p->dev[dev].moved && p->dev[dev].data && strstr(m, " rejected ")) {
                                 /* the device refused what it was given: DeviceFailed, naming it; the
-                                 * device is reset and the source told (when the answer still goes out) */
+                                 * devices are reset and the source told (when the answer still goes out) */
                                 g_autofree char *why = g_strdup(m);
 
-                                target_refuse(j, EIO, "target: device %s rejected the state: %s", job_device(j),
-                                              why);
+                                target_refuse(j, EIO, "target: device %s rejected the state: %s",
+                                              j->devices[dev], why);
                                 if (!job_state_is_final(j->state))
                                         schedule_again(j);
                         } else
@@ -1106,7 +1417,7 @@ static void target_run(Job *j)
                         target_header(j);
                         break;
                 case VFMIG_PUMP_DEVICE_DONE:
-                        target_device_done(j);
+                        target_device_done(j, dev);
                         break;
                 case VFMIG_PUMP_END:
                         if (!p->replied)
@@ -1174,12 +1485,45 @@ static int check_source(Jobs *s, const char *device, char **error)
         return 0;
 }
 
+/* A source group: 1..VFMIG_STREAM_MAX_DEVICES distinct devices, each one
+ * fit to migrate, and in a group of several each one with P2P states (so
+ * all can be quiesced before any stops).  Nothing has changed on refusal. */
+static int check_sources(Jobs *s, const char *const *devices, char **error)
+{
+        unsigned n = devices ? g_strv_length((char **) devices) : 0;
+        int r;
+
+        if (n == 0)
+                return *error = g_strdup("devices: at least one device is needed"), -EINVAL;
+        if (n > VFMIG_STREAM_MAX_DEVICES)
+                return *error = g_strdup_printf("devices: %u devices, a stream carries at most %u", n,
+                                                VFMIG_STREAM_MAX_DEVICES), -EINVAL;
+        for (unsigned i = 0; i < n; i++) {
+                for (unsigned k = 0; k < i; k++)
+                        if (streq_ptr(devices[k], devices[i]))
+                                return *error = g_strdup_printf("devices: %s is given twice", devices[i]), -EINVAL;
+        }
+        for (unsigned i = 0; i < n; i++) {
+                ManagedDevice *m;
+
+                r = check_source(s, devices[i], error);
+                if (r < 0)
+                        return r;
+                m = device_access_get(s->access, devices[i]);
+                if (n > 1 && !(m->migration_flags & VFMIG_MIGRATION_P2P))
+                        return *error = g_strdup_printf("Device %s has no P2P migration states: it cannot move in a "
+                                                        "group (all devices of a group are quiesced in a P2P state "
+                                                        "before any stops)", devices[i]), -EXDEV;
+        }
+        return 0;
+}
+
 static int start_conn(Job *j, VfmigStreamConn *conn)
 {
         JobPrivate *p = j->priv;
 
         p->conn = conn;
-        arm_timer(j, JOB_HANDSHAKE_USEC);
+        arm_timer(j, job_handshake_usec(j));
         job_announce(j);
         schedule_again(j);
         return 0;
@@ -1206,7 +1550,7 @@ static int make_conn(int fd, bool server, bool plaintext, const char *ticket, Vf
         return r;
 }
 
-static int start_save(Jobs *s, const char *device, int fd, bool tcp, const JobSaveOptions *o, Job **ret,
+static int start_save(Jobs *s, const char *const *devices, int fd, bool tcp, const JobSaveOptions *o, Job **ret,
                       char **error)
 {
         VfmigStreamConn *conn = NULL;
@@ -1214,7 +1558,7 @@ static int start_save(Jobs *s, const char *device, int fd, bool tcp, const JobSa
         Job *j;
         int r;
 
-        r = check_source(s, device, error);
+        r = check_sources(s, devices, error);
         if (r < 0) {
                 close(fd);
                 return r;
@@ -1223,9 +1567,11 @@ static int start_save(Jobs *s, const char *device, int fd, bool tcp, const JobSa
         vfmig_psk_clear(&psk);
         if (r < 0)
                 return r;
-        j = job_new(s, JOB_SAVE, device);
+        j = job_new(s, JOB_SAVE, devices);
         j->priv->precopy = o->precopy;
         j->priv->downtime_budget_ms = o->downtime_ms;
+        if (o->timeout_ms)
+                j->priv->stall_usec = (uint64_t) o->timeout_ms * 1000ULL;
         j->priv->plaintext = o->plaintext;
         j->priv->tcp = tcp;
         start_conn(j, conn);
@@ -1233,8 +1579,8 @@ static int start_save(Jobs *s, const char *device, int fd, bool tcp, const JobSa
         return 0;
 }
 
-int jobs_start_migrate(Jobs *s, const char *device, const char *endpoint, const JobSaveOptions *o, Job **ret,
-                       char **error)
+int jobs_start_migrate(Jobs *s, const char *const *devices, const char *endpoint, const JobSaveOptions *o,
+                       Job **ret, char **error)
 {
         uint8_t raw[VFMIG_TICKET_BYTES];
         struct sockaddr_storage sa;
@@ -1248,17 +1594,21 @@ int jobs_start_migrate(Jobs *s, const char *device, const char *endpoint, const 
         if (!o->ticket || vfmig_ticket_decode(o->ticket, raw) < 0)
                 return *error = g_strdup("ticket: expected the 43 characters PrepareIncoming returned"), -EINVAL;
         memset(raw, 0, sizeof raw);
-        r = check_source(s, device, error);
+        if (o->timeout_ms && (o->timeout_ms < JOB_STALL_MIN_MS || o->timeout_ms > JOB_STALL_MAX_MS))
+                return *error = g_strdup_printf("timeout-ms: %u is out of range, expected %u..%u", o->timeout_ms,
+                                                JOB_STALL_MIN_MS, JOB_STALL_MAX_MS), -EINVAL;
+        r = check_sources(s, devices, error);
         if (r < 0)
                 return r;
         r = vfmig_stream_tcp_connect(endpoint, &fd);
         if (r < 0)
                 return *error = g_strdup_printf("Cannot connect to %s: %s", endpoint, strerror(-r)), r;
         opt.plaintext = false;
-        return start_save(s, device, fd, true, &opt, ret, error);
+        return start_save(s, devices, fd, true, &opt, ret, error);
 }
 
-int jobs_start_save_fd(Jobs *s, const char *device, int fd, const JobSaveOptions *o, Job **ret, char **error)
+int jobs_start_save_fd(Jobs *s, const char *const *devices, int fd, const JobSaveOptions *o, Job **ret,
+                       char **error)
 {
         g_autofree char *why = NULL;
         int r;
@@ -1272,7 +1622,12 @@ int jobs_start_save_fd(Jobs *s, const char *device, int fd, const JobSaveOptions
                 close(fd);
                 return *error = g_strdup("option \"ticket\" is required for TLS (or ask for \"plaintext\")"), -EINVAL;
         }
-        return start_save(s, device, fd, false, o, ret, error);
+        if (o->timeout_ms && (o->timeout_ms < JOB_STALL_MIN_MS || o->timeout_ms > JOB_STALL_MAX_MS)) {
+                close(fd);
+                return *error = g_strdup_printf("timeout-ms: %u is out of range, expected %u..%u", o->timeout_ms,
+                                                JOB_STALL_MIN_MS, JOB_STALL_MAX_MS), -EINVAL;
+        }
+        return start_save(s, devices, fd, false, o, ret, error);
 }
 
 static int check_target_res(Jobs *s, Reservation *r, char **error)
@@ -1294,14 +1649,49 @@ static int check_target_res(Jobs *s, Reservation *r, char **error)
         return 0;
 }
 
-static Job *new_restore(Jobs *s, Reservation *r, const JobReceiveOptions *o)
+/* A set of 1..VFMIG_STREAM_MAX_DEVICES distinct reservations, each free to
+ * receive.  Nothing has changed on refusal. */
+static int check_target_set(Jobs *s, Reservation *const *res, unsigned n, char **error)
 {
-        Job *j = job_new(s, JOB_RESTORE, r->target);
+        int r;
 
-        j->reservation_id = g_strdup(r->id);
+        if (n == 0)
+                return *error = g_strdup("at least one reservation is needed"), -EINVAL;
+        if (n > VFMIG_STREAM_MAX_DEVICES)
+                return *error = g_strdup_printf("group: %u reservations, a stream carries at most %u devices", n,
+                                                VFMIG_STREAM_MAX_DEVICES), -EINVAL;
+        for (unsigned i = 0; i < n; i++)
+                for (unsigned k = 0; k < i; k++)
+                        if (res[k] == res[i])
+                                return *error = g_strdup_printf("group: reservation %s is given twice", res[i]->id),
+                                       -EINVAL;
+        for (unsigned i = 0; i < n; i++) {
+                r = check_target_res(s, res[i], error);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+static Job *new_restore(Jobs *s, Reservation *const *res, unsigned n, const JobReceiveOptions *o)
+{
+        g_autofree const char **targets = g_new0(const char *, n + 1);
+        Job *j;
+
+        for (unsigned i = 0; i < n; i++)
+                targets[i] = res[i]->target;
+        j = job_new(s, JOB_RESTORE, targets);
+        j->reservations = g_new0(char *, n + 1);
+        for (unsigned i = 0; i < n; i++)
+                j->reservations[i] = g_strdup(res[i]->id);
+        j->reservation_id = g_strdup(res[0]->id);
         j->priv->resume_running = o->resume_running;
-        j->priv->ticket_expires_usec = r->expires_usec;
-        reservation_set_state(r, RESERVATION_RECEIVING);
+        /* the ticket lives as long as the first reservation of the set to end */
+        j->priv->ticket_expires_usec = res[0]->expires_usec;
+        for (unsigned i = 0; i < n; i++) {
+                j->priv->ticket_expires_usec = MIN(j->priv->ticket_expires_usec, res[i]->expires_usec);
+                reservation_set_state(res[i], RESERVATION_RECEIVING);
+        }
         return j;
 }
 
@@ -1310,8 +1700,9 @@ static int on_ticket_expiry(sd_event_source *src, uint64_t usec, void *userdata)
         Job *j = userdata;
 
         if (!j->priv->handshaken)
-                job_fail(j, EKEYEXPIRED, "target: the ticket expired with reservation %s before a source connected",
-                         j->reservation_id);
+                job_fail(j, EKEYEXPIRED, "target: the ticket expired with %s %s before a source connected",
+                         j->reservations[1] ? "a reservation of the group" : "reservation",
+                         j->reservations[1] ? job_device(j) : j->reservation_id);
         return 0;
 }
 
@@ -1349,15 +1740,16 @@ static int on_accept(sd_event_source *src, int fd, uint32_t revents, void *userd
         return 0;
 }
 
-int jobs_prepare_incoming(Jobs *s, Reservation *res, const char *address, uint16_t port, const JobReceiveOptions *o,
-                          char **ret_endpoint, char **ret_ticket, Job **ret, char **error)
+int jobs_prepare_incoming(Jobs *s, Reservation *const *res, unsigned n, const char *address, uint16_t port,
+                          const JobReceiveOptions *o, char **ret_endpoint, char **ret_ticket, Job **ret,
+                          char **error)
 {
         g_autofree char *ticket = NULL;
         uint16_t bound = 0;
         int lfd = -1, r;
         Job *j;
 
-        r = check_target_res(s, res, error);
+        r = check_target_set(s, res, n, error);
         if (r < 0)
                 return r;
         r = vfmig_stream_tcp_listen(address, port, &lfd, &bound);
@@ -1368,14 +1760,15 @@ int jobs_prepare_incoming(Jobs *s, Reservation *res, const char *address, uint16
                 close(lfd);
                 return *error = g_strdup_printf("Cannot make a ticket: %s", strerror(-r)), r;
         }
-        j = new_restore(s, res, o);
+        j = new_restore(s, res, n, o);
         j->priv->tcp = true;
         j->priv->listen_fd = lfd;
         j->priv->ticket = g_strdup(ticket);
         (void) vfmig_psk_derive(ticket, NULL, &j->priv->psk);
         r = sd_event_add_io(s->event, &j->priv->listen_src, lfd, EPOLLIN, on_accept, j);
         if (r >= 0)
-                r = sd_event_add_time(s->event, &j->priv->expiry_src, CLOCK_REALTIME, res->expires_usec, 1000000,
+                r = sd_event_add_time(s->event, &j->priv->expiry_src, CLOCK_REALTIME, j->priv->ticket_expires_usec,
+                                      1000000,
                                       on_ticket_expiry, j);
         job_announce(j);
         if (r < 0) {
@@ -1390,7 +1783,8 @@ int jobs_prepare_incoming(Jobs *s, Reservation *res, const char *address, uint16
         return 0;
 }
 
-int jobs_start_receive_fd(Jobs *s, Reservation *res, int fd, const JobReceiveOptions *o, Job **ret, char **error)
+int jobs_start_receive_fd(Jobs *s, Reservation *const *res, unsigned n, int fd, const JobReceiveOptions *o,
+                          Job **ret, char **error)
 {
         g_autofree char *why = NULL;
         VfmigStreamConn *conn = NULL;
@@ -1406,7 +1800,7 @@ int jobs_start_receive_fd(Jobs *s, Reservation *res, int fd, const JobReceiveOpt
                 close(fd);
                 return *error = g_strdup("option \"ticket\" is required for TLS (or ask for \"plaintext\")"), -EINVAL;
         }
-        r = check_target_res(s, res, error);
+        r = check_target_set(s, res, n, error);
         if (r < 0) {
                 close(fd);
                 return r;
@@ -1418,7 +1812,7 @@ int jobs_start_receive_fd(Jobs *s, Reservation *res, int fd, const JobReceiveOpt
                 r = make_conn(fd, true, o->plaintext, o->ticket, &psk, &conn, error);
                 if (r < 0)
                         return r;
-                j = new_restore(s, res, o);
+                j = new_restore(s, res, n, o);
                 j->priv->psk = psk;
                 vfmig_psk_clear(&psk);
         }

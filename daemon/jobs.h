@@ -5,22 +5,34 @@
  * No D-Bus: bus-job.c validates and authorizes calls and turns the listener
  * calls into objects and signals.
  *
+ * A job moves one device, or a group of devices of one VM (MigrateGroup) in
+ * one stream: stream device i is the job's devices[i] on the source and is
+ * received into reservations[i] on the target.
+ *
  * Source (kind "save"): connect (TCP, or an fd handed in), finish the TLS
- * handshake — a wrong ticket is refused here, before the device moves —
+ * handshake — a wrong ticket is refused here, before any device moves —
  * then RUNNING [-> PRE_COPY while the pump sends pre-copy data, until the
  * predicted stop-copy time fits the downtime budget or Switchover()] ->
- * STOP_COPY -> stream -> wait for the target's RESULT -> STOP.  The device
- * stays in STOP after a success (the VMM decides what comes next).  On any
- * failure the device goes back to RUNNING (reset if that fails or it is in
- * ERROR).
+ * STOP_COPY -> stream -> wait for the target's RESULT -> STOP.  A group
+ * (every device has P2P, checked at the start) stops in two phases: every
+ * device to RUNNING_P2P (PRE_COPY_P2P with pre-copy), read back, and only
+ * when all are in a P2P state does any go on to STOP_COPY.  Pre-copy is used
+ * for a group only when every device has it.  The devices stay in STOP after
+ * a success (the VMM decides what comes next).  On any failure the devices
+ * go back to RUNNING (a group through RUNNING_P2P first; reset if that fails
+ * or a device is in ERROR).  A connection that makes no progress for the
+ * stall timeout (the target stopped reading, or does not answer) fails the
+ * job with -ETIMEDOUT.
  *
  * Target (kind "restore"): listen (PrepareIncoming) or take an fd
- * (ReceiveFromFd), TLS handshake with the reservation's single-use ticket,
- * then the header is checked — one device, a valid profile, and the
- * compatibility rules for the reserved target (matrix_check) — BEFORE the
- * device is moved to RESUMING; then write, STOP at the device's end record
- * (RUNNING when asked), RESULT 0.  On any failure a device that left RUNNING
- * is reset and the reservation is kept (its State back to "active").
+ * (ReceiveFromFd) for a set of reservations, TLS handshake with the
+ * single-use ticket, then the header is checked — as many devices as
+ * reservations, a valid profile for each whose migration type is the one its
+ * reservation was made for, and the compatibility rules for its reserved
+ * target (matrix_check) — BEFORE any device is moved to RESUMING; then
+ * write, STOP at each device's end record (RUNNING when asked), RESULT 0.
+ * On any failure every device that left RUNNING is reset and every
+ * reservation is kept (its State back to "active").
  *
  * Everything runs on the sd-event loop: io sources on the connection, a defer
  * source between bounded batches of pump steps, timers for handshakes,
@@ -46,6 +58,11 @@
 #define JOB_HANDSHAKE_USEC      (30ULL * 1000000ULL)
 #define JOB_DRAIN_USEC          (5ULL * 1000000ULL)
 #define JOB_PRECOPY_POLL_USEC   (20ULL * 1000ULL)
+/* Source: the connection may make no progress this long (default of the
+ * "timeout-ms" option, and its bounds). */
+#define JOB_STALL_DEFAULT_MS    60000u
+#define JOB_STALL_MIN_MS        100u
+#define JOB_STALL_MAX_MS        3600000u
 #define JOBS_MAX                256
 
 typedef enum JobKind {
@@ -75,8 +92,9 @@ typedef struct JobPrivate JobPrivate;
 typedef struct Job {
         char *id;                       /* decimal, also the object path element */
         JobKind kind;
-        char **devices;                 /* one device name (NULL-terminated) */
-        char *reservation_id;           /* restore: the reservation received into */
+        char **devices;                 /* the devices in stream order (NULL-terminated) */
+        char *reservation_id;           /* restore: the first reservation (reservations[0]) */
+        char **reservations;            /* restore: reservation ids, i receives stream device i; save: NULL */
         JobState state;
         uint64_t bytes_transferred;     /* device data bytes sent / written */
         uint64_t bytes_estimated;       /* 0 = unknown */
@@ -106,6 +124,7 @@ typedef struct JobSaveOptions {
         uint32_t downtime_ms;           /* budget for the switchover decision; 0 = at the first idle */
         bool plaintext;                 /* fd mode only: no TLS */
         const char *ticket;             /* TLS: the target's ticket */
+        uint32_t timeout_ms;            /* stall timeout (and handshake bound); 0 = JOB_STALL_DEFAULT_MS */
 } JobSaveOptions;
 
 typedef struct JobReceiveOptions {
@@ -135,17 +154,25 @@ Job *jobs_get(Jobs *s, const char *id);
 /* Borrowed, by id. */
 GPtrArray *jobs_list(Jobs *s);
 
-/* Source.  -ENODEV not managed, -EOPNOTSUPP no migration/profile, -EBUSY
- * busy or not running, -EINVAL bad endpoint/ticket, -EAGAIN too many jobs. */
-int jobs_start_migrate(Jobs *s, const char *device, const char *endpoint, const JobSaveOptions *o, Job **ret,
-                       char **error);
+/* Source, devices: a NULL-terminated list, 1..VFMIG_STREAM_MAX_DEVICES
+ * names, stream order.  Nothing changes on refusal: -EINVAL empty, too many
+ * or duplicate devices, bad endpoint/ticket; -ENXIO no such device; -ENODEV
+ * not managed; -EOPNOTSUPP no migration/profile; -EXDEV a device of a group
+ * without P2P states; -EBUSY busy or not running; -EAGAIN too many jobs. */
+int jobs_start_migrate(Jobs *s, const char *const *devices, const char *endpoint, const JobSaveOptions *o,
+                       Job **ret, char **error);
 /* fd is taken (closed on failure too). */
-int jobs_start_save_fd(Jobs *s, const char *device, int fd, const JobSaveOptions *o, Job **ret, char **error);
+int jobs_start_save_fd(Jobs *s, const char *const *devices, int fd, const JobSaveOptions *o, Job **ret,
+                       char **error);
 
-/* Target.  -EBUSY when the reservation is already receiving. */
-int jobs_prepare_incoming(Jobs *s, Reservation *r, const char *address, uint16_t port, const JobReceiveOptions *o,
-                          char **ret_endpoint, char **ret_ticket, Job **ret, char **error);
-int jobs_start_receive_fd(Jobs *s, Reservation *r, int fd, const JobReceiveOptions *o, Job **ret, char **error);
+/* Target, into res[0..n-1] (stream device i into res[i]), n =
+ * 1..VFMIG_STREAM_MAX_DEVICES.  -EINVAL a reservation twice or too many,
+ * -EBUSY when one is already receiving or its device is in a job. */
+int jobs_prepare_incoming(Jobs *s, Reservation *const *res, unsigned n, const char *address, uint16_t port,
+                          const JobReceiveOptions *o, char **ret_endpoint, char **ret_ticket, Job **ret,
+                          char **error);
+int jobs_start_receive_fd(Jobs *s, Reservation *const *res, unsigned n, int fd, const JobReceiveOptions *o,
+                          Job **ret, char **error);
 
 /* -ESTALE when already finished. */
 int job_cancel(Job *j, const char *why);

@@ -29,6 +29,8 @@
 #define VFMIG_ERROR_NOT_SUPPORTED      VFMIG_ERROR_PREFIX "NotSupported"
 #define VFMIG_ERROR_NOT_MANAGED        VFMIG_ERROR_PREFIX "NotManaged"
 #define VFMIG_ERROR_ACCESS_DENIED      VFMIG_ERROR_PREFIX "AccessDenied"
+/* A job's peer made no progress for longer than the job's bound. */
+#define VFMIG_ERROR_TIMED_OUT          VFMIG_ERROR_PREFIX "TimedOut"
 /* A job's Error when no more specific name applies. */
 #define VFMIG_ERROR_FAILED             VFMIG_ERROR_PREFIX "Failed"
 
