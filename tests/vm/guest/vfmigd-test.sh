@@ -11,6 +11,8 @@
 #   vfmigd-test.sh compat 2          compatibility (module at stream_version=2,
 #                                    so one boot can play an older host)
 #   vfmigd-test.sh reserve           reservations of a creatable mdev type
+#   vfmigd-test.sh migrate           two daemons (a second private bus started
+#                                    by the test), an instance migrated
 #
 # systemd-udevd runs as on a real host (vfmigd.service is After= it):
 # vfmigd's sd-device monitor listens to udev's netlink group, which only
@@ -65,9 +67,13 @@ if timeout -k 5 180 /usr/bin/python3 "$TEST"; then
 else
     bad "$(basename "$TEST")"
 fi
-echo "---- vfmigd log ----"
-cat "$VFMIG_VFMIGD_LOG" 2>/dev/null
-echo "---- end of vfmigd log ----"
+# The test's daemon(s): $VFMIG_VFMIGD_LOG, a second one beside it (-target).
+for log in "$VFMIG_VFMIGD_LOG" "${VFMIG_VFMIGD_LOG%.log}"-*.log; do
+    [ -f "$log" ] || continue
+    echo "---- vfmigd log $(basename "$log") ----"
+    cat "$log"
+    echo "---- end of vfmigd log $(basename "$log") ----"
+done
 
 kill $BUS_PID 2>/dev/null
 wait $BUS_PID 2>/dev/null
