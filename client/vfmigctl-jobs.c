@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * vfmigctl-jobs.c — `migrate DEVICE --to HOST:PORT --ticket T`, `jobs`,
- * `watch JOB`, `cancel JOB` (Device.Migrate, org.vfmig1.Job objects).
+ * vfmigctl-jobs.c — `migrate DEVICE[,DEVICE...] [DEVICE...] --to HOST:PORT
+ * --ticket T`, `jobs`, `watch JOB`, `cancel JOB` (Device.Migrate, for
+ * several devices Manager.MigrateGroup; org.vfmig1.Job objects).
  *
  * `migrate` starts the job and watches it like `watch`: on a terminal one
  * progress bar line (bytes, throughput, ETA) redrawn in place; piped, one
@@ -159,9 +160,26 @@ static int watch_job(VfmigCtl *ctl, const char *path)
         }
 }
 
+/* The devices of `migrate`: every argument, each a comma-separated list. */
+static GPtrArray *migrate_devices(int argc, char **argv)
+{
+        GPtrArray *devs = g_ptr_array_new_with_free_func(g_free);
+
+        for (int i = 1; i < argc; i++) {
+                g_auto(GStrv) v = g_strsplit(argv[i], ",", -1);
+
+                for (char **d = v; *d; d++)
+                        if (**d)
+                                g_ptr_array_add(devs, g_strdup(*d));
+        }
+        return devs;
+}
+
 int verb_migrate(VfmigCtl *ctl, int argc, char **argv)
 {
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL, *call = NULL;
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        g_autoptr(GPtrArray) devs = migrate_devices(argc, argv);
         const char *dev_path, *job;
         g_autofree char *dev = NULL, *jp = NULL;
         int r;
@@ -171,19 +189,42 @@ int verb_migrate(VfmigCtl *ctl, int argc, char **argv)
                         "PrepareIncoming)\n");
                 return VFMIGCTL_EXIT_USAGE;
         }
-        r = vfmigctl_call(ctl, argv[1], VFMIG_DBUS_PATH, VFMIG_DBUS_INTERFACE_MANAGER, "GetDevice", &reply, "s",
-                          argv[1]);
-        if (r != 0)
-                return r;
-        r = sd_bus_message_read(reply, "o", &dev_path);
-        if (r < 0)
-                return vfmigctl_log_parse_error(r, argv[1]);
-        dev = g_strdup(dev_path);
-        reply = sd_bus_message_unref(reply);
-        r = vfmigctl_call(ctl, "migrate", dev, VFMIG_DBUS_INTERFACE_DEVICE, "Migrate", &reply, "ssa{sv}", ctl->to,
-                          ctl->ticket, 0);
-        if (r != 0)
-                return r;
+        if (devs->len == 0) {
+                fprintf(stderr, "vfmigctl: migrate needs a device\n");
+                return VFMIGCTL_EXIT_USAGE;
+        }
+        if (devs->len > 1) {
+                /* a group: one job, one stream, device i into the target's i-th reservation */
+                r = sd_bus_message_new_method_call(ctl->bus, &call, VFMIG_BUS_NAME, VFMIG_DBUS_PATH,
+                                                   VFMIG_DBUS_INTERFACE_MANAGER, "MigrateGroup");
+                if (r >= 0)
+                        r = sd_bus_message_open_container(call, 'a', "s");
+                for (guint i = 0; r >= 0 && i < devs->len; i++)
+                        r = sd_bus_message_append(call, "s", devs->pdata[i]);
+                if (r >= 0)
+                        r = sd_bus_message_close_container(call);
+                if (r >= 0)
+                        r = sd_bus_message_append(call, "ssa{sv}", ctl->to, ctl->ticket, 0);
+                if (r < 0)
+                        return vfmigctl_log_parse_error(r, "migrate");
+                r = sd_bus_call(ctl->bus, call, 0, &error, &reply);
+                if (r < 0)
+                        return vfmigctl_log_error(&error, r, "migrate");
+        } else {
+                r = vfmigctl_call(ctl, devs->pdata[0], VFMIG_DBUS_PATH, VFMIG_DBUS_INTERFACE_MANAGER, "GetDevice",
+                                  &reply, "s", devs->pdata[0]);
+                if (r != 0)
+                        return r;
+                r = sd_bus_message_read(reply, "o", &dev_path);
+                if (r < 0)
+                        return vfmigctl_log_parse_error(r, devs->pdata[0]);
+                dev = g_strdup(dev_path);
+                reply = sd_bus_message_unref(reply);
+                r = vfmigctl_call(ctl, "migrate", dev, VFMIG_DBUS_INTERFACE_DEVICE, "Migrate", &reply, "ssa{sv}",
+                                  ctl->to, ctl->ticket, 0);
+                if (r != 0)
+                        return r;
+        }
         r = sd_bus_message_read(reply, "o", &job);
         if (r < 0)
                 return vfmigctl_log_parse_error(r, "migrate");

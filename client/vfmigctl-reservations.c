@@ -477,25 +477,55 @@ int verb_release(VfmigCtl *ctl, int argc, char **argv)
 /* receive ID [ADDRESS]: prepare the incoming side of a migration for a
  * reservation (PrepareIncoming); prints the endpoint and the single-use
  * ticket to give to `vfmigctl migrate` on the source host. */
+/* `receive ID[,ID...] [ADDRESS]`: one listener for one reservation, or for a
+ * group (PrepareIncoming on the first with option "group": the others, in
+ * order; stream device i goes into the i-th). */
 int verb_receive(VfmigCtl *ctl, int argc, char **argv)
 {
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL, *call = NULL;
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
         g_autofree char *what = g_strdup_printf("receive %s", argv[1]);
-        g_autofree char *path = NULL;
+        g_auto(GStrv) ids = g_strsplit(argv[1], ",", -1);
+        g_autoptr(GPtrArray) paths = g_ptr_array_new_with_free_func(g_free);
         const char *endpoint, *ticket;
         int r;
 
-        r = reservation_path(argv[1], &path);
-        if (r != 0)
-                return r;
-        if (argc > 2)
-                r = vfmigctl_call(ctl, what, path, VFMIG_DBUS_INTERFACE_RESERVATION, "PrepareIncoming", &reply,
-                                  "a{sv}", 1, "address", "s", argv[2]);
-        else
-                r = vfmigctl_call(ctl, what, path, VFMIG_DBUS_INTERFACE_RESERVATION, "PrepareIncoming", &reply,
-                                  "a{sv}", 0);
-        if (r != 0)
-                return r;
+        for (char **id = ids; *id; id++) {
+                char *path = NULL;
+
+                r = reservation_path(*id, &path);
+                if (r != 0)
+                        return r;
+                g_ptr_array_add(paths, path);
+        }
+        if (paths->len == 0)
+                return usage("receive needs a reservation id%s", "");
+        r = sd_bus_message_new_method_call(ctl->bus, &call, VFMIG_BUS_NAME, paths->pdata[0],
+                                           VFMIG_DBUS_INTERFACE_RESERVATION, "PrepareIncoming");
+        if (r >= 0)
+                r = sd_bus_message_open_container(call, 'a', "{sv}");
+        if (r >= 0 && argc > 2)
+                r = sd_bus_message_append(call, "{sv}", "address", "s", argv[2]);
+        if (r >= 0 && paths->len > 1) {
+                r = sd_bus_message_open_container(call, 'e', "sv");
+                if (r >= 0)
+                        r = sd_bus_message_append(call, "s", "group");
+                if (r >= 0)
+                        r = sd_bus_message_open_container(call, 'v', "ao");
+                if (r >= 0)
+                        r = sd_bus_message_open_container(call, 'a', "o");
+                for (guint i = 1; r >= 0 && i < paths->len; i++)
+                        r = sd_bus_message_append(call, "o", paths->pdata[i]);
+                for (int k = 0; r >= 0 && k < 3; k++)
+                        r = sd_bus_message_close_container(call);
+        }
+        if (r >= 0)
+                r = sd_bus_message_close_container(call);
+        if (r < 0)
+                return vfmigctl_log_parse_error(r, what);
+        r = sd_bus_call(ctl->bus, call, 0, &error, &reply);
+        if (r < 0)
+                return vfmigctl_log_error(&error, r, what);
         r = sd_bus_message_read(reply, "ss", &endpoint, &ticket);
         if (r < 0)
                 return vfmigctl_log_parse_error(r, what);

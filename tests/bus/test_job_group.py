@@ -27,7 +27,8 @@ Checked:
   all source devices back in running, all target devices reset, all
   reservations active; Cancel of a waiting group target; the group option's
   bad values; kill -9 of each daemon during a group job, then restart: the
-  job is reported failed with all its devices, and they are all running.
+  job is reported failed with all its devices, and they are all running;
+- vfmigctl receive ID,ID,ID ADDRESS and vfmigctl migrate DEV,DEV DEV.
 """
 import os
 import re
@@ -235,6 +236,40 @@ class Group(unittest.TestCase):
         d = self.wait_final(self.dst, dst_job)
         self.assertEqual(d['State'], 'completed')
         self.assertEqual(d['Devices'], [b for _, b in pairs])
+
+    def ctl(self, host, *args):
+        env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=host.address)
+        return subprocess.run([vt.VFMIGCTL] + list(args), env=env, capture_output=True, text=True, timeout=60)
+
+    def test_vfmigctl_group(self):
+        """vfmigctl receive ID,ID ADDRESS on the target, vfmigctl migrate DEV,DEV DEV on the source."""
+        res = self.reserve_pairs(PAIRS)
+        ids = [r.rsplit('/', 1)[1] for r in res]
+        r = self.ctl(self.dst, 'receive', ','.join(ids), '127.0.0.1')
+        self.assertEqual(r.returncode, 0, r.stderr)
+        endpoint, ticket = r.stdout.split()
+        for x in res:
+            self.assertEqual(self.dst.get(x, RESERVATION, 'State'), 'receiving')
+        devs = [a for a, _ in PAIRS]
+        r = self.ctl(self.src, 'migrate', ','.join(devs[:2]), devs[2], '--to', endpoint, '--ticket', ticket)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        lines = r.stdout.splitlines()
+        self.assertTrue(lines[0].startswith('job /org/vfmig1/job/'), lines)
+        self.assertIn('completed', lines[-1])
+        self.assertEqual(self.src.job(lines[0].split()[1])['Devices'], devs)
+        for a, b in PAIRS:
+            self.assertEqual(self.dst.memory(b), self.src.memory(a))
+        r = self.ctl(self.src, 'jobs')
+        self.assertIn(','.join(devs), r.stdout)
+        # a bad id anywhere in the list: usage error, nothing prepared
+        r = self.ctl(self.dst, 'receive', ids[0] + ',nope')
+        self.assertEqual(r.returncode, 2, r.stderr)
+        for x in res:
+            self.assertEqual(self.dst.get(x, RESERVATION, 'State'), 'active')
+        # a device without P2P in a group: NotCompatible, exit 6
+        self.src.reset(devs[0])
+        r = self.ctl(self.src, 'migrate', f'{devs[0]},{NO_P2P_DEV}', '--to', endpoint, '--ticket', ticket)
+        self.assertEqual(r.returncode, 6, r.stderr)
 
     # --- refused before anything moves ----------------------------------------------------
 
