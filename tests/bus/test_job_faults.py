@@ -20,7 +20,9 @@ a corrupted and a truncated stream relayed by the test between SaveToFd and
 ReceiveFromFd; a replayed ticket (after a success and after a failure: over
 TCP against a new listener, and in fd mode) and an expired ticket; Cancel of
 a streaming source and of a streaming target; a target device rejecting the
-data (ERROR -> reset, reported).
+data (ERROR -> reset, reported); a target that stops reading the stream, and
+a listener that accepts and never answers: with a short "timeout-ms" the
+source fails with TimedOut and its device is back in running.
 """
 import os
 import signal
@@ -307,13 +309,13 @@ class Faults(unittest.TestCase):
             log = f.read()
         self.assertIn(f'{kind} of {dev} interrupted by a restart', log)
 
-    def proxied(self, pause_at):
+    def proxied(self, pause_at, opts=None):
         """Migrate through a Proxy paused after pause_at bytes: (proxy, src_job, dst_job)."""
         self.reserve()
         endpoint, ticket, dst_job = self.prepare()
         proxy = Proxy(endpoint, pause_at=pause_at)
         self.addCleanup(proxy.close)
-        src_job = self.migrate(proxy.endpoint, ticket)
+        src_job = self.migrate(proxy.endpoint, ticket, opts)
         wait_until(lambda: proxy.relay and proxy.relay.paused.is_set(), timeout=60, what=f'{pause_at} bytes')
         pump(0.1)
         return proxy, src_job, dst_job
@@ -507,6 +509,67 @@ class Faults(unittest.TestCase):
         self.assert_failed(s, 'target')
         self.assertIn('cancel', s['Error'])
         self.assert_unwound()
+
+    # --- the target stops reading: the source's stall timeout -------------------------------------
+
+    def test_target_stops_reading(self):
+        # the relay stops reading the source's bytes after 32 MiB: the source's
+        # socket fills and stays full
+        proxy, src_job, dst_job = self.proxied(32 << 20, {'timeout-ms': GLib.Variant('u', 1000)})
+        self.assertEqual(self.src.job(src_job)['State'], 'switchover')
+        s = self.wait_final(self.src, src_job, timeout=20)
+        self.assert_failed(s, 'connection', 'no progress for 1000 ms')
+        self.assertTrue(s['Error'].startswith('org.vfmig1.Error.TimedOut'), s['Error'])
+        self.assertEqual(self.src.state(SRC_DEV), 'running')
+        self.assertEqual(self.dst.job(dst_job)['State'], 'streaming')     # the target still waits ...
+        proxy.relay.resume()
+        proxy.close()
+        d = self.wait_final(self.dst, dst_job)                            # ... until the connection closes
+        self.assert_failed(d, 'source')
+        self.assert_unwound()
+
+    def test_listener_never_answers(self):
+        # accepts the connection, never reads or writes: the handshake is bounded
+        # by timeout-ms too (the default bound is 30 s, past this wait)
+        lst = socket.create_server(('127.0.0.1', 0))
+        conns = []
+        stop = threading.Event()
+
+        def accept():
+            lst.settimeout(0.2)
+            while not stop.is_set():
+                try:
+                    conns.append(lst.accept()[0])
+                except OSError:
+                    pass
+        t = threading.Thread(target=accept, daemon=True)
+        t.start()
+        try:
+            src_job = self.migrate('127.0.0.1:%d' % lst.getsockname()[1], random_ticket(),
+                                   {'timeout-ms': GLib.Variant('u', 500)})
+            s = self.wait_final(self.src, src_job, timeout=20)
+        finally:
+            stop.set()
+            t.join(5)
+            for c in conns:
+                c.close()
+            lst.close()
+        self.assertEqual(len(conns), 1)
+        self.assert_failed(s, 'connection', 'handshake')
+        self.assertTrue(s['Error'].startswith('org.vfmig1.Error.TimedOut'), s['Error'])
+        self.assertEqual(self.src.state(SRC_DEV), 'running')
+        self.assert_unwound(dst=False)
+
+    def test_timeout_option_bounds(self):
+        for v in (1, 99, 3600001):
+            with self.assertRaises(GLib.Error) as e:
+                self.migrate('127.0.0.1:1', random_ticket(), {'timeout-ms': GLib.Variant('u', v)})
+            self.assertEqual(error_name(e.exception), 'org.vfmig1.Error.InvalidArgs')
+            self.assertIn('timeout-ms', str(e.exception))
+        with self.assertRaises(GLib.Error) as e:
+            self.migrate('127.0.0.1:1', random_ticket(), {'timeout-ms': GLib.Variant('s', '5')})
+        self.assertEqual(error_name(e.exception), 'org.vfmig1.Error.InvalidArgs')
+        self.assertEqual(self.src.state(SRC_DEV), 'running')
 
     # --- the target device rejects the data ---------------------------------------------------------
 
