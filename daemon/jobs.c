@@ -1537,7 +1537,7 @@ static int make_conn(int fd, bool server, bool plaintext, const char *ticket, Vf
         if (plaintext)
                 r = vfmig_stream_conn_new_plain(fd, ret);
         else {
-                r = vfmig_psk_derive(ticket, NULL, psk);
+                r = vfmig_psk_derive(ticket, VFMIG_PSK_CONTEXT, psk);
                 if (r < 0) {
                         close(fd);
                         return *error = g_strdup("The ticket is not valid: expected 43 characters of base64url"),
@@ -1764,7 +1764,7 @@ int jobs_prepare_incoming(Jobs *s, Reservation *const *res, unsigned n, const ch
         j->priv->tcp = true;
         j->priv->listen_fd = lfd;
         j->priv->ticket = g_strdup(ticket);
-        (void) vfmig_psk_derive(ticket, NULL, &j->priv->psk);
+        (void) vfmig_psk_derive(ticket, VFMIG_PSK_CONTEXT, &j->priv->psk);
         r = sd_event_add_io(s->event, &j->priv->listen_src, lfd, EPOLLIN, on_accept, j);
         if (r >= 0)
                 r = sd_event_add_time(s->event, &j->priv->expiry_src, CLOCK_REALTIME, j->priv->ticket_expires_usec,

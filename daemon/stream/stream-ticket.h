@@ -13,7 +13,14 @@
  *   key      = HKDF-Expand(PRK, "vfmig psk key"      || 0x00 || context, 32)
  *   identity = "vfmig1-" || base64url(HKDF-Expand(PRK, "vfmig psk identity" || 0x00 || context, 18))
  *
- * context binds the key to the reservation (its id; "" when none).
+ * context is a byte string both peers know beforehand ("" when none).
+ * vfmigd's jobs use VFMIG_PSK_CONTEXT, the empty context, on both sides:
+ * the source knows nothing of the target but the endpoint and the ticket, so
+ * a context such as the reservation id would have to travel with the ticket
+ * and would bind nothing the ticket does not already bind.  The ticket is 256
+ * random bits made for one listener (PrepareIncoming) or handed to both
+ * peers for one socket (fd mode), used once (the replay set), and it expires
+ * with the reservation(s) it was made for: that is the binding.
  */
 #pragma once
 
@@ -25,6 +32,7 @@
 #define VFMIG_TICKET_STRLEN  43         /* unpadded base64url of 32 bytes */
 #define VFMIG_PSK_KEY_BYTES  32
 #define VFMIG_PSK_IDENTITY_MAX 64
+#define VFMIG_PSK_CONTEXT      ""       /* what jobs derive with (see above) */
 
 typedef struct VfmigPsk {
         char identity[VFMIG_PSK_IDENTITY_MAX];  /* NUL-terminated, printable */
