@@ -38,6 +38,8 @@ struct VfmigStreamParser {
         uint8_t type;
         uint16_t device;
         uint32_t len;
+        uint32_t crc;                   /* record CRC over the header and body[0..crc_len) */
+        size_t crc_len;
 
         bool have_header;
         VfmigStreamHeader header;
@@ -235,6 +237,9 @@ ok:
                 g_free(p->body);
                 p->body = g_malloc(p->body_alloc);
         }
+        /* The record CRC runs as the payload arrives, over bytes still in the cache. */
+        p->crc = vfmig_crc32c(0, p->small, VFMIG_STREAM_RECORD_HEADER_SIZE);
+        p->crc_len = 0;
         expect(p, PS_BODY, (size_t) p->len + VFMIG_STREAM_RECORD_TRAILER_SIZE);
         return 0;
 }
@@ -259,12 +264,10 @@ static int on_body(VfmigStreamParser *p, VfmigStreamEvent *ev)
         uint64_t at = p->record_offset, pl_at = at + VFMIG_STREAM_RECORD_HEADER_SIZE;
         const uint8_t *b = p->body;
         ParserDevice *d;
-        uint32_t crc;
         int r;
 
-        crc = vfmig_crc32c(0, p->small, VFMIG_STREAM_RECORD_HEADER_SIZE);
-        crc = vfmig_crc32c(crc, b, p->len);
-        if (crc != get_le32(b + p->len))
+        g_assert(p->crc_len == p->len);
+        if (p->crc != get_le32(b + p->len))
                 return parser_fail(p, -EBADMSG, pl_at + p->len, "%s record checksum mismatch (record at %" PRIu64 ")",
                                    type_name(p->type), at);
 
@@ -375,6 +378,14 @@ int vfmig_stream_parser_commit(VfmigStreamParser *p, size_t n, VfmigStreamEvent 
 
         p->have += n;
         p->offset += n;
+        if (p->state == PS_BODY && p->crc_len < p->len) {
+                size_t upto = MIN(p->have, (size_t) p->len);
+
+                if (upto > p->crc_len) {
+                        p->crc = vfmig_crc32c(p->crc, p->body + p->crc_len, upto - p->crc_len);
+                        p->crc_len = upto;
+                }
+        }
         if (p->have < p->need)
                 return 0;
 
