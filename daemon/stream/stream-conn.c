@@ -16,6 +16,19 @@
 
 #include "stream-conn.h"
 
+/*
+ * TLS moves bulk data in records of 16 KiB.  Handing each record to the
+ * socket on its own costs a system call per record on the way out and two
+ * (record header, then body) on the way in, which costs more than the
+ * cipher.  So the TLS transport functions are ours: encrypted records
+ * collect in an output buffer that goes to the socket in one send() when it
+ * is full or the caller's bytes are all encrypted, and receiving reads ahead
+ * up to a buffer's worth of ciphertext in one recv() and serves GnuTLS's
+ * reads from it.  Both buffers are fixed: memory stays bounded.
+ */
+#define TLS_BUF_SIZE            (256u * 1024u)
+#define TLS_RECORD_WIRE_MAX     (16384u + 256u + 16u + 5u + 1u)  /* header, inner type, padding, tag */
+
 struct VfmigStreamConn {
         int fd;
         bool tls;
@@ -24,11 +37,19 @@ struct VfmigStreamConn {
         bool handshaken;
         bool unknown_identity;  /* server: the client offered another PSK identity */
         bool bye_sent;
+        bool peer_closed;       /* TLS: close_notify received */
         short events;
         gnutls_session_t session;
         gnutls_psk_client_credentials_t ccred;
         gnutls_psk_server_credentials_t scred;
         VfmigPsk psk;
+
+        uint8_t *obuf;          /* TLS: encrypted bytes [ooff, olen) not yet sent */
+        size_t olen, ooff;
+        uint8_t *ibuf;          /* TLS: ciphertext [ioff, ilen) read ahead */
+        size_t ilen, ioff;
+        int send_errno;         /* the socket error that stopped sending, once */
+
         char *error;
 };
 
@@ -238,6 +259,105 @@ int vfmig_stream_tcp_connect(const char *endpoint, int *ret_fd)
 
 /* ---- connections ---- */
 
+/* Send the pending encrypted bytes: 0 when all are out, -EAGAIN, or -errno. */
+static int tls_flush_buffer(VfmigStreamConn *c)
+{
+        while (c->ooff < c->olen) {
+                ssize_t k = send(c->fd, c->obuf + c->ooff, c->olen - c->ooff, MSG_NOSIGNAL);
+
+                if (k < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        if (errno == EAGAIN)
+                                return -EAGAIN;
+                        c->send_errno = errno;
+                        return -errno;
+                }
+                c->ooff += (size_t) k;
+        }
+        c->ooff = c->olen = 0;
+        return 0;
+}
+
+static ssize_t tls_push(gnutls_transport_ptr_t ptr, const void *data, size_t n)
+{
+        VfmigStreamConn *c = ptr;
+        int r;
+
+        if (c->send_errno) {
+                gnutls_transport_set_errno(c->session, c->send_errno);
+                return -1;
+        }
+        if (TLS_BUF_SIZE - c->olen < n) {
+                r = tls_flush_buffer(c);
+                if (r < 0 && r != -EAGAIN) {
+                        gnutls_transport_set_errno(c->session, -r);
+                        return -1;
+                }
+                if (c->ooff > 0) {      /* make the free space contiguous */
+                        memmove(c->obuf, c->obuf + c->ooff, c->olen - c->ooff);
+                        c->olen -= c->ooff;
+                        c->ooff = 0;
+                }
+                if (TLS_BUF_SIZE - c->olen < n) {
+                        if (c->olen > 0) {
+                                gnutls_transport_set_errno(c->session, EAGAIN);
+                                return -1;
+                        }
+                        /* Larger than the whole buffer (not a record): straight out. */
+                        for (;;) {
+                                ssize_t k = send(c->fd, data, n, MSG_NOSIGNAL);
+
+                                if (k < 0 && errno == EINTR)
+                                        continue;
+                                if (k < 0)
+                                        gnutls_transport_set_errno(c->session, errno);
+                                return k;
+                        }
+                }
+        }
+        memcpy(c->obuf + c->olen, data, n);
+        c->olen += n;
+        return (ssize_t) n;
+}
+
+static ssize_t tls_pull(gnutls_transport_ptr_t ptr, void *data, size_t n)
+{
+        VfmigStreamConn *c = ptr;
+        size_t k;
+
+        if (c->ioff == c->ilen) {
+                ssize_t got;
+
+                c->ioff = c->ilen = 0;
+                do
+                        got = recv(c->fd, c->ibuf, TLS_BUF_SIZE, 0);
+                while (got < 0 && errno == EINTR);
+                if (got < 0) {
+                        gnutls_transport_set_errno(c->session, errno);
+                        return -1;
+                }
+                if (got == 0)
+                        return 0;
+                c->ilen = (size_t) got;
+        }
+        k = MIN(n, c->ilen - c->ioff);
+        memcpy(data, c->ibuf + c->ioff, k);
+        c->ioff += k;
+        return (ssize_t) k;
+}
+
+const char *vfmig_stream_tls_priority(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+        /* Without AES-NI and carry-less multiply AES-GCM is slow (and its
+         * table code leaks timing): ChaCha20-Poly1305 first then. */
+        if (!__builtin_cpu_supports("aes") || !__builtin_cpu_supports("pclmul"))
+                return VFMIG_STREAM_TLS_PRIORITY_NO_AES;
+#endif
+        return VFMIG_STREAM_TLS_PRIORITY;
+}
+
 static int psk_server_cb(gnutls_session_t session, const gnutls_datum_t *username, gnutls_datum_t *key)
 {
         VfmigStreamConn *c = gnutls_session_get_ptr(session);
@@ -292,7 +412,7 @@ int vfmig_stream_conn_new_tls(int fd, bool server, const VfmigPsk *psk, VfmigStr
                 return -ENOMEM;
         }
         gnutls_session_set_ptr(c->session, c);
-        r = gnutls_priority_set_direct(c->session, VFMIG_STREAM_TLS_PRIORITY, &err_pos);
+        r = gnutls_priority_set_direct(c->session, vfmig_stream_tls_priority(), &err_pos);
         if (r < 0)
                 return -EINVAL;
         if (server) {
@@ -310,7 +430,11 @@ int vfmig_stream_conn_new_tls(int fd, bool server, const VfmigPsk *psk, VfmigStr
         }
         if (r < 0)
                 return -EINVAL;
-        gnutls_transport_set_int(c->session, fd);
+        c->obuf = g_malloc(TLS_BUF_SIZE);
+        c->ibuf = g_malloc(TLS_BUF_SIZE);
+        gnutls_transport_set_ptr(c->session, c);
+        gnutls_transport_set_push_function(c->session, tls_push);
+        gnutls_transport_set_pull_function(c->session, tls_pull);
         gnutls_handshake_set_timeout(c->session, 0);    /* the caller's event loop times out */
         *ret = g_steal_pointer(&c);
         return 0;
@@ -329,6 +453,8 @@ void vfmig_stream_conn_free(VfmigStreamConn *c)
         vfmig_psk_clear(&c->psk);
         if (c->fd >= 0)
                 close(c->fd);
+        g_free(c->obuf);
+        g_free(c->ibuf);
         g_free(c->error);
         g_free(c);
 }
@@ -348,6 +474,8 @@ static int conn_fail(VfmigStreamConn *c, int r, const char *fmt, ...)
 static int wait_tls(VfmigStreamConn *c)
 {
         c->events = gnutls_record_get_direction(c->session) ? POLLOUT : POLLIN;
+        if (c->ooff < c->olen)  /* our own bytes wait for the socket too */
+                c->events |= POLLOUT;
         return -EAGAIN;
 }
 
@@ -359,6 +487,7 @@ static int handshake_error(VfmigStreamConn *c, int g)
         /* Tell the peer (best effort) and end the connection, so that its
          * handshake fails now rather than at its timeout. */
         (void) gnutls_alert_send_appropriate(c->session, g);
+        (void) tls_flush_buffer(c);
         (void) shutdown(c->fd, SHUT_RDWR);
 
         switch (g) {
@@ -385,7 +514,7 @@ static int handshake_error(VfmigStreamConn *c, int g)
 
 int vfmig_stream_conn_handshake(VfmigStreamConn *c)
 {
-        int r;
+        int r, f;
 
         if (!c->connected) {
                 struct pollfd p = { .fd = c->fd, .events = POLLOUT };
@@ -409,23 +538,57 @@ int vfmig_stream_conn_handshake(VfmigStreamConn *c)
                         return conn_fail(c, -errno, "the socket is not connected: %s", g_strerror(errno));
                 c->connected = true;
         }
-        if (!c->tls || c->handshaken)
+        if (!c->tls)
                 return 0;
+        if (c->handshaken)      /* done, but our last flight was still waiting */
+                return vfmig_stream_conn_flush(c);
 
         do
                 r = gnutls_handshake(c->session);
         while (r == GNUTLS_E_INTERRUPTED);
-        if (r == GNUTLS_E_AGAIN)
+        f = tls_flush_buffer(c);
+        if (r == GNUTLS_E_AGAIN && (f == 0 || f == -EAGAIN))
                 return wait_tls(c);
-        if (r < 0)
+        if (r < 0 && r != GNUTLS_E_AGAIN)
                 return handshake_error(c, r);
+        if (f < 0 && f != -EAGAIN)
+                return conn_fail(c, f, "TLS handshake (%s) failed, sending: %s", c->server ? "server" : "client",
+                                 g_strerror(-f));
         c->handshaken = true;
+        if (f == -EAGAIN) {
+                c->events = POLLOUT;
+                return -EAGAIN;
+        }
+        return 0;
+}
+
+static ssize_t send_error(VfmigStreamConn *c, int e)
+{
+        return conn_fail(c, -e, "send: %s", g_strerror(e));
+}
+
+int vfmig_stream_conn_flush(VfmigStreamConn *c)
+{
+        int r;
+
+        if (!c->tls)
+                return 0;
+        r = tls_flush_buffer(c);
+        if (r == -EAGAIN) {
+                c->events = POLLOUT;
+                return r;
+        }
+        if (r < 0)
+                return (int) send_error(c, -r);
         return 0;
 }
 
 ssize_t vfmig_stream_conn_send(VfmigStreamConn *c, const void *buf, size_t n)
 {
+        const uint8_t *p = buf;
+        size_t done = 0;
         ssize_t k;
+        int r;
 
         if (!c->connected || (c->tls && !c->handshaken))
                 return conn_fail(c, -ENOTCONN, "send before the connection is established");
@@ -439,19 +602,57 @@ ssize_t vfmig_stream_conn_send(VfmigStreamConn *c, const void *buf, size_t n)
                 }
                 return conn_fail(c, -errno, "send: %s", g_strerror(errno));
         }
-        do
-                k = gnutls_record_send(c->session, buf, n);
-        while (k == GNUTLS_E_INTERRUPTED);
-        if (k >= 0)
-                return k;
-        if (k == GNUTLS_E_AGAIN)
-                return wait_tls(c);
-        return conn_fail(c, k == GNUTLS_E_PUSH_ERROR ? -EPIPE : -EPROTO, "TLS send: %s", gnutls_strerror((int) k));
+        if (c->send_errno)
+                return send_error(c, c->send_errno);
+
+        /* Encrypt record after record into the buffer while it has room for
+         * a whole one; send it whenever it fills up. */
+        while (done < n) {
+                if (TLS_BUF_SIZE - c->olen < TLS_RECORD_WIRE_MAX) {
+                        r = tls_flush_buffer(c);
+                        if (r == -EAGAIN)
+                                break;
+                        if (r < 0)
+                                return send_error(c, -r);
+                }
+                do
+                        k = gnutls_record_send(c->session, p + done, n - done);
+                while (k == GNUTLS_E_INTERRUPTED);
+                if (k == GNUTLS_E_AGAIN) {
+                        if (done > 0)
+                                break;
+                        return wait_tls(c);
+                }
+                if (k < 0)
+                        return conn_fail(c, k == GNUTLS_E_PUSH_ERROR ? -EPIPE : -EPROTO, "TLS send: %s",
+                                         c->send_errno ? g_strerror(c->send_errno) : gnutls_strerror((int) k));
+                done += (size_t) k;
+        }
+        /* What is encrypted goes out now if the socket takes it (else at the
+         * next send, flush or shutdown). */
+        r = tls_flush_buffer(c);
+        if (r < 0 && r != -EAGAIN)
+                return send_error(c, -r);
+        if (done == 0) {
+                c->events = POLLOUT;
+                return -EAGAIN;
+        }
+        return (ssize_t) done;
+}
+
+static ssize_t tls_recv_error(VfmigStreamConn *c, ssize_t k)
+{
+        if (k == GNUTLS_E_PREMATURE_TERMINATION || k == GNUTLS_E_PULL_ERROR)
+                return conn_fail(c, -ECONNRESET, "TLS receive: the connection ended without close_notify (%s)",
+                                 gnutls_strerror((int) k));
+        return conn_fail(c, -EPROTO, "TLS receive: %s", gnutls_strerror((int) k));
 }
 
 ssize_t vfmig_stream_conn_recv(VfmigStreamConn *c, void *buf, size_t n)
 {
-        ssize_t k;
+        uint8_t *p = buf;
+        size_t done = 0;
+        ssize_t k = GNUTLS_E_AGAIN;
 
         if (!c->connected || (c->tls && !c->handshaken))
                 return conn_fail(c, -ENOTCONN, "receive before the connection is established");
@@ -465,37 +666,62 @@ ssize_t vfmig_stream_conn_recv(VfmigStreamConn *c, void *buf, size_t n)
                 }
                 return conn_fail(c, -errno, "receive: %s", g_strerror(errno));
         }
-        do
-                k = gnutls_record_recv(c->session, buf, n);
-        while (k == GNUTLS_E_INTERRUPTED);
-        if (k >= 0)
-                return k;
-        if (k == GNUTLS_E_AGAIN)
-                return wait_tls(c);
-        if (k == GNUTLS_E_PREMATURE_TERMINATION || k == GNUTLS_E_PULL_ERROR)
-                return conn_fail(c, -ECONNRESET, "TLS receive: the connection ended without close_notify (%s)",
-                                 gnutls_strerror((int) k));
-        return conn_fail(c, -EPROTO, "TLS receive: %s", gnutls_strerror((int) k));
+        if (c->peer_closed)
+                return 0;
+
+        /* One record per gnutls_record_recv(): go on while there is room and
+         * ciphertext (read ahead or in the socket). */
+        while (done < n) {
+                do
+                        k = gnutls_record_recv(c->session, p + done, n - done);
+                while (k == GNUTLS_E_INTERRUPTED);
+                if (k > 0) {
+                        done += (size_t) k;
+                        continue;
+                }
+                if (k == 0)
+                        c->peer_closed = true;
+                else if (k != GNUTLS_E_AGAIN && done == 0)
+                        return tls_recv_error(c, k);
+                /* An error after some bytes: those first, the error again next time. */
+                break;
+        }
+        /* GnuTLS may have answered something (a key update) while reading. */
+        if (c->ooff < c->olen)
+                (void) tls_flush_buffer(c);
+        if (done > 0)
+                return (ssize_t) done;
+        if (k == 0)
+                return 0;
+        return wait_tls(c);
 }
 
 bool vfmig_stream_conn_pending(VfmigStreamConn *c)
 {
-        return c->tls && c->handshaken && gnutls_record_check_pending(c->session) > 0;
+        return c->tls && c->handshaken &&
+               (gnutls_record_check_pending(c->session) > 0 || c->ioff < c->ilen);
 }
 
 int vfmig_stream_conn_shutdown(VfmigStreamConn *c)
 {
-        if (c->tls && c->handshaken && !c->bye_sent) {
+        if (c->tls && c->handshaken) {
                 int r;
 
-                do
-                        r = gnutls_bye(c->session, GNUTLS_SHUT_WR);
-                while (r == GNUTLS_E_INTERRUPTED);
-                if (r == GNUTLS_E_AGAIN)
-                        return wait_tls(c);
+                if (!c->bye_sent) {
+                        do
+                                r = gnutls_bye(c->session, GNUTLS_SHUT_WR);
+                        while (r == GNUTLS_E_INTERRUPTED);
+                        if (r == GNUTLS_E_AGAIN)
+                                return wait_tls(c);
+                        if (r < 0)
+                                return conn_fail(c, -EPIPE, "TLS close: %s",
+                                                 c->send_errno ? g_strerror(c->send_errno) : gnutls_strerror(r));
+                        c->bye_sent = true;
+                }
+                /* Everything queued, close_notify last, before the FIN. */
+                r = vfmig_stream_conn_flush(c);
                 if (r < 0)
-                        return conn_fail(c, -EPIPE, "TLS close: %s", gnutls_strerror(r));
-                c->bye_sent = true;
+                        return r == -EAGAIN ? r : conn_fail(c, -EPIPE, "TLS close: %s", g_strerror(-r));
         }
         if (shutdown(c->fd, SHUT_WR) < 0 && errno != ENOTCONN)
                 return conn_fail(c, -errno, "shutdown: %s", g_strerror(errno));
@@ -520,4 +746,11 @@ bool vfmig_stream_conn_is_tls(VfmigStreamConn *c)
 const char *vfmig_stream_conn_error(VfmigStreamConn *c)
 {
         return c->error;
+}
+
+const char *vfmig_stream_conn_cipher(VfmigStreamConn *c)
+{
+        if (!c->tls || !c->handshaken)
+                return NULL;
+        return gnutls_cipher_get_name(gnutls_cipher_get(c->session));
 }

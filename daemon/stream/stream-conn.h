@@ -6,8 +6,11 @@
  * Everything is non-blocking and fits sd-event: a call that would block
  * returns -EAGAIN; then wait for vfmig_stream_conn_events() (POLLIN/POLLOUT)
  * on vfmig_stream_conn_fd() and call again.  After -EAGAIN from send, call
- * send again with the same bytes (TLS requires it).  The connection owns its
- * fd.  Errors are negative errnos with a message (vfmig_stream_conn_error()):
+ * send again with the same bytes (TLS requires it).  TLS keeps a bounded
+ * amount of encrypted output (256 KiB) that the socket did not take yet:
+ * call vfmig_stream_conn_flush() before waiting for the peer with nothing
+ * more to send (vfmig_stream_conn_shutdown() flushes too).  The connection
+ * owns its fd.  Errors are negative errnos with a message (vfmig_stream_conn_error()):
  *   -EACCES      TLS handshake refused: wrong key / unknown PSK identity
  *   -EPROTO      the peer does not speak TLS (or broke the protocol)
  *   -ECONNRESET, -EPIPE, ...  the socket's own errors
@@ -24,10 +27,19 @@
 #include "stream-ticket.h"
 
 /* The TLS priority string: TLS 1.3 only, PSK key exchange only (ECDHE-PSK
- * or DHE-PSK for forward secrecy, plain PSK last), AEAD ciphers. */
-#define VFMIG_STREAM_TLS_PRIORITY \
-        "NONE:+VERS-TLS1.3:+ECDHE-PSK:+DHE-PSK:+PSK:+AES-256-GCM:+AES-128-GCM:+CHACHA20-POLY1305:" \
-        "+AEAD:+SHA256:+SHA384:+GROUP-X25519:+GROUP-SECP256R1:+GROUP-FFDHE2048:+SIGN-ALL:+CTYPE-ALL:+COMP-NULL"
+ * or DHE-PSK for forward secrecy, plain PSK last), AEAD ciphers, the fastest
+ * first: AES-128-GCM where the CPU has AES instructions (the client's order
+ * decides), ChaCha20-Poly1305 first where it has not (..._NO_AES). */
+#define VFMIG_STREAM_TLS_PRIORITY_KX "NONE:+VERS-TLS1.3:+ECDHE-PSK:+DHE-PSK:+PSK:"
+#define VFMIG_STREAM_TLS_PRIORITY_REST \
+        ":+AEAD:+SHA256:+SHA384:+GROUP-X25519:+GROUP-SECP256R1:+GROUP-FFDHE2048:+SIGN-ALL:+CTYPE-ALL:+COMP-NULL"
+#define VFMIG_STREAM_TLS_PRIORITY VFMIG_STREAM_TLS_PRIORITY_KX \
+        "+AES-128-GCM:+AES-256-GCM:+CHACHA20-POLY1305" VFMIG_STREAM_TLS_PRIORITY_REST
+#define VFMIG_STREAM_TLS_PRIORITY_NO_AES VFMIG_STREAM_TLS_PRIORITY_KX \
+        "+CHACHA20-POLY1305:+AES-128-GCM:+AES-256-GCM" VFMIG_STREAM_TLS_PRIORITY_REST
+
+/* The priority string this CPU gets (one of the two above). */
+const char *vfmig_stream_tls_priority(void);
 
 typedef struct VfmigStreamConn VfmigStreamConn;
 
@@ -84,15 +96,22 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(VfmigStreamConn, vfmig_stream_conn_free)
  * (at once for a connected plaintext socket), -EAGAIN, or an error. */
 int vfmig_stream_conn_handshake(VfmigStreamConn *c);
 
-/* n > 0 bytes: the number sent (> 0), or -EAGAIN / an error. */
+/* n > 0 bytes: the number sent (> 0), or -EAGAIN / an error.  TLS: the
+ * number taken (encrypted), possibly still queued for the socket. */
 ssize_t vfmig_stream_conn_send(VfmigStreamConn *c, const void *buf, size_t n);
 
+/* Send what the connection queued: 0 when nothing is left, -EAGAIN (wait
+ * for POLLOUT), or an error.  At once 0 in plaintext, which queues nothing. */
+int vfmig_stream_conn_flush(VfmigStreamConn *c);
+
 /* n > 0: bytes received (> 0), 0 at a clean end (TLS: close_notify; plain:
- * EOF), -EAGAIN, or an error (TLS: an EOF without close_notify is -ECONNRESET). */
+ * EOF), -EAGAIN, or an error (TLS: an EOF without close_notify is -ECONNRESET).
+ * TLS fills buf with as many records as have arrived. */
 ssize_t vfmig_stream_conn_recv(VfmigStreamConn *c, void *buf, size_t n);
 
-/* Whether decrypted bytes are waiting inside the connection (TLS): then
- * recv succeeds without the fd being readable. */
+/* Whether received bytes are waiting inside the connection (TLS: decrypted,
+ * or ciphertext read ahead): then recv may succeed without the fd being
+ * readable. */
 bool vfmig_stream_conn_pending(VfmigStreamConn *c);
 
 /* End our direction (TLS close_notify, then SHUT_WR): 0, -EAGAIN, or error. */
@@ -106,3 +125,7 @@ bool vfmig_stream_conn_is_tls(VfmigStreamConn *c);
 
 /* The message of the last error (NULL when none). */
 const char *vfmig_stream_conn_error(VfmigStreamConn *c);
+
+/* TLS after the handshake: the negotiated cipher, e.g. "AES-128-GCM"; NULL
+ * in plaintext or before. */
+const char *vfmig_stream_conn_cipher(VfmigStreamConn *c);

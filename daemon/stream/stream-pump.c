@@ -322,8 +322,17 @@ int vfmig_stream_sender_step(VfmigStreamSender *s, VfmigPumpStatus *ret)
                 r = sender_produce(s);
                 if (r < 0)
                         return r;
-                if (r == 0)
+                if (r == 0) {
+                        /* Nothing to read now: what the connection queued goes out first. */
+                        r = vfmig_stream_conn_flush(s->conn);
+                        if (r == -EAGAIN) {
+                                *ret = VFMIG_PUMP_WAIT_IO;
+                                return 0;
+                        }
+                        if (r < 0)
+                                return sender_fail(s, r, "sending the stream: %s", vfmig_stream_conn_error(s->conn));
                         *ret = VFMIG_PUMP_IDLE;
+                }
                 return 0;
         case SS_CLOSING:
                 r = vfmig_stream_conn_shutdown(s->conn);

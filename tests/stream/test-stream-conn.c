@@ -125,6 +125,11 @@ static void transfer(VfmigStreamConn *from, VfmigStreamConn *to, size_t n)
                                 sent += (size_t) k;
                                 progress = true;
                         }
+                } else {
+                        /* TLS may hold encrypted bytes the socket did not take yet. */
+                        int r = vfmig_stream_conn_flush(from);
+
+                        g_assert_true(r == 0 || r == -EAGAIN);
                 }
                 for (;;) {
                         ssize_t k = vfmig_stream_conn_recv(to, dst + got, n - got);
@@ -185,6 +190,79 @@ static void test_tls_right_ticket(void)
                 g_assert_cmpint(k, ==, 0);
                 break;
         }
+}
+
+/* The cipher: AES-128-GCM where the CPU has AES instructions (the fastest
+ * there), ChaCha20-Poly1305 where it has not. */
+static void test_tls_cipher(void)
+{
+        g_autofree char *t = NULL;
+        g_autoptr(VfmigStreamConn) c = NULL, s = NULL;
+        const char *want = "AES-128-GCM";
+        int rc, rs;
+
+#if defined(__x86_64__)
+        if (!__builtin_cpu_supports("aes") || !__builtin_cpu_supports("pclmul"))
+                want = "CHACHA20-POLY1305";
+#endif
+        g_assert_cmpstr(vfmig_stream_tls_priority(), ==,
+                        strcmp(want, "AES-128-GCM") == 0 ? VFMIG_STREAM_TLS_PRIORITY : VFMIG_STREAM_TLS_PRIORITY_NO_AES);
+        g_assert_cmpint(vfmig_ticket_new(&t), ==, 0);
+        tls_pair(t, t, &c, &s);
+        g_assert_null(vfmig_stream_conn_cipher(c));
+        handshake_both(c, s, &rc, &rs);
+        g_assert_cmpint(rc, ==, 0);
+        g_assert_cmpint(rs, ==, 0);
+        g_assert_cmpstr(vfmig_stream_conn_cipher(c), ==, want);
+        g_assert_cmpstr(vfmig_stream_conn_cipher(s), ==, want);
+}
+
+/* Bulk data: one send call takes many TLS records, which reach the socket
+ * only on flush (or when the buffer fills); one receive call returns every
+ * record that has arrived, not one 16 KiB record at a time. */
+static void test_tls_batching(void)
+{
+        g_autofree char *t = NULL;
+        g_autoptr(VfmigStreamConn) c = NULL, s = NULL;
+        const size_t n = 100 * 1024;
+        g_autofree uint8_t *src = g_malloc(n), *dst = g_malloc(2 * n);
+        size_t got = 0;
+        ssize_t k;
+        int rc, rs, r;
+
+        for (size_t i = 0; i < n; i++)
+                src[i] = (uint8_t) (i * 13 + 1);
+        g_assert_cmpint(vfmig_ticket_new(&t), ==, 0);
+        tls_pair(t, t, &c, &s);
+        handshake_both(c, s, &rc, &rs);
+        g_assert_cmpint(rc, ==, 0);
+        g_assert_cmpint(rs, ==, 0);
+
+        g_assert_cmpint(vfmig_stream_conn_send(c, src, n), ==, n);     /* 7 records in one call */
+        for (unsigned i = 0; (r = vfmig_stream_conn_flush(c)) == -EAGAIN && i < 100; i++) {
+                /* the peer reads to make room */
+                k = vfmig_stream_conn_recv(s, dst + got, 2 * n - got);
+                if (k > 0)
+                        got += (size_t) k;
+                g_usleep(1000);
+        }
+        g_assert_cmpint(r, ==, 0);
+        g_assert_cmpint(vfmig_stream_conn_flush(c), ==, 0);
+        for (unsigned i = 0; got < n && i < 1000; i++) {
+                k = vfmig_stream_conn_recv(s, dst + got, 2 * n - got);
+                if (k == -EAGAIN) {
+                        g_usleep(1000);
+                        continue;
+                }
+                g_assert_cmpint(k, >, 0);
+                if (got == 0)   /* everything was in the socket: one call takes it all */
+                        g_assert_cmpint(k, ==, n);
+                got += (size_t) k;
+        }
+        g_assert_cmpuint(got, ==, n);
+        g_assert_cmpmem(src, n, dst, n);
+        g_assert_cmpint(vfmig_stream_conn_recv(s, dst, n), ==, -EAGAIN);
+        g_assert_false(vfmig_stream_conn_pending(s));
 }
 
 static void test_tls_wrong_ticket(void)
@@ -407,6 +485,8 @@ int main(int argc, char **argv)
         g_test_add_func("/stream/ticket/replay-expiry", test_ticket_set);
         g_test_add_func("/stream/tls/right-ticket", test_tls_right_ticket);
         g_test_add_func("/stream/tls/wrong-ticket", test_tls_wrong_ticket);
+        g_test_add_func("/stream/tls/cipher", test_tls_cipher);
+        g_test_add_func("/stream/tls/batching", test_tls_batching);
         g_test_add_func("/stream/tls/wrong-key-same-identity", test_tls_wrong_key_same_identity);
         g_test_add_func("/stream/tls/plaintext-peer", test_tls_plaintext_peer);
         g_test_add_func("/stream/tls/tcp-loopback", test_tcp_loopback);
