@@ -307,6 +307,18 @@ class Group(unittest.TestCase):
         self.assertEqual(self.wait_final(self.src, src_job)['State'], 'completed')
         self.assertEqual(self.wait_final(self.dst, dst_job)['State'], 'completed')
 
+    def test_unprivileged_caller(self):
+        """The bus policy lets anybody call MigrateGroup; the daemon asks polkit
+        (org.vfmig1.migrate), which is not running on the test bus: refused."""
+        devs = [a for a, _ in PAIRS[:2]]
+        r = vt.run_as_nobody(['busctl', '--system', 'call', vt.BUS_NAME, vt.ROOT_PATH, vt.MANAGER, 'MigrateGroup',
+                              'asssa{sv}', '2'] + devs + ['127.0.0.1:1', random_ticket(), '0'],
+                             env=dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=self.addr1))
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn('org.vfmig1.migrate', r.stderr)
+        self.assertNotIn('Rejected send message', r.stderr)     # not the bus policy
+        self.assertEqual(self.states(self.src, devs), ['running', 'running'])
+
     def test_group_option_refused(self):
         res = self.reserve_pairs(PAIRS[:2])
         gone = '/org/vfmig1/reservation/' + '0' * 32
