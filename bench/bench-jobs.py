@@ -9,13 +9,14 @@ driven as an orchestrator would: GetMigrationProfile on the source, Reserve
 and PrepareIncoming (endpoint, ticket) on the target, Device.Migrate on the
 source (TLS 1.3 PSK over TCP on 127.0.0.1), then both Job objects to the end.
 
-Sections, each printing "name value" lines (ratios against baselines
-measured in the same run; medians over --rounds):
+Sections, each printing "name value" lines; medians over --rounds.  Every
+throughput is put against a baseline measured right before it (the machine's
+load changes by the second): bench-jobs-raw (C, one process for the run,
+its mappings made and warmed once), a raw loopback TCP copy of the same
+bytes from one memfd mapping to another, one thread per side, no framing,
+no TLS (the jobs run TLS 1.3 PSK; bench-stream gives the stream's
+own TLS-vs-raw ratio).
 
-  raw      the baseline: bench-jobs-raw (C), a raw loopback TCP copy of the
-           same bytes from one memfd mapping to another, one thread per side,
-           no framing, no TLS (the jobs use TLS 1.3 PSK: see bench-stream for
-           the stream's own TLS-vs-raw ratio);
   mem      daemon memory during a --small-mib (64) and a --big-mib (1024)
            stop-copy migration: /proc/PID/status of BOTH daemons sampled every
            2 ms.  The simulated device memory is a memfd mapped by the daemon,
@@ -23,41 +24,56 @@ measured in the same run; medians over --rounds):
            would not show at all; what the daemon itself allocates is RssAnon.
            Flat means rssanon_big_vs_small_ratio near 1.  VmHWM is reset
            before each migration (clear_refs 5) and printed for reference: it
-           includes the device memory, so it grows with the state size by
-           design;
+           includes the memory of every simulated device the daemon holds;
   downtime PredictedDowntimeMs, DowntimeMs, stop-copy bytes and Throughput of
-           the stop-copy migrations above and of pre-copy migrations (a
-           --precopy-mib state dirtied at --dirty-mib-s while running, once
-           with no downtime budget: switch over when the pre-copy data is
-           sent, once with --budget-ms, once switched over by Job.Switchover()
-           halfway through the initial pass, so that a large part of the
-           state is left for the stop-copy window), and the DESIGN bound
-           measured <= 1.1 x (stop-copy bytes / measured throughput) + 5 ms
-           with target_met 1 when every round met it.  Stop-copy bytes: the
-           whole stream for a stop-copy job; for a pre-copy job the data size
-           left at switchover, from the source daemon's own log line;
-  conc     --jobs (64) devices of --job-mib (16) per host, one migration
-           alone (the single-job baseline), then all of them started at once
-           (asynchronous Migrate calls in one burst): errors (must be 0),
-           completion time, aggregate throughput against the single job and
-           against the raw copy, per-job throughput and completion spread,
-           daemon RssAnon growth.
+           the two stop-copy migrations above, of a --floor-kib (64) state
+           (the fixed cost of the window), and of pre-copy migrations of a
+           --precopy-mib (256) state dirtied at --dirty-mib-s (16) while it
+           runs: without a downtime budget (switch over once the pre-copy data
+           is sent), with --budget-ms (100), and switched over by
+           Job.Switchover() halfway through the initial pass (a large part of
+           the state left for the window, so the prediction matters); and the
+           DESIGN bound  measured <= 1.1 x (stop-copy bytes / measured
+           throughput) + 5 ms, rounds_met and target_met 1 when every round
+           met it, downtime_overhead_ms = measured - bytes / throughput.
+           Stop-copy bytes: the whole stream for a stop-copy job; for a
+           pre-copy job the data size left at switchover, from the source
+           daemon's log line (the Job object does not expose it).  Throughput
+           is the job's own Throughput (whole job, pre-copy phase included).
+           ping_rtt: Peer.Ping round trips to a daemon, the scheduling noise.
+           streaming_backlog_median_bytes (pre-copy): while both jobs stream,
+           the bytes the source has sent that the target has not received yet
+           (socket buffers, pumps; polled every 10 ms).  At switchover they
+           still have to cross in the window, yet they are in neither the
+           data size nor the prediction: downtime_bound_with_backlog_ms adds
+           them to the stop-copy bytes;
+  conc     --jobs (64) devices of --job-mib (16) per host; per round one
+           migration alone (the single-job baseline), then all of them
+           started at once (asynchronous Migrate calls in one burst): errors
+           (must be 0), completion time, aggregate throughput (all bytes from
+           the first Migrate call to the last Finished) against the single
+           job and against the raw copy, per-job Throughput and finish-time
+           spread, daemon RssAnon growth per job.
 
-Options: --vfmigd PATH --raw PATH (bench-jobs-raw) --bus-config FILE
---rules DIR (default: from the build/source tree), --rounds N (3), --conc-rounds N (2), --small-mib,
+Options: --vfmigd PATH, --raw PATH (bench-jobs-raw), --bus-config FILE,
+--rules DIR (defaults: the build tree in MESON_BUILD_ROOT or build/, the
+source tree), --rounds N (3), --conc-rounds N (3), --floor-kib, --small-mib,
 --big-mib, --precopy-mib, --dirty-mib-s, --budget-ms, --jobs, --job-mib,
---only SECTION[,SECTION] (raw,mem,downtime,conc; mem and downtime share
-their migrations), --keep (keep the temporary directory with daemon logs).
+--conc-timeout S, --only SECTION[,SECTION] (mem,downtime,conc: mem and
+downtime share their migrations), --keep (keep the temporary directory with
+the host files and daemon logs).
 
 Exit status 1 when any migration failed, a section could not run, or a daemon
-did not exit cleanly; the failure is printed (jobs.*.errors, # lines) first.
-The daemon keeps finished jobs for 300 s and refuses more than 256 jobs in
-all, so each section gets its own pair of daemons.
+did not exit cleanly; the failure is printed (jobs.*.errors, "# FAILED"
+lines) first.  The daemon keeps finished jobs for 300 s and refuses more than
+256 jobs in all (JOBS_MAX), so each section gets its own pair of daemons and
+the round counts are checked against it.
 """
 import argparse
 import importlib.util
 import os
 import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -147,14 +163,30 @@ def wait_until(pred, timeout, what):
 
 # --- the raw loopback baseline ---------------------------------------------------
 
-def raw_copy(raw, size, runs):
-    """Bytes/s (median of runs) of bench-jobs-raw: a plain loopback TCP copy of
-    `size` bytes from one memfd mapping to another."""
-    r = subprocess.run([raw, str(size), str(runs)], capture_output=True, text=True, timeout=600)
-    med = [ln.split()[1] for ln in r.stdout.splitlines() if ln.startswith('median ')]
-    if r.returncode != 0 or not med:
-        raise BenchError(f'{raw} {size} {runs}: exit {r.returncode}: {r.stderr.strip()}')
-    return float(med[0])
+class RawCopy:
+    """bench-jobs-raw --serve: a plain loopback TCP copy of N bytes between two
+    memfd mappings, made and warmed once, then one copy per call."""
+
+    def __init__(self, raw, max_bytes):
+        self.proc = subprocess.Popen([raw, '--serve', str(max_bytes)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        if self.proc.stdout.readline().strip() != 'ready':
+            raise BenchError(f'{raw} --serve {max_bytes} did not start (exit {self.proc.poll()})')
+
+    def rate(self, size):
+        """Bytes/s of one copy of `size` bytes."""
+        self.proc.stdin.write(f'{size}\n')
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline().strip()
+        try:
+            return float(line)
+        except ValueError:
+            raise BenchError(f'bench-jobs-raw: {line or "exited with " + str(self.proc.poll())}') from None
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.stdout.close()
+        self.proc.wait(60)
 
 
 # --- memory sampling ---------------------------------------------------------------
@@ -265,11 +297,19 @@ class Host:
         self.finished = {}          # job path -> (state, error, monotonic time)
         self.bus.signal_subscribe(BUS_NAME, JOB, 'Finished', None, None, Gio.DBusSignalFlags.NONE,
                                   self._on_finished)
+        self.added = {}             # job path -> its Job properties when it appeared
+        self.bus.signal_subscribe(BUS_NAME, 'org.freedesktop.DBus.ObjectManager', 'InterfacesAdded', ROOT_PATH,
+                                  None, Gio.DBusSignalFlags.NONE, self._on_added)
         self.paths = {}
 
     def _on_finished(self, conn, sender, path, iface, member, params):
         state, error = params.unpack()
         self.finished.setdefault(path, (state, error, time.monotonic()))
+
+    def _on_added(self, conn, sender, path, iface, member, params):
+        obj, ifaces = params.unpack()
+        if JOB in ifaces:
+            self.added[obj] = ifaces[JOB]
 
     def log_tail(self, n=5):
         try:
@@ -344,6 +384,7 @@ class Pair:
         sf, tf = os.path.join(d, 'source.json'), os.path.join(d, 'target.json')
         gen.write_pair(sf, tf, specs)
         self.src = self.dst = None
+        self.claimed = set()        # restore jobs already handed out by prepare()
         t0 = time.monotonic()
         self.src = Host(f'{name}-src', sf, args, tmp)
         try:
@@ -372,10 +413,16 @@ class Pair:
             GLib.Variant('s', ddev), profile, GLib.Variant('a{sv}', {}))).unpack()[0]
         endpoint, ticket = self.dst.call(res, RESERVATION, 'PrepareIncoming', '(a{sv})',
                                          ({'address': GLib.Variant('s', '127.0.0.1')},))
-        waiting = [p for p, j in self.dst.jobs().items()
-                   if j['State'] == 'waiting' and list(j['Devices']) == [ddev]]
+        def restore_jobs(jobs):
+            return [p for p, j in jobs.items() if p not in self.claimed and j.get('Kind') == 'restore'
+                    and list(j.get('Devices', [])) == [ddev]]
+        pump()
+        waiting = restore_jobs(self.dst.added)
+        if len(waiting) != 1:       # the signal did not come (yet): ask
+            waiting = [p for p in restore_jobs(self.dst.jobs()) if p not in self.dst.finished]
         if len(waiting) != 1:
             raise BenchError(f'{ddev}: {len(waiting)} waiting restore jobs after PrepareIncoming')
+        self.claimed.add(waiting[0])
         return {'sdev': sdev, 'ddev': ddev, 'reservation': res, 'endpoint': endpoint, 'ticket': ticket,
                 'dst_job': waiting[0]}
 
@@ -394,9 +441,12 @@ class Pair:
             o['downtime-ms'] = GLib.Variant('u', budget_ms)
         return o
 
-    def migrate(self, sdev, ddev, opts, timeout=600, sampler=None, switch_at=None):
+    def migrate(self, sdev, ddev, opts, timeout=600, sampler=None, switch_at=None, poll_backlog=False):
         """One migration; returns the source and target jobs' properties and times.
-        switch_at: call Job.Switchover() once this fraction of BytesEstimated is sent."""
+        switch_at: call Job.Switchover() once this fraction of BytesEstimated is sent.
+        poll_backlog: every 10 ms (2 ms until switch_at) while both jobs stream
+        (pre-copy), how many bytes the source has sent that the target has not
+        received yet."""
         m = self.prepare(sdev, ddev)
         try:
             if sampler:
@@ -404,28 +454,33 @@ class Pair:
             t0 = time.monotonic()
             src_job = self.src.call(self.src.device(sdev), DEVICE, 'Migrate', '(ssa{sv})',
                                     (m['endpoint'], m['ticket'], opts))[0]
-            if switch_at is not None:
-                self.switch_when(src_job, switch_at, timeout)
+            backlog, switched = [], switch_at is None
+            deadline = t0 + timeout
+            while (poll_backlog or not switched) and src_job not in self.src.finished:
+                pump()
+                d = self.dst.job(m['dst_job'])     # first: the target is the one behind
+                s = self.src.job(src_job)
+                if s['State'] == 'streaming' and d['State'] == 'streaming':
+                    backlog.append(max(0, s['BytesTransferred'] - d['BytesTransferred']))
+                if not switched and s['BytesEstimated'] > 0 and \
+                        s['BytesTransferred'] >= switch_at * s['BytesEstimated']:
+                    if s['State'] == 'streaming':
+                        self.src.call(src_job, JOB, 'Switchover')
+                    switched = True
+                if time.monotonic() > deadline:
+                    raise BenchError(f'timed out after {timeout} s: {sdev} -> {ddev}')
+                time.sleep(0.01 if switched else 0.002)
             wait_until(lambda: src_job in self.src.finished and m['dst_job'] in self.dst.finished,
-                       timeout, f'{sdev} -> {ddev}')
+                       max(1, deadline - time.monotonic()), f'{sdev} -> {ddev}')
             if sampler:
                 sampler.stop()
             s, d = self.src.job(src_job), self.dst.job(m['dst_job'])
             s['wall_s'] = self.src.finished[src_job][2] - t0
             d['wall_s'] = self.dst.finished[m['dst_job']][2] - t0
+            s['backlog'] = backlog
             return s, d
         finally:
             self.release(m)
-
-    def switch_when(self, src_job, fraction, timeout):
-        def sent_enough():
-            if src_job in self.src.finished:
-                return True
-            j = self.src.job(src_job)
-            return j['BytesEstimated'] > 0 and j['BytesTransferred'] >= fraction * j['BytesEstimated']
-        wait_until(sent_enough, timeout, f'{src_job} to send {fraction:.0%} of its state')
-        if src_job not in self.src.finished:
-            self.src.call(src_job, JOB, 'Switchover')
 
     def switchover_bytes(self, job_id):
         """(bytes left, reason) of the source's 'switchover' log line for job_id."""
@@ -446,56 +501,50 @@ class Bench:
         self.args = args
         self.tmp = tmp
         self.failures = []
-        self.raw = {}           # bytes -> bytes/s (median)
+        self.raw = None
 
     def fail(self, what):
         self.failures.append(what)
         note(f'FAILED: {what}')
 
-    def raw_baseline(self, size, label):
-        if size in self.raw:
-            return self.raw[size]
-        self.raw[size] = raw_copy(self.args.raw, size, max(3, self.args.rounds))
-        out(f'jobs.raw_loopback.{label}.mb_s', mb_s(self.raw[size]))
-        return self.raw[size]
-
-    def section_raw(self):
-        a = self.args
-        self.raw_baseline(a.small_mib * MIB, f'{a.small_mib}m')
-        self.raw_baseline(a.big_mib * MIB, f'{a.big_mib}m')
-
-    # (a) memory + (b) downtime ----------------------------------------------------------
+    # (a) memory + (b) downtime --------------------------------------------------------
 
     def section_single(self, want_mem, want_downtime):
         a = self.args
-        small, big, pre = '0000:17:00.1', '0000:17:00.2', '0000:17:00.3'
-        specs = [(small, a.small_mib * MIB, 0), (big, a.big_mib * MIB, 0),
+        floor, small, big, pre = '0000:17:00.1', '0000:17:00.2', '0000:17:00.3', '0000:17:00.4'
+        specs = [(floor, a.floor_kib * 1024, 0), (small, a.small_mib * MIB, 0), (big, a.big_mib * MIB, 0),
                  (pre, a.precopy_mib * MIB, a.dirty_mib_s * MIB)]
-        # name, device, Migrate options, sample memory, switch over at
-        cases = [(f'stopcopy_{a.small_mib}m', small, {}, True, None),
-                 (f'stopcopy_{a.big_mib}m', big, {}, True, None)]
+        # name, device, state bytes, Migrate options, sample memory, switch over at
+        cases = [(f'stopcopy_{a.small_mib}m', small, a.small_mib * MIB, {}, True, None),
+                 (f'stopcopy_{a.big_mib}m', big, a.big_mib * MIB, {}, True, None)]
         if want_downtime:
-            cases += [(f'precopy_{a.precopy_mib}m_nobudget', pre, Pair.migrate_options(True), False, None),
-                      (f'precopy_{a.precopy_mib}m_budget{a.budget_ms}', pre,
+            pc = Pair.migrate_options(True)
+            cases += [(f'stopcopy_floor_{a.floor_kib}k', floor, a.floor_kib * 1024, {}, False, None),
+                      (f'precopy_{a.precopy_mib}m_nobudget', pre, 0, pc, False, None),
+                      (f'precopy_{a.precopy_mib}m_budget{a.budget_ms}', pre, 0,
                        Pair.migrate_options(True, a.budget_ms), False, None),
-                      (f'precopy_{a.precopy_mib}m_switchover_half', pre, Pair.migrate_options(True), False, 0.5)]
+                      (f'precopy_{a.precopy_mib}m_switchover_half', pre, 0, pc, False, 0.5)]
         pair = Pair('single', specs, a, self.tmp)
         results = {c[0]: [] for c in cases}
-        mem = {c[0]: [] for c in cases if c[3]}
+        mem = {c[0]: [] for c in cases if c[4]}
         try:
             pump()
             idle = {'src': pair.src.mem(), 'dst': pair.dst.mem()}
             if want_downtime:
-                # how long a wake-up round trip to another process takes right now:
-                # the floor of a stop-copy window that moves (almost) nothing
+                # a wake-up round trip to another process right now: the floor
+                # of any stop-copy window, whatever it moves
                 rtt = pair.src.ping_ms(200)
                 out('jobs.ping_rtt.median_ms', median(rtt))
                 out('jobs.ping_rtt.p99_ms', rtt[int(len(rtt) * 0.99) - 1])
             for r in range(a.rounds):
-                for name, dev, opts, sample, switch_at in cases:
+                for name, dev, size, opts, sample, switch_at in cases:
+                    # the baseline next to the measurement: the load changes by the second
+                    raw = self.raw.rate(size) if size >= MIB else None
                     sampler = MemSampler([pair.src.pid, pair.dst.pid]) if sample and want_mem else None
-                    s, d = pair.migrate(dev, dev, opts, sampler=sampler, switch_at=switch_at)
+                    s, d = pair.migrate(dev, dev, opts, sampler=sampler, switch_at=switch_at,
+                                        poll_backlog=name.startswith('precopy'))
                     rec = self.downtime_record(pair, name, r, s, d)
+                    rec['raw'] = raw
                     results[name].append(rec)
                     if sampler:
                         mem[name].append(sampler)
@@ -509,8 +558,7 @@ class Bench:
     def downtime_record(self, pair, name, rnd, s, d):
         ok = s['State'] == 'completed' and d['State'] == 'completed'
         rec = {'ok': ok, 'bytes': s['BytesTransferred'], 'throughput': s['Throughput'],
-               'predicted': s['PredictedDowntimeMs'], 'measured': s['DowntimeMs'], 'wall': s['wall_s'],
-               'dst_bytes': d['BytesTransferred']}
+               'predicted': s['PredictedDowntimeMs'], 'measured': s['DowntimeMs'], 'wall': s['wall_s']}
         if not ok:
             self.fail(f'{name} round {rnd + 1}: source {s["State"]} {s["Error"]!r}, '
                       f'target {d["State"]} {d["Error"]!r}')
@@ -525,14 +573,15 @@ class Bench:
                 rec['ok'] = False
                 return rec
             rec['stop_bytes'], rec['why'] = left, why
+            rec['backlog'] = int(median(s['backlog'])) if s['backlog'] else None
         else:
             rec['stop_bytes'], rec['why'] = s['BytesTransferred'], 'stop-copy only'
         rec['bound'] = downtime_bound_ms(rec['stop_bytes'], rec['throughput'])
         rec['met'] = rec['measured'] <= rec['bound']
         note(f'{name} round {rnd + 1}: {rec["bytes"]} bytes in {rec["wall"]:.3f} s, '
              f'throughput {mb_s(rec["throughput"]):.1f} MB/s, stop-copy bytes {rec["stop_bytes"]} '
-             f'({rec["why"]}), predicted {rec["predicted"]} ms, measured {rec["measured"]} ms, '
-             f'bound {rec["bound"]:.1f} ms, met {int(rec["met"])}')
+             f'({rec["why"]}), streaming backlog {rec.get("backlog", "-")}, predicted {rec["predicted"]} ms, '
+             f'measured {rec["measured"]} ms, bound {rec["bound"]:.1f} ms, met {int(rec["met"])}')
         return rec
 
     def report_case(self, name, recs, want_downtime):
@@ -541,12 +590,12 @@ class Bench:
         out(f'{p}.rounds_ok', f'{len(good)}/{len(recs)}')
         if not good:
             return
-        thr = median([r['throughput'] for r in good])
         out(f'{p}.bytes', good[0]['bytes'])
-        out(f'{p}.throughput_mb_s', mb_s(thr))
-        raw = self.raw.get(good[0]['bytes'] - 52) or self.raw.get(good[0]['bytes'])
-        if raw and name.startswith('stopcopy'):
-            out(f'{p}.throughput_vs_raw_ratio', thr / raw)
+        out(f'{p}.throughput_mb_s', mb_s(median([r['throughput'] for r in good])))
+        with_raw = [r for r in good if r.get('raw')]
+        if with_raw:
+            out(f'{p}.raw_loopback_mb_s', mb_s(median([r['raw'] for r in with_raw])))
+            out(f'{p}.throughput_vs_raw_ratio', median([r['throughput'] / r['raw'] for r in with_raw]))
         out(f'{p}.wall_s', median([r['wall'] for r in good]))
         if not want_downtime:
             return
@@ -554,14 +603,24 @@ class Bench:
         out(f'{p}.predicted_downtime_ms', median([r['predicted'] for r in good]))
         out(f'{p}.measured_downtime_ms', median([r['measured'] for r in good]))
         out(f'{p}.downtime_bound_ms', median([r['bound'] for r in good]))
+        out(f'{p}.measured_vs_bound_ratio_median', median([r['measured'] / r['bound'] for r in good]))
         out(f'{p}.measured_vs_bound_ratio_max', max(r['measured'] / r['bound'] for r in good))
         # the part of the window that is not moving bytes: switchover, end record, the target's answer
         out(f'{p}.downtime_overhead_ms', median([r['measured'] - r['stop_bytes'] / r['throughput'] * 1000.0
                                                 for r in good]))
-        if name.startswith('precopy'):
-            pred = [r for r in good if r['predicted'] > 0]
-            if pred:
-                out(f'{p}.measured_vs_predicted_ratio', median([r['measured'] / r['predicted'] for r in pred]))
+        bl = [r for r in good if r.get('backlog') is not None]
+        if bl:
+            # sent by the source, not yet received by the target (socket buffers, pumps):
+            # at switchover it still has to cross in the window, yet is not in the data size
+            out(f'{p}.streaming_backlog_median_bytes', int(median([r['backlog'] for r in bl])))
+            out(f'{p}.downtime_bound_with_backlog_ms',
+                median([downtime_bound_ms(r['stop_bytes'] + r['backlog'], r['throughput']) for r in bl]))
+            met = sum(r['measured'] <= downtime_bound_ms(r['stop_bytes'] + r['backlog'], r['throughput']) for r in bl)
+            out(f'{p}.rounds_met_with_backlog', f'{met}/{len(recs)}')
+        pred = [r for r in good if r['predicted'] > 0]
+        if pred:
+            out(f'{p}.measured_vs_predicted_ratio', median([r['measured'] / r['predicted'] for r in pred]))
+        out(f'{p}.rounds_met', f'{sum(r["met"] for r in good)}/{len(recs)}')
         out(f'{p}.target_met', int(len(good) == len(recs) and all(r['met'] for r in good)))
 
     def report_mem(self, idle, mem, pair, small, big):
@@ -583,51 +642,55 @@ class Bench:
             if small in peaks and big in peaks:
                 out(f'{p}.rssanon_big_vs_small_ratio', peaks[big] / peaks[small])
 
-    # (c) concurrent jobs -----------------------------------------------------------------
+    # (c) concurrent jobs ------------------------------------------------------------------
 
     def section_conc(self):
         a = self.args
         size = a.job_mib * MIB
         devs = [gen.pci_name(i) for i in range(a.jobs)]
-        total = size * a.jobs
-        raw_total = self.raw_baseline(total, f'{a.jobs}x{a.job_mib}m')
-        raw_one = self.raw_baseline(size, f'{a.job_mib}m')
         pair = Pair('conc', [(d, size, 0) for d in devs], a, self.tmp)
         p = f'jobs.conc{a.jobs}'
+        runs = []
         try:
-            single = []
-            for r in range(a.rounds):
+            idle = {'src': pair.src.mem()['RssAnon'], 'dst': pair.dst.mem()['RssAnon']}
+            for r in range(a.conc_rounds):
+                # the baselines next to the burst: a raw copy of all its bytes, one job alone
+                raw = self.raw.rate(size * a.jobs)
                 s, d = pair.migrate(devs[0], devs[0], {})
                 if s['State'] != 'completed' or d['State'] != 'completed':
                     self.fail(f'single {a.job_mib} MiB job round {r + 1}: source {s["State"]} {s["Error"]!r}, '
                               f'target {d["State"]} {d["Error"]!r}')
-                    continue
-                single.append((s['Throughput'], s['BytesTransferred'] / s['wall_s']))
-            if single:
-                one_thr = median([x[0] for x in single])
-                one_wall = median([x[1] for x in single])
-                out(f'{p}.single.throughput_mb_s', mb_s(one_thr))
-                out(f'{p}.single.wall_throughput_mb_s', mb_s(one_wall))
-                out(f'{p}.single.throughput_vs_raw_ratio', one_thr / raw_one)
-            idle = {'src': pair.src.mem()['RssAnon'], 'dst': pair.dst.mem()['RssAnon']}
-            runs = [self.conc_round(pair, devs, r) for r in range(a.conc_rounds)]
+                    single = None
+                else:
+                    single = (s['Throughput'], s['BytesTransferred'] / s['wall_s'])
+                    note(f'conc round {r + 1}: raw loopback {mb_s(raw):.1f} MB/s; one job alone: '
+                         f'{mb_s(single[0]):.1f} MB/s (Throughput), {s["wall_s"]:.3f} s from Migrate to Finished')
+                x = self.conc_round(pair, devs, r)
+                x['raw'], x['single'] = raw, single
+                runs.append(x)
         finally:
             pair.stop()
         errors = sum(x['errors'] for x in runs)
         out(f'{p}.errors', errors)
-        out(f'{p}.rounds', len(runs))
+        out(f'{p}.rounds_ok', f'{sum(x["errors"] == 0 for x in runs)}/{a.conc_rounds}')
         done = [x for x in runs if x['errors'] == 0]
         if not done:
             return
-        agg = median([x['aggregate'] for x in done])
         out(f'{p}.setup_s', median([x['setup'] for x in done]))
         out(f'{p}.start_burst_ms', median([x['burst'] for x in done]) * 1000)
         out(f'{p}.completion_s', median([x['completion'] for x in done]))
-        out(f'{p}.aggregate_mb_s', mb_s(agg))
-        out(f'{p}.aggregate_vs_raw_ratio', agg / raw_total)
-        if single:
-            out(f'{p}.aggregate_vs_single_ratio', agg / one_wall)
-            out(f'{p}.aggregate_vs_single_throughput_ratio', agg / one_thr)
+        out(f'{p}.aggregate_mb_s', mb_s(median([x['aggregate'] for x in done])))
+        out(f'{p}.raw_loopback_mb_s', mb_s(median([x['raw'] for x in done])))
+        out(f'{p}.aggregate_vs_raw_ratio', median([x['aggregate'] / x['raw'] for x in done]))
+        one = [x for x in done if x['single']]
+        if one:
+            out(f'{p}.single.throughput_mb_s', mb_s(median([x['single'][0] for x in one])))
+            out(f'{p}.single.wall_throughput_mb_s', mb_s(median([x['single'][1] for x in one])))
+            out(f'{p}.single.throughput_vs_raw_ratio', median([x['single'][0] / x['raw'] for x in one]))
+            # no collapse: 64 jobs together move bytes at least as fast as one alone
+            out(f'{p}.aggregate_vs_single_ratio', median([x['aggregate'] / x['single'][1] for x in one]))
+            out(f'{p}.aggregate_vs_single_throughput_ratio',
+                median([x['aggregate'] / x['single'][0] for x in one]))
         thr = sorted(t for x in done for t in x['per_job'])
         out(f'{p}.per_job.throughput_min_mb_s', mb_s(thr[0]))
         out(f'{p}.per_job.throughput_median_mb_s', mb_s(median(thr)))
@@ -638,6 +701,9 @@ class Bench:
         out(f'{p}.per_job.finish_first_s', fin[0])
         out(f'{p}.per_job.finish_median_s', median(fin))
         out(f'{p}.per_job.finish_last_s', fin[-1])
+        fb = sorted(t for x in done for t in x['first_byte'])
+        if fb:
+            out(f'{p}.per_job.streaming_start_last_s', fb[-1])
         for side in ('src', 'dst'):
             peak = max(x['mem'][side] for x in done)
             out(f'{p}.mem.{side}.rssanon_idle_kib', idle[side])
@@ -679,14 +745,14 @@ class Bench:
 
             def all_final():
                 return (all(j in pair.src.finished for j in src_jobs.values()) and
-                        all(m['dst_job'] in pair.dst.finished for i, m in enumerate(prepared) if i in src_jobs))
+                        all(prepared[i]['dst_job'] in pair.dst.finished for i in src_jobs))
             try:
                 wait_until(all_final, a.conc_timeout, f'{len(src_jobs)} concurrent jobs')
             except BenchError as e:
                 errors += 1
                 msgs.append(str(e))
             sampler.stop()
-            per_job, finish, nbytes, last = [], [], 0, t_start
+            per_job, finish, first_byte, nbytes, last = [], [], [], 0, t_start
             for i, sj in src_jobs.items():
                 s = pair.src.job(sj)
                 d = pair.dst.job(prepared[i]['dst_job'])
@@ -704,6 +770,9 @@ class Bench:
                 per_job.append(s['Throughput'])
                 tf = max(pair.src.finished[sj][2], pair.dst.finished[prepared[i]['dst_job']][2])
                 finish.append(tf - t_start)
+                # Throughput = bytes / (end - first byte): when this job's bytes began to move
+                if s['Throughput'] > 0:
+                    first_byte.append(pair.src.finished[sj][2] - t_start - s['BytesTransferred'] / s['Throughput'])
                 last = max(last, tf)
         finally:
             for m in prepared:
@@ -711,6 +780,7 @@ class Bench:
         completion = last - t_start
         r = {'errors': errors, 'setup': setup, 'burst': burst, 'completion': completion,
              'aggregate': nbytes / completion if completion > 0 else 0.0, 'per_job': per_job, 'finish': finish,
+             'first_byte': first_byte,
              'mem': {'src': sampler.peak[pair.src.pid]['RssAnon'], 'dst': sampler.peak[pair.dst.pid]['RssAnon']}}
         note(f'conc round {rnd + 1}: {len(per_job)}/{len(devs)} jobs completed, {errors} error(s), setup '
              f'{setup:.2f} s, start burst {burst * 1000:.1f} ms, completion {completion:.2f} s, '
@@ -732,7 +802,8 @@ def parse_args():
     ap.add_argument('--bus-config', default=os.path.join(build, 'bench', 'bench-bus.conf'))
     ap.add_argument('--rules', default=os.path.join(SOURCE_ROOT, 'data', 'compat.d'))
     ap.add_argument('--rounds', type=int, default=3)
-    ap.add_argument('--conc-rounds', type=int, default=2)
+    ap.add_argument('--conc-rounds', type=int, default=3)
+    ap.add_argument('--floor-kib', type=int, default=64)
     ap.add_argument('--small-mib', type=int, default=64)
     ap.add_argument('--big-mib', type=int, default=1024)
     ap.add_argument('--precopy-mib', type=int, default=256)
@@ -741,24 +812,25 @@ def parse_args():
     ap.add_argument('--jobs', type=int, default=64)
     ap.add_argument('--job-mib', type=int, default=16)
     ap.add_argument('--conc-timeout', type=int, default=300)
-    ap.add_argument('--only', default='raw,mem,downtime,conc')
+    ap.add_argument('--only', default='mem,downtime,conc')
     ap.add_argument('--keep', action='store_true')
     a = ap.parse_args()
     a.only = set(a.only.split(','))
-    bad = a.only - {'raw', 'mem', 'downtime', 'conc'}
+    bad = a.only - {'mem', 'downtime', 'conc'}
     if bad:
-        ap.error(f'--only: unknown section(s) {", ".join(sorted(bad))}; known: raw, mem, downtime, conc')
-    for k in ('rounds', 'small_mib', 'big_mib', 'precopy_mib', 'jobs', 'job_mib', 'conc_rounds', 'budget_ms'):
+        ap.error(f'--only: unknown section(s) {", ".join(sorted(bad))}; known: mem, downtime, conc')
+    for k in ('rounds', 'floor_kib', 'small_mib', 'big_mib', 'precopy_mib', 'jobs', 'job_mib', 'conc_rounds',
+              'budget_ms', 'conc_timeout'):
         if getattr(a, k) < 1:
             ap.error(f'--{k.replace("_", "-")} must be at least 1')
     if a.jobs > 32 * 0x60:
         ap.error('--jobs: at most 3072')
-    # the daemon keeps finished jobs for 300 s and holds at most 256
-    if a.rounds + a.jobs * a.conc_rounds > 256:
-        ap.error('--rounds + --jobs x --conc-rounds must stay within the daemon\'s 256 jobs')
+    # the daemon keeps finished jobs for 300 s and holds at most 256 (JOBS_MAX)
+    if (a.jobs + 1) * a.conc_rounds > 256 or 6 * a.rounds > 256:
+        ap.error('(--jobs + 1) x --conc-rounds and 6 x --rounds must stay within the daemon\'s 256 jobs')
     for path in (a.vfmigd, a.raw, a.bus_config):
         if not os.path.exists(path):
-            ap.error(f'{path}: not found (build first, or give --vfmigd / --bus-config)')
+            ap.error(f'{path}: not found (build first, or give --vfmigd / --raw / --bus-config)')
     return a
 
 
@@ -766,26 +838,30 @@ def main():
     a = parse_args()
     if os.geteuid() != 0:
         note('bench-jobs needs root (the daemons\' polkit checks allow root without asking)')
-        print('jobs.error not-root', flush=True)
+        out('jobs.failures', 1)
         return 1
     tmp = tempfile.mkdtemp(prefix='vfmig-bench-jobs-')
     bench = Bench(a, tmp)
-    note(f'bench-jobs: rounds {a.rounds}, sections {",".join(sorted(a.only))}, temporary directory {tmp}')
+    note(f'bench-jobs: rounds {a.rounds}, conc rounds {a.conc_rounds}, sections {",".join(sorted(a.only))}, '
+         f'temporary directory {tmp}')
     note(f'load average before: {" ".join(open("/proc/loadavg").read().split()[:3])}')
     t0 = time.monotonic()
-    sections = []
-    if a.only & {'raw', 'mem', 'downtime', 'conc'}:
-        sections.append(('raw', bench.section_raw))
+    sections = [('raw', lambda: setattr(bench, 'raw', RawCopy(a.raw, max(a.big_mib, a.small_mib, a.jobs * a.job_mib)
+                                                              * MIB)))]
     if a.only & {'mem', 'downtime'}:
         sections.append(('single', lambda: bench.section_single('mem' in a.only, 'downtime' in a.only)))
     if 'conc' in a.only:
         sections.append(('conc', bench.section_conc))
     for name, fn in sections:
+        if bench.failures and name != 'raw' and not bench.raw:
+            break
         try:
             fn()
         except (BenchError, GLib.Error, OSError, subprocess.SubprocessError) as e:
             out(f'jobs.{name}.error', 1)
             bench.fail(f'section {name}: {e}')
+    if bench.raw:
+        bench.raw.close()
     note(f'load average after: {" ".join(open("/proc/loadavg").read().split()[:3])}, '
          f'{time.monotonic() - t0:.1f} s')
     out('jobs.failures', len(bench.failures))
@@ -794,7 +870,6 @@ def main():
     if a.keep or bench.failures:
         note(f'daemon logs kept in {tmp}')
     else:
-        import shutil
         shutil.rmtree(tmp, ignore_errors=True)
     return 1 if bench.failures else 0
 
