@@ -4,6 +4,9 @@
 #include <pthread.h>
 #include <string.h>
 
+#ifndef MIN
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
+#endif
 #define CRC32C_POLY UINT32_C(0x82F63B78)
 
 static uint32_t table[8][256];
@@ -60,7 +63,9 @@ uint32_t vfmig_crc32c_sw(uint32_t crc, const void *buf, size_t n)
 }
 
 #if defined(__x86_64__)
+#include <immintrin.h>
 #include <nmmintrin.h>
+#include <wmmintrin.h>
 
 /*
  * The instruction has a latency of about three cycles and a throughput of
@@ -153,23 +158,152 @@ static uint32_t crc32c_hw(uint32_t crc, const void *buf, size_t n)
         return ~(uint32_t) hw_chain(c, p, n);
 }
 
+/*
+ * Carry-less multiply folding (VPCLMULQDQ on 512-bit registers): the message
+ * as a polynomial M(x) is folded, 16 bytes per 128-bit lane, into a 128-bit
+ * R(x) with R = M (mod P), and CRC(M) = CRC(R) then comes from the crc32
+ * instruction over R's 16 bytes.  A 128-bit lane X holds bytes whose low
+ * quadword XL stands for XL(x)*x^64 and whose high quadword XH for XH(x)
+ * (bit k of the lane is the coefficient of x^(127-k): the CRC's reflected
+ * bit order).  Moving X forward by D bits: X*x^D = XL*x^(D+64) + XH*x^D, and
+ * a carry-less multiply of reflected operands yields A*B*x, so the
+ * constants are x^(D+63) and x^(D-1) mod P, reflected into the upper half of
+ * a quadword.  Four registers of four lanes take 256 bytes per round.
+ */
+typedef struct FoldConst {
+        uint64_t lo, hi;        /* multiplies XL, XH */
+} FoldConst;
+
+static FoldConst fold_2048, fold_512, fold_128;
+static pthread_once_t fold_once = PTHREAD_ONCE_INIT;
+
+/* x^n mod P in the reflected quadword form described above. */
+static uint64_t xpow_mod_reflected(unsigned n)
+{
+        uint32_t r = 1;         /* normal bit order: bit d = coefficient of x^d */
+        uint64_t out = 0;
+
+        for (unsigned i = 0; i < n; i++)
+                r = (r & UINT32_C(0x80000000)) ? (r << 1) ^ UINT32_C(0x1EDC6F41) : r << 1;
+        for (unsigned d = 0; d < 32; d++)
+                if (r & (UINT32_C(1) << d))
+                        out |= UINT64_C(1) << (63 - d);
+        return out;
+}
+
+static void fold_init(void)
+{
+        fold_2048 = (FoldConst) { xpow_mod_reflected(2048 + 63), xpow_mod_reflected(2048 - 1) };
+        fold_512 = (FoldConst) { xpow_mod_reflected(512 + 63), xpow_mod_reflected(512 - 1) };
+        fold_128 = (FoldConst) { xpow_mod_reflected(128 + 63), xpow_mod_reflected(128 - 1) };
+}
+
+#define FOLD_TARGET "sse4.2,pclmul,avx512f,vpclmulqdq"
+
+__attribute__((target(FOLD_TARGET)))
+static inline __m512i fold512(__m512i x, __m512i k, __m512i data)
+{
+        return _mm512_ternarylogic_epi64(_mm512_clmulepi64_epi128(x, k, 0x00),
+                                         _mm512_clmulepi64_epi128(x, k, 0x11), data, 0x96);
+}
+
+__attribute__((target(FOLD_TARGET)))
+static inline __m128i fold128(__m128i x, __m128i k, __m128i data)
+{
+        return _mm_xor_si128(_mm_xor_si128(_mm_clmulepi64_si128(x, k, 0x00), _mm_clmulepi64_si128(x, k, 0x11)),
+                             data);
+}
+
+/* n >= 256.  crc is the register (already inverted). */
+__attribute__((target(FOLD_TARGET)))
+static uint32_t crc32c_fold(uint32_t crc, const uint8_t *p, size_t n)
+{
+        __m512i x0, x1, x2, x3, k;
+        __m128i r, k128, lane[4];
+        uint64_t c;
+
+        pthread_once(&fold_once, fold_init);
+        x0 = _mm512_xor_si512(_mm512_loadu_si512(p), _mm512_set_epi64(0, 0, 0, 0, 0, 0, 0, (long long) crc));
+        x1 = _mm512_loadu_si512(p + 64);
+        x2 = _mm512_loadu_si512(p + 128);
+        x3 = _mm512_loadu_si512(p + 192);
+        p += 256;
+        n -= 256;
+        k = _mm512_set_epi64((long long) fold_2048.hi, (long long) fold_2048.lo, (long long) fold_2048.hi,
+                             (long long) fold_2048.lo, (long long) fold_2048.hi, (long long) fold_2048.lo,
+                             (long long) fold_2048.hi, (long long) fold_2048.lo);
+        while (n >= 256) {
+                x0 = fold512(x0, k, _mm512_loadu_si512(p));
+                x1 = fold512(x1, k, _mm512_loadu_si512(p + 64));
+                x2 = fold512(x2, k, _mm512_loadu_si512(p + 128));
+                x3 = fold512(x3, k, _mm512_loadu_si512(p + 192));
+                p += 256;
+                n -= 256;
+        }
+        /* Four registers into one (each 64 bytes behind the next), then its
+         * four lanes into one (each 16 bytes behind the next). */
+        k = _mm512_set_epi64((long long) fold_512.hi, (long long) fold_512.lo, (long long) fold_512.hi,
+                             (long long) fold_512.lo, (long long) fold_512.hi, (long long) fold_512.lo,
+                             (long long) fold_512.hi, (long long) fold_512.lo);
+        x0 = fold512(x0, k, x1);
+        x0 = fold512(x0, k, x2);
+        x0 = fold512(x0, k, x3);
+        k128 = _mm_set_epi64x((long long) fold_128.hi, (long long) fold_128.lo);
+        lane[0] = _mm512_extracti32x4_epi32(x0, 0);
+        lane[1] = _mm512_extracti32x4_epi32(x0, 1);
+        lane[2] = _mm512_extracti32x4_epi32(x0, 2);
+        lane[3] = _mm512_extracti32x4_epi32(x0, 3);
+        r = fold128(lane[0], k128, lane[1]);
+        r = fold128(r, k128, lane[2]);
+        r = fold128(r, k128, lane[3]);
+        while (n >= 16) {
+                r = fold128(r, k128, _mm_loadu_si128((const __m128i *) p));
+                p += 16;
+                n -= 16;
+        }
+        c = _mm_crc32_u64(0, (uint64_t) _mm_cvtsi128_si64(r));
+        c = _mm_crc32_u64(c, (uint64_t) _mm_extract_epi64(r, 1));
+        return (uint32_t) hw_chain(c, p, n);
+}
+
+static int fold_available(void)
+{
+        return __builtin_cpu_supports("sse4.2") && __builtin_cpu_supports("pclmul") &&
+               __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("vpclmulqdq");
+}
+
 int vfmig_crc32c_hw_available(void)
 {
-        return !!__builtin_cpu_supports("sse4.2");
+        static int level = -1;
+
+        if (level < 0)
+                level = fold_available() ? 2 : __builtin_cpu_supports("sse4.2") ? 1 : 0;
+        return level;
+}
+
+uint32_t vfmig_crc32c_level(int level, uint32_t crc, const void *buf, size_t n)
+{
+        level = MIN(level, vfmig_crc32c_hw_available());
+        if (level >= 2 && n >= 1024)
+                return ~crc32c_fold(~crc, buf, n);
+        if (level >= 1)
+                return crc32c_hw(crc, buf, n);
+        return vfmig_crc32c_sw(crc, buf, n);
 }
 
 uint32_t vfmig_crc32c(uint32_t crc, const void *buf, size_t n)
 {
-        static int hw = -1;
-
-        if (hw < 0)
-                hw = vfmig_crc32c_hw_available();
-        return hw ? crc32c_hw(crc, buf, n) : vfmig_crc32c_sw(crc, buf, n);
+        return vfmig_crc32c_level(2, crc, buf, n);
 }
 #else
 int vfmig_crc32c_hw_available(void)
 {
         return 0;
+}
+
+uint32_t vfmig_crc32c_level(int level, uint32_t crc, const void *buf, size_t n)
+{
+        return vfmig_crc32c_sw(crc, buf, n);
 }
 
 uint32_t vfmig_crc32c(uint32_t crc, const void *buf, size_t n)

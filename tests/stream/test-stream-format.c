@@ -45,32 +45,42 @@ static void test_crc32c_vectors(void)
         g_assert_cmphex(vfmig_crc32c(0, "", 0), ==, 0);
 }
 
-/* The hardware path works in strides of three 4 KiB lanes joined by a table
- * shift: every length around one, two and many strides, at every alignment,
- * from every starting CRC, must equal the table code. */
+/* Every method this CPU has (the CRC32 instruction in three lanes of 4 KiB
+ * joined by a table shift; carry-less multiply folding of 256-byte rounds,
+ * 16-byte steps and a tail) must equal the table code at every length
+ * around their strides, at every alignment, from any starting CRC. */
 static void test_crc32c_lanes(void)
 {
         static const size_t lens[] = {
-                0, 1, 7, 8, 4095, 4096, 8191, 12287, 12288, 12289, 12295, 12296, 16384,
-                24575, 24576, 24577, 36864 + 13, 65536, 100000, 1048576 + 20,
+                0, 1, 7, 8, 15, 16, 255, 256, 1023, 1024, 1025, 1039, 1040, 1280, 1281, 4095,
+                4096, 8191, 12287, 12288, 12289, 12295, 12296, 16384, 24575, 24576, 24577,
+                36864 + 13, 65536, 100000, 1048576 + 20,
         };
-        g_autofree uint8_t *buf = g_malloc(1048576 + 64);
+        const size_t max = 1048576 + 64;
+        g_autofree uint8_t *buf = g_malloc(max);
         GRand *rnd = g_rand_new_with_seed(11);
+        int top = vfmig_crc32c_hw_available();
 
-        for (size_t i = 0; i < 1048576 + 64; i++)
+        g_test_message("CRC32C methods up to %d", top);
+        for (size_t i = 0; i < max; i++)
                 buf[i] = (uint8_t) g_rand_int(rnd);
-        for (size_t l = 0; l < G_N_ELEMENTS(lens); l++)
-                for (size_t off = 0; off < 9; off++) {
-                        uint32_t seed = off == 0 ? 0 : g_rand_int(rnd);
+        for (int level = 0; level <= top; level++)
+                for (size_t l = 0; l < G_N_ELEMENTS(lens); l++)
+                        for (size_t off = 0; off < 9; off++) {
+                                uint32_t seed = off == 0 ? 0 : g_rand_int(rnd);
 
-                        g_assert_cmphex(vfmig_crc32c(seed, buf + off, lens[l]), ==,
-                                        vfmig_crc32c_sw(seed, buf + off, lens[l]));
-                }
-        /* All-ones and all-zero lanes (the shift tables' extremes). */
-        memset(buf, 0xff, 3 * 4096);
-        g_assert_cmphex(vfmig_crc32c(0, buf, 3 * 4096), ==, vfmig_crc32c_sw(0, buf, 3 * 4096));
-        memset(buf, 0, 3 * 4096);
-        g_assert_cmphex(vfmig_crc32c(0xffffffff, buf, 3 * 4096), ==, vfmig_crc32c_sw(0xffffffff, buf, 3 * 4096));
+                                g_assert_cmphex(vfmig_crc32c_level(level, seed, buf + off, lens[l]), ==,
+                                                vfmig_crc32c_sw(seed, buf + off, lens[l]));
+                        }
+        g_assert_cmphex(vfmig_crc32c(0, buf, max), ==, vfmig_crc32c_level(top, 0, buf, max));
+        /* All-ones and all-zero data (the shift tables' and the folds' extremes). */
+        for (int level = 0; level <= top; level++) {
+                memset(buf, 0xff, 3 * 4096);
+                g_assert_cmphex(vfmig_crc32c_level(level, 0, buf, 3 * 4096), ==, vfmig_crc32c_sw(0, buf, 3 * 4096));
+                memset(buf, 0, 3 * 4096);
+                g_assert_cmphex(vfmig_crc32c_level(level, 0xffffffff, buf, 3 * 4096), ==,
+                                vfmig_crc32c_sw(0xffffffff, buf, 3 * 4096));
+        }
         g_rand_free(rnd);
 }
 
