@@ -47,13 +47,10 @@ static Daemon *current_daemon(sd_bus_message *m)
         return sd_bus_slot_get_userdata(sd_bus_get_current_slot(sd_bus_message_get_bus(m)));
 }
 
-/* The typed error name of a core errno, NULL when it has none.  Jobs add
- * TimedOut (a peer that stopped making progress) to the daemon's map. */
+/* The typed error name of a core errno, NULL when it has none. */
 static const char *error_name_of(int error)
 {
         error = error < 0 ? -error : error;
-        if (error == ETIMEDOUT)
-                return VFMIG_ERROR_TIMED_OUT;
         for (const sd_bus_error_map *e = vfmig_error_map; e->name; e++)
                 if (e->code == error)
                         return e->name;

@@ -39,7 +39,6 @@ typedef struct MethodAction {
 static const MethodAction method_actions[] = {
         { VFMIG_DBUS_INTERFACE_DEVICE,      "OpenDevice",      VFMIG_POLKIT_OPEN_DEVICE, "open-device" },
         { VFMIG_DBUS_INTERFACE_DEVICE,      "Reset",           VFMIG_POLKIT_MANAGE,      "reset" },
-        /* Coming with reservations, reload and migration (issue 6, DESIGN §1). */
         { VFMIG_DBUS_INTERFACE_MANAGER,     "Reserve",         VFMIG_POLKIT_RESERVE,     "reserve" },
         { VFMIG_DBUS_INTERFACE_RESERVATION, "Renew",           VFMIG_POLKIT_RESERVE,     "renew" },
         { VFMIG_DBUS_INTERFACE_RESERVATION, "Release",         VFMIG_POLKIT_RESERVE,     "release" },
@@ -48,6 +47,7 @@ static const MethodAction method_actions[] = {
         { VFMIG_DBUS_INTERFACE_RESERVATION, "ReceiveFromFd",   VFMIG_POLKIT_MIGRATE,     "receive" },
         { VFMIG_DBUS_INTERFACE_DEVICE,      "Migrate",         VFMIG_POLKIT_MIGRATE,     "migrate" },
         { VFMIG_DBUS_INTERFACE_DEVICE,      "SaveToFd",        VFMIG_POLKIT_MIGRATE,     "save" },
+        { VFMIG_DBUS_INTERFACE_MANAGER,     "MigrateGroup",    VFMIG_POLKIT_MIGRATE,     "migrate-group" },
         { VFMIG_DBUS_INTERFACE_JOB,         "Switchover",      VFMIG_POLKIT_MIGRATE,     "switchover" },
         { VFMIG_DBUS_INTERFACE_JOB,         "Cancel",          VFMIG_POLKIT_MIGRATE,     "cancel" },
 };

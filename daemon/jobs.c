@@ -22,6 +22,8 @@
 /* Pump steps per dispatch before yielding to other event sources. */
 #define JOB_STEPS_PER_DISPATCH  64
 #define JOB_DISPATCH_USEC       (5ULL * 1000ULL)
+/* How often a running pre-copy refreshes PredictedDowntimeMs. */
+#define JOB_PREDICT_USEC        (100ULL * 1000ULL)
 
 struct Jobs {
         sd_event *event;
@@ -79,6 +81,7 @@ struct JobPrivate {
         sd_event_source *retention_src;
         sd_event_source *stall_src;     /* source: the connection made no progress */
         uint64_t last_progress_bytes;
+        uint64_t last_predict_usec;
 };
 
 static const char *const kind_names[_JOB_KIND_MAX] = { "save", "restore" };
@@ -1026,16 +1029,41 @@ static int source_do_switchover(Job *j, const char *why)
 }
 
 /* Pre-copy idle: switch over when the predicted stop-copy time fits. */
-static bool source_should_switch(Job *j)
+/* The predicted stop-copy time from what the devices still hold and the
+ * measured throughput; false when either is unknown. */
+static bool source_predict(Job *j, double *ret_ms)
 {
-        JobPrivate *p = j->priv;
         uint64_t size = 0;
 
-        if (p->downtime_budget_ms == 0)
-                return true;
         if (!source_data_size(j, &size) || j->throughput <= 0)
                 return false;
-        return (double) size * 1000.0 / j->throughput <= (double) p->downtime_budget_ms;
+        *ret_ms = (double) size * 1000.0 / j->throughput;
+        j->predicted_downtime_ms = (uint64_t) *ret_ms;
+        return true;
+}
+
+/* While pre-copy runs, PredictedDowntimeMs follows the devices (at most
+ * every JOB_PREDICT_USEC), so that an orchestrator can decide on
+ * Switchover() even when the data never runs out. */
+static void source_refresh_prediction(Job *j)
+{
+        JobPrivate *p = j->priv;
+        uint64_t now = now_usec(CLOCK_MONOTONIC);
+        double ms;
+
+        if (!p->precopy || p->stopped || now - p->last_predict_usec < JOB_PREDICT_USEC)
+                return;
+        p->last_predict_usec = now;
+        (void) source_predict(j, &ms);
+}
+
+static bool source_should_switch(Job *j)
+{
+        double ms;
+
+        if (j->priv->downtime_budget_ms == 0)
+                return true;
+        return source_predict(j, &ms) && ms <= (double) j->priv->downtime_budget_ms;
 }
 
 static void source_done(Job *j)
@@ -1087,6 +1115,7 @@ static void source_run(Job *j)
                         return;
         }
 
+        source_refresh_prediction(j);
         for (unsigned i = 0; i < JOB_STEPS_PER_DISPATCH; i++) {
                 VfmigPumpStatus st;
 
@@ -1095,11 +1124,17 @@ static void source_run(Job *j)
                         const char *m = vfmig_stream_sender_error_message(p->sender);
                         bool target = r == -EXDEV || r == -EBADMSG || r == -ECANCELED || r == -EIO ||
                                       r == -ENOLCK || r == -EKEYEXPIRED;
+                        if (!m)
+                                m = strerror(-r);
+                        /* The target's own reason already says "target: ...". */
+                        if (target && g_str_has_prefix(m, "the target failed: target: "))
+                                m += strlen("the target failed: ");
                         if (p->cancel_requested)
                                 job_fail(j, ECANCELED, "cancelled");
+                        else if (g_str_has_prefix(m, "target: "))
+                                job_fail(j, -r, "%s", m);
                         else
-                                job_fail(j, -r, "%s: %s", target ? "target" : "source/connection",
-                                         m ? m : strerror(-r));
+                                job_fail(j, -r, "%s: %s", target ? "target" : "source/connection", m);
                         return;
                 }
                 update_counters(j);
