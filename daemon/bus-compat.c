@@ -16,19 +16,103 @@
 #define FIND_DEFAULT_MAX 32
 #define FIND_LIMIT_MAX 4096
 
-/* Read one variant's value into v; strings stay owned by the message. */
-static int read_variant(sd_bus_message *m, VfmigValue *v, GPtrArray *keep)
+/*
+ * Strings of one "as" or "a{ss}" value, borrowed from the message (no copies:
+ * the profile setter validates them and copies what it keeps).  Only a
+ * bounded prefix is kept: vfmig_profile_set() refuses a longer list within
+ * that prefix anyway (at most 64 attribute pairs, so the 65th pair decides;
+ * at most 5 distinct capabilities, so the 6th entry is a duplicate or
+ * unknown), so the verdict on any list is the same as on the whole list;
+ * the rest is skipped.
+ */
+#define LIST_KEEP (2 * VFMIG_PROFILE_ATTRS_MAX + 2)
+typedef struct ListBuf {
+        const char *item[LIST_KEEP + 1];
+} ListBuf;
+
+static int read_string_list(sd_bus_message *m, bool pairs, ListBuf *buf)
+{
+        size_t n = 0;
+        int r;
+
+        r = sd_bus_message_enter_container(m, 'a', pairs ? "{ss}" : "s");
+        if (r < 0)
+                return r;
+        for (;;) {
+                const char *k, *val;
+
+                if (n + (pairs ? 2 : 1) > LIST_KEEP) {
+                        r = sd_bus_message_skip(m, pairs ? "{ss}" : "s");
+                        if (r <= 0)
+                                break;
+                        continue;
+                }
+                if (pairs) {
+                        r = sd_bus_message_enter_container(m, 'e', "ss");
+                        if (r <= 0)
+                                break;
+                        r = sd_bus_message_read_basic(m, 's', &k);
+                        if (r >= 0)
+                                r = sd_bus_message_read_basic(m, 's', &val);
+                        if (r >= 0)
+                                r = sd_bus_message_exit_container(m);
+                        if (r < 0)
+                                break;
+                        buf->item[n++] = k;
+                        buf->item[n++] = val;
+                } else {
+                        r = sd_bus_message_read_basic(m, 's', &k);
+                        if (r <= 0)
+                                break;
+                        buf->item[n++] = k;
+                }
+        }
+        if (r < 0)
+                return r;
+        buf->item[n] = NULL;
+        return sd_bus_message_exit_container(m);
+}
+
+/* The type a profile field is normally sent with, or NULL (vfmig_profile_set()
+ * alone decides what is acceptable, and ignores keys it does not know). */
+static const char *profile_key_signature(const char *key)
+{
+        static const struct { const char *key, *sig; } fields[] = {
+                { "format", "u" }, { "migration-type", "s" }, { "migration-version", "s" },
+                { "attributes", "a{ss}" }, { "capabilities", "as" }, { "state-size", "t" },
+                { "source-host", "s" }, { "source-device", "s" },
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(fields); i++)
+                if (streq_ptr(key, fields[i].key))
+                        return fields[i].sig;
+        return NULL;
+}
+
+/*
+ * Read one variant's value into v; strings stay owned by the message (or
+ * buf).  expected: the signature the field is normally sent with: entering
+ * the variant with it saves a look at the type first; a variant of another
+ * type is not entered by that (-ENXIO, nothing read) and is then looked at.
+ */
+static int read_variant(sd_bus_message *m, const char *expected, VfmigValue *v, ListBuf *buf)
 {
         const char *contents = NULL;
         char type;
-        int r;
+        int r = -ENXIO;
 
-        r = sd_bus_message_peek_type(m, &type, &contents);
+        if (expected) {
+                r = sd_bus_message_enter_container(m, 'v', expected);
+                contents = expected;
+        }
+        if (r == -ENXIO) {
+                r = sd_bus_message_peek_type(m, &type, &contents);
+                if (r <= 0)
+                        return r < 0 ? r : -EBADMSG;
+                r = sd_bus_message_enter_container(m, 'v', contents);
+        }
         if (r <= 0)
                 return r < 0 ? r : -EBADMSG;
-        r = sd_bus_message_enter_container(m, 'v', contents);
-        if (r < 0)
-                return r;
         if (streq_ptr(contents, "u")) {
                 v->type = VFMIG_VALUE_U32;
                 r = sd_bus_message_read_basic(m, 'u', &v->u32);
@@ -41,28 +125,12 @@ static int read_variant(sd_bus_message *m, VfmigValue *v, GPtrArray *keep)
         } else if (streq_ptr(contents, "s")) {
                 v->type = VFMIG_VALUE_STRING;
                 r = sd_bus_message_read_basic(m, 's', &v->str);
-        } else if (streq_ptr(contents, "as")) {
-                char **l = NULL;
-                v->type = VFMIG_VALUE_STRV;
-                r = sd_bus_message_read_strv(m, &l);
-                if (r >= 0) {
-                        g_ptr_array_add(keep, l);
-                        v->strv = (const char *const *) l;
-                }
-        } else if (streq_ptr(contents, "a{ss}")) {
-                GPtrArray *pairs = g_ptr_array_new();
-                const char *k, *val;
-                v->type = VFMIG_VALUE_PAIRS;
-                r = sd_bus_message_enter_container(m, 'a', "{ss}");
-                while (r >= 0 && (r = sd_bus_message_read(m, "{ss}", &k, &val)) > 0) {
-                        g_ptr_array_add(pairs, (char *) k);
-                        g_ptr_array_add(pairs, (char *) val);
-                }
-                if (r >= 0)
-                        r = sd_bus_message_exit_container(m);
-                g_ptr_array_add(pairs, NULL);
-                v->strv = (const char *const *) pairs->pdata;
-                g_ptr_array_add(keep, g_ptr_array_free(pairs, FALSE));
+        } else if (streq_ptr(contents, "as") || streq_ptr(contents, "a{ss}")) {
+                bool pairs = contents[1] == '{';
+
+                v->type = pairs ? VFMIG_VALUE_PAIRS : VFMIG_VALUE_STRV;
+                r = read_string_list(m, pairs, buf);
+                v->strv = buf->item;
         } else {
                 v->type = VFMIG_VALUE_OTHER;
                 r = sd_bus_message_skip(m, contents);
@@ -72,18 +140,12 @@ static int read_variant(sd_bus_message *m, VfmigValue *v, GPtrArray *keep)
         return sd_bus_message_exit_container(m);
 }
 
-static void strv_or_array_free(gpointer p)
-{
-        /* sd_bus_message_read_strv gives a malloc'd strv; pairs arrays hold borrowed strings. */
-        g_free(p);
-}
-
 /* An a{sv} profile from the bus, validated; InvalidArgs naming the field. */
 static int read_profile(sd_bus_message *m, VfmigProfile **ret, sd_bus_error *error)
 {
         g_autoptr(VfmigProfile) p = vfmig_profile_new();
-        g_autoptr(GPtrArray) keep = g_ptr_array_new_with_free_func(strv_or_array_free);
         g_autofree char *why = NULL;
+        ListBuf buf;
         const char *key;
         int r;
 
@@ -93,17 +155,16 @@ static int read_profile(sd_bus_message *m, VfmigProfile **ret, sd_bus_error *err
         while ((r = sd_bus_message_enter_container(m, 'e', "sv")) > 0) {
                 VfmigValue v = {};
 
+                const char *sig;
+
                 r = sd_bus_message_read_basic(m, 's', &key);
                 if (r < 0)
                         return r;
-                r = read_variant(m, &v, keep);
+                sig = profile_key_signature(key);
+                r = read_variant(m, sig, &v, &buf);
                 if (r < 0)
                         return r;
                 r = vfmig_profile_set(p, key, &v, &why);
-                if (v.type == VFMIG_VALUE_STRV) {
-                        char **l = g_ptr_array_steal_index(keep, keep->len - 1);
-                        g_strfreev(l);
-                }
                 if (r < 0)
                         return sd_bus_error_setf(error, VFMIG_ERROR_INVALID_ARGS, "Invalid profile: %s", why);
                 r = sd_bus_message_exit_container(m);
@@ -312,6 +373,16 @@ int bus_method_check_compatibility(sd_bus_message *m, void *userdata, sd_bus_err
         return sd_bus_send(NULL, reply, NULL);
 }
 
+/* Enter an option's variant when it holds sig: 1; 0 when it holds another type. */
+static int enter_option(sd_bus_message *m, const char *sig)
+{
+        int r = sd_bus_message_enter_container(m, 'v', sig);
+
+        if (r == -ENXIO)
+                return 0;   /* another type: nothing was read */
+        return r < 0 ? r : r == 0 ? -EBADMSG : 1;
+}
+
 static int read_find_options(sd_bus_message *m, MatrixFindOptions *o, sd_bus_error *error)
 {
         const char *key;
@@ -322,22 +393,20 @@ static int read_find_options(sd_bus_message *m, MatrixFindOptions *o, sd_bus_err
         if (r < 0)
                 return r;
         while ((r = sd_bus_message_enter_container(m, 'e', "sv")) > 0) {
-                const char *contents = NULL;
-                char type;
-
                 r = sd_bus_message_read_basic(m, 's', &key);
-                if (r < 0)
-                        return r;
-                r = sd_bus_message_peek_type(m, &type, &contents);
                 if (r < 0)
                         return r;
                 if (streq_ptr(key, "include-creatable") || streq_ptr(key, "include-incompatible") ||
                     streq_ptr(key, "include-unavailable")) {
-                        int b;
-                        if (!streq_ptr(contents, "b"))
+                        int b = 0;
+                        r = enter_option(m, "b");
+                        if (r == 0)
                                 return sd_bus_error_setf(error, VFMIG_ERROR_INVALID_ARGS,
                                                          "Option \"%s\" must be a boolean (b)", key);
-                        r = sd_bus_message_read(m, "v", "b", &b);
+                        if (r > 0)
+                                r = sd_bus_message_read_basic(m, 'b', &b);
+                        if (r >= 0)
+                                r = sd_bus_message_exit_container(m);
                         if (streq_ptr(key, "include-creatable"))
                                 o->include_creatable = b;
                         else if (streq_ptr(key, "include-incompatible"))
@@ -345,11 +414,15 @@ static int read_find_options(sd_bus_message *m, MatrixFindOptions *o, sd_bus_err
                         else
                                 o->include_unavailable = b;
                 } else if (streq_ptr(key, "max-results")) {
-                        uint32_t n;
-                        if (!streq_ptr(contents, "u"))
+                        uint32_t n = 0;
+                        r = enter_option(m, "u");
+                        if (r == 0)
                                 return sd_bus_error_setf(error, VFMIG_ERROR_INVALID_ARGS,
                                                          "Option \"max-results\" must be an unsigned integer (u)");
-                        r = sd_bus_message_read(m, "v", "u", &n);
+                        if (r > 0)
+                                r = sd_bus_message_read_basic(m, 'u', &n);
+                        if (r >= 0)
+                                r = sd_bus_message_exit_container(m);
                         if (r >= 0 && (n == 0 || n > FIND_LIMIT_MAX))
                                 return sd_bus_error_setf(error, VFMIG_ERROR_INVALID_ARGS,
                                                          "Option \"max-results\" must be 1..%d", FIND_LIMIT_MAX);
@@ -381,6 +454,85 @@ static bool find_skip(const char *key, void *userdata)
         return f->daemon->is_busy && f->daemon->is_busy(key, f->daemon);
 }
 
+/*
+ * The explanation lines of one result.  Results of one class share their
+ * verdict's reasons and to_apply (matrix_find()), so consecutive results
+ * with the same ones reuse the lines built for the first.
+ */
+typedef struct Explanation {
+        const GPtrArray *reasons;
+        const GHashTable *to_apply;
+        GPtrArray *lines;          /* char*, owned */
+} Explanation;
+
+static const GPtrArray *explanation_for(Explanation *x, const VfmigVerdict *v)
+{
+        if (x->lines && x->reasons == v->reasons && x->to_apply == v->to_apply)
+                return x->lines;
+        if (x->lines)
+                g_ptr_array_set_size(x->lines, 0);
+        else
+                x->lines = g_ptr_array_new_with_free_func(g_free);
+        x->reasons = v->reasons;
+        x->to_apply = v->to_apply;
+        if (v->compatible) {
+                g_ptr_array_add(x->lines, g_strconcat("accepted by rule ", v->rule_id ? v->rule_id : "?", NULL));
+                if (v->to_apply && g_hash_table_size(v->to_apply) > 0) {
+                        g_autoptr(GList) keys = g_list_sort(g_hash_table_get_keys(v->to_apply), (GCompareFunc) strcmp);
+                        for (GList *l = keys; l; l = l->next)
+                                g_ptr_array_add(x->lines,
+                                                g_strdup_printf("set %s=%s on the target before resuming",
+                                                                (char *) l->data,
+                                                                (char *) g_hash_table_lookup(v->to_apply, l->data)));
+                }
+        } else
+                for (guint i = 0; v->reasons && i < v->reasons->len; i++)
+                        g_ptr_array_add(x->lines, g_strdup(v->reasons->pdata[i]));
+        return x->lines;
+}
+
+/* a(ssbuuas): key, kind, compatible, score, available instances, explanation. */
+static int append_find_results(sd_bus_message *reply, GPtrArray *results)
+{
+        Explanation x = { 0 };
+        int r;
+
+        r = sd_bus_message_open_container(reply, 'a', "(ssbuuas)");
+        for (guint i = 0; r >= 0 && i < results->len; i++) {
+                MatrixResult *res = results->pdata[i];
+                bool creatable = matrix_entry_get_kind(res->entry) == MATRIX_ENTRY_CREATABLE;
+                uint32_t score = (uint32_t) res->verdict.score;
+                uint32_t instances = creatable ? matrix_entry_get_available_instances(res->entry) : 1u;
+                int compatible = res->verdict.compatible;
+                const GPtrArray *lines = explanation_for(&x, &res->verdict);
+
+                r = sd_bus_message_open_container(reply, 'r', "ssbuuas");
+                if (r >= 0)
+                        r = sd_bus_message_append_basic(reply, 's', matrix_entry_get_key(res->entry));
+                if (r >= 0)
+                        r = sd_bus_message_append_basic(reply, 's', creatable ? "creatable" : "device");
+                if (r >= 0)
+                        r = sd_bus_message_append_basic(reply, 'b', &compatible);
+                if (r >= 0)
+                        r = sd_bus_message_append_basic(reply, 'u', &score);
+                if (r >= 0)
+                        r = sd_bus_message_append_basic(reply, 'u', &instances);
+                if (r >= 0)
+                        r = sd_bus_message_open_container(reply, 'a', "s");
+                for (guint j = 0; r >= 0 && j < lines->len; j++)
+                        r = sd_bus_message_append_basic(reply, 's', lines->pdata[j]);
+                if (r >= 0)
+                        r = sd_bus_message_close_container(reply);
+                if (r >= 0)
+                        r = sd_bus_message_close_container(reply);
+        }
+        if (r >= 0)
+                r = sd_bus_message_close_container(reply);
+        if (x.lines)
+                g_ptr_array_unref(x.lines);
+        return r;
+}
+
 int bus_method_find_compatible_targets(sd_bus_message *m, void *userdata, sd_bus_error *error)
 {
         Daemon *d = userdata;
@@ -406,24 +558,7 @@ int bus_method_find_compatible_targets(sd_bus_message *m, void *userdata, sd_bus
 
         r = sd_bus_message_new_method_return(m, &reply);
         if (r >= 0)
-                r = sd_bus_message_open_container(reply, 'a', "(ssbuuas)");
-        for (guint i = 0; r >= 0 && i < results->len; i++) {
-                MatrixResult *res = results->pdata[i];
-                bool creatable = matrix_entry_get_kind(res->entry) == MATRIX_ENTRY_CREATABLE;
-
-                r = sd_bus_message_open_container(reply, 'r', "ssbuuas");
-                if (r >= 0)
-                        r = sd_bus_message_append(reply, "ssbuu", matrix_entry_get_key(res->entry),
-                                                  creatable ? "creatable" : "device", res->verdict.compatible,
-                                                  (uint32_t) res->verdict.score,
-                                                  creatable ? matrix_entry_get_available_instances(res->entry) : 1u);
-                if (r >= 0)
-                        r = append_verdict_lines(reply, &res->verdict, res->entry, false);
-                if (r >= 0)
-                        r = sd_bus_message_close_container(reply);
-        }
-        if (r >= 0)
-                r = sd_bus_message_close_container(reply);
+                r = append_find_results(reply, results);
         if (r < 0)
                 return r;
         return sd_bus_send(NULL, reply, NULL);

@@ -77,6 +77,8 @@ typedef struct ParentRec {
         GHashTable *children;       /* mdev device keys with this parent (set) */
 } ParentRec;
 
+typedef struct FindCache FindCache;
+
 struct Matrix {
         VfmigRuleSet *rs;
         char *rules_where;          /* " (rules read from DIR, ...)" */
@@ -99,7 +101,48 @@ struct Matrix {
         char *saved_fp;
         uint64_t saved_generation;
         MatrixStats stats;
+        FindCache *find_cache;      /* the last query's answer, or NULL */
 };
+
+/* ---- the query cache --------------------------------------------------------- */
+
+/*
+ * The last matrix_find() answer, reused when the same question comes again.
+ * An answer is a function of the index (classes and their sorted members),
+ * the source profile, the options other than the filter, the hook, and the
+ * filter's verdict (skip_target()) on each target the run looked at, in
+ * order.  So: every change to the index or to an entry drops the cache
+ * (find_cache_drop() is called wherever those change), and a hit first asks
+ * the filter again about every target of the recorded run: the same answers
+ * mean the run would go exactly the same way; any other answer is a miss.
+ * Runs in which the kernel is asked per target are never cached.
+ */
+typedef struct TraceItem {
+        MatrixEntry *e;             /* borrowed: any change to the entries drops the cache */
+        bool skipped;
+} TraceItem;
+
+struct FindCache {
+        VfmigProfile *src;
+        bool include_creatable, include_unavailable, include_incompatible;
+        guint max_results;
+        const VfmigKernelHook *hook;
+        GArray *trace;              /* TraceItem */
+        GPtrArray *results;         /* MatrixResult*, shared with the callers */
+};
+
+static void find_cache_drop(Matrix *m)
+{
+        FindCache *c = m->find_cache;
+
+        if (!c)
+                return;
+        m->find_cache = NULL;
+        vfmig_profile_free(c->src);
+        g_array_unref(c->trace);
+        g_ptr_array_unref(c->results);
+        g_free(c);
+}
 
 /* ---- small helpers -------------------------------------------------------- */
 
@@ -471,6 +514,7 @@ static guint members_search(GPtrArray *a, const char *key, bool *found)
 
 static void class_append(Matrix *m, Class *c, MatrixEntry *e)
 {
+        find_cache_drop(m);
         if (m->bulk || !c->sorted) {
                 g_ptr_array_add(c->members, e);
                 c->sorted = c->members->len <= 1;
@@ -486,6 +530,7 @@ static void class_append(Matrix *m, Class *c, MatrixEntry *e)
 
 static void index_insert(Matrix *m, MatrixEntry *e)
 {
+        find_cache_drop(m);
         const char *type = vfmig_acceptor_get_migration_type(e->acceptor);
         Bucket *b = g_hash_table_lookup(m->index, type);
         Class *c;
@@ -519,6 +564,7 @@ static void index_remove(Matrix *m, MatrixEntry *e)
         bool found = false;
         guint pos = 0;
 
+        find_cache_drop(m);
         if (!c)
                 return;
         b = c->bucket;
@@ -544,6 +590,7 @@ static void index_sort_all(Matrix *m)
         GHashTableIter it;
         gpointer v;
 
+        find_cache_drop(m);
         g_hash_table_iter_init(&it, m->index);
         while (g_hash_table_iter_next(&it, NULL, &v)) {
                 Bucket *b = v;
@@ -588,6 +635,7 @@ static void table_put(Matrix *m, MatrixEntry *e)
 {
         MatrixEntry *old = g_hash_table_lookup(m->entries, e->key);
 
+        find_cache_drop(m);
         if (old) {
                 index_remove(m, old);
                 acc_add(m, old, -1);
@@ -607,6 +655,7 @@ static void table_put(Matrix *m, MatrixEntry *e)
 
 static void table_remove(Matrix *m, MatrixEntry *e)
 {
+        find_cache_drop(m);
         index_remove(m, e);
         acc_add(m, e, -1);
         if (e->kind == MATRIX_ENTRY_DEVICE && e->parent) {
@@ -624,6 +673,7 @@ static void evaluate(Matrix *m, MatrixEntry *e)
         g_autofree char *why = NULL;
         int r;
 
+        find_cache_drop(m);
         entry_clear_result(e);
         e->pending = false;
         m->stats.evaluations++;
@@ -780,6 +830,7 @@ void matrix_free(Matrix *m)
         if (!m)
                 return;
         /* The index borrows entries: drop it first. */
+        find_cache_drop(m);
         g_hash_table_unref(m->index);
         g_hash_table_unref(m->entries);
         g_hash_table_unref(m->parents);
@@ -796,6 +847,7 @@ void matrix_free(Matrix *m)
 
 static void bump(Matrix *m)
 {
+        find_cache_drop(m);
         if (!m->deferred)
                 m->generation++;
 }
@@ -867,6 +919,7 @@ bool matrix_set_rules(Matrix *m, VfmigRuleSet *rs)
 
         if (rs == m->rs || strcmp(vfmig_rules_fingerprint(rs), vfmig_rules_fingerprint(m->rs)) == 0)
                 return false;
+        find_cache_drop(m);
         vfmig_rules_ref(rs);
         vfmig_rules_unref(m->rs);
         m->rs = rs;
@@ -900,6 +953,7 @@ bool matrix_set_rules(Matrix *m, VfmigRuleSet *rs)
 
 void matrix_defer(Matrix *m)
 {
+        find_cache_drop(m);
         m->deferred = true;
 }
 
@@ -912,6 +966,7 @@ static bool end_deferral(Matrix *m)
 {
         bool changed = !m->built || m->deferred_dirty;
 
+        find_cache_drop(m);
         m->deferred = false;
         m->deferred_dirty = false;
         if (!m->built)
@@ -1204,6 +1259,7 @@ typedef struct Stream {
 typedef struct Query {
         Matrix *m;
         const MatrixFindOptions *opt;
+        GArray *trace;             /* TraceItem: every filter verdict, in order; NULL: not cached */
 } Query;
 
 static int stream_score(const Stream *s)
@@ -1221,11 +1277,66 @@ static const VfmigVerdict *stream_verdict(const Stream *s)
         return s->kitems ? &g_array_index(s->kitems, KItem, s->pos).v : s->shared;
 }
 
+static bool filter_skips(const MatrixFindOptions *opt, const MatrixEntry *e)
+{
+        if (e->kind == MATRIX_ENTRY_CREATABLE && e->available == 0 && !opt->include_unavailable)
+                return true;
+        return opt->is_busy && opt->is_busy(e->key, opt->userdata);
+}
+
 static bool skip_target(const Query *q, const MatrixEntry *e)
 {
-        if (e->kind == MATRIX_ENTRY_CREATABLE && e->available == 0 && !q->opt->include_unavailable)
-                return true;
-        return q->opt->is_busy && q->opt->is_busy(e->key, q->opt->userdata);
+        bool skip = filter_skips(q->opt, e);
+
+        if (q->trace) {
+                TraceItem t = { .e = (MatrixEntry *) e, .skipped = skip };
+                g_array_append_val(q->trace, t);
+        }
+        return skip;
+}
+
+static bool find_cache_options_match(const FindCache *c, const MatrixFindOptions *opt, const VfmigKernelHook *hook)
+{
+        return c->include_creatable == opt->include_creatable && c->include_unavailable == opt->include_unavailable &&
+               c->include_incompatible == opt->include_incompatible && c->max_results == opt->max_results &&
+               c->hook == hook;
+}
+
+/* The cached answer when it is the answer to this question now, else NULL. */
+static GPtrArray *find_cache_lookup(Matrix *m, const VfmigProfile *src, const MatrixFindOptions *opt,
+                                    const VfmigKernelHook *hook)
+{
+        FindCache *c = m->find_cache;
+
+        if (!c || !find_cache_options_match(c, opt, hook) || !vfmig_profile_equal(c->src, src))
+                return NULL;
+        for (guint i = 0; i < c->trace->len; i++) {
+                const TraceItem *t = &g_array_index(c->trace, TraceItem, i);
+                m->stats.visited++;
+                if (filter_skips(opt, t->e) != t->skipped) {
+                        find_cache_drop(m);
+                        return NULL;
+                }
+        }
+        m->stats.cache_hits++;
+        return g_ptr_array_ref(c->results);
+}
+
+static void find_cache_store(Matrix *m, const VfmigProfile *src, const MatrixFindOptions *opt,
+                             const VfmigKernelHook *hook, GArray *trace, GPtrArray *results)
+{
+        FindCache *c = g_new0(FindCache, 1);
+
+        find_cache_drop(m);
+        c->src = vfmig_profile_copy(src);
+        c->include_creatable = opt->include_creatable;
+        c->include_unavailable = opt->include_unavailable;
+        c->include_incompatible = opt->include_incompatible;
+        c->max_results = opt->max_results;
+        c->hook = hook;
+        c->trace = g_array_ref(trace);
+        c->results = g_ptr_array_ref(results);
+        m->find_cache = c;
 }
 
 /* Move to the first item at or after pos that the options let through;
@@ -1289,6 +1400,8 @@ static void kitem_clear(gpointer p)
         vfmig_verdict_clear(&((KItem *) p)->v);
 }
 
+#define FIND_STACK_CLASSES 16
+
 guint matrix_find(Matrix *m, const VfmigProfile *src, const MatrixFindOptions *opt, const VfmigKernelHook *hook,
                   GPtrArray **ret)
 {
@@ -1296,18 +1409,35 @@ guint matrix_find(Matrix *m, const VfmigProfile *src, const MatrixFindOptions *o
         GPtrArray *res = g_ptr_array_new_with_free_func((GDestroyNotify) matrix_result_free);
         Bucket *b = src && src->migration_type ? g_hash_table_lookup(m->index, src->migration_type) : NULL;
         Query q = { .m = m, .opt = opt ? opt : &none };
-        g_autofree Stream *streams = NULL;
-        g_autofree Stream **heap = NULL;
-        g_autofree VfmigVerdict *verdicts = NULL;
+        /* Per class of the bucket: on the stack for the usual few classes. */
+        Stream streams_buf[FIND_STACK_CLASSES], *heap_buf[FIND_STACK_CLASSES];
+        VfmigVerdict verdicts_buf[FIND_STACK_CLASSES];
+        g_autofree Stream *streams_heap = NULL;
+        g_autofree Stream **heap_heap = NULL;
+        g_autofree VfmigVerdict *verdicts_heap = NULL;
+        Stream *streams = streams_buf, **heap = heap_buf;
+        VfmigVerdict *verdicts = verdicts_buf;
         guint ns = 0, nh = 0;
         bool ask = hook && hook->ask;
+        bool cacheable = true;
+        GPtrArray *cached;
 
         *ret = res;
         if (!b || m->deferred)
                 return 0;
-        streams = g_new0(Stream, b->list->len);
-        heap = g_new0(Stream *, b->list->len);
-        verdicts = g_new0(VfmigVerdict, b->list->len);
+        cached = find_cache_lookup(m, src, q.opt, hook);
+        if (cached) {
+                g_ptr_array_unref(res);
+                *ret = cached;
+                return cached->len;
+        }
+        q.trace = g_array_sized_new(false, false, sizeof(TraceItem), 32);
+        if (b->list->len > FIND_STACK_CLASSES) {
+                streams = streams_heap = g_new0(Stream, b->list->len);
+                heap = heap_heap = g_new0(Stream *, b->list->len);
+                verdicts = verdicts_heap = g_new0(VfmigVerdict, b->list->len);
+        } else
+                memset(verdicts_buf, 0, sizeof verdicts_buf);
         for (guint i = 0; i < b->list->len; i++) {
                 Class *c = b->list->pdata[i];
                 Stream *s = &streams[ns];
@@ -1318,6 +1448,7 @@ guint matrix_find(Matrix *m, const VfmigProfile *src, const MatrixFindOptions *o
                 s->creatable = c->creatable;
                 if (c->kernel && ask) {
                         /* The kernel answers per target: ask each one that is a candidate. */
+                        cacheable = false;
                         s->kitems = g_array_new(false, false, sizeof(KItem));
                         g_array_set_clear_func(s->kitems, kitem_clear);
                         for (guint j = 0; j < c->members->len; j++) {
@@ -1366,6 +1497,9 @@ guint matrix_find(Matrix *m, const VfmigProfile *src, const MatrixFindOptions *o
         for (guint i = 0; i < b->list->len; i++)
                 if (verdicts[i].reasons)
                         vfmig_verdict_clear(&verdicts[i]);
+        if (cacheable)
+                find_cache_store(m, src, q.opt, hook, q.trace, res);
+        g_array_unref(q.trace);
         return res->len;
 }
 

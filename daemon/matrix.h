@@ -200,8 +200,16 @@ void matrix_result_free(MatrixResult *r);
  * existing device before a creatable type, then key.  Only compatible ones
  * unless opt->include_incompatible.  opt may be NULL (devices only, all
  * results).  hook may be NULL (kernel clauses skipped).  *ret: MatrixResult*
- * (free func set).  Returns the number of results.  Entries of other
- * migration types are never looked at.
+ * (free func set), read-only: the matrix may keep and hand out the same
+ * array again.  Returns the number of results.  Entries of other migration
+ * types are never looked at.
+ *
+ * The last answer is kept: the same question (equal profile, same options
+ * apart from the filter, same hook) asked again while the matrix is
+ * unchanged gets it back after the filter (opt->is_busy, availability) was
+ * asked again about every target the first run looked at and said the same
+ * of each; otherwise the query runs.  Any change to the matrix drops it.
+ * Queries that ask the kernel per target are not kept.
  */
 guint matrix_find(Matrix *m, const VfmigProfile *src, const MatrixFindOptions *opt, const VfmigKernelHook *hook,
                   GPtrArray **ret);
@@ -222,6 +230,7 @@ typedef struct MatrixStats {
         uint64_t checks;         /* accept-clause evaluations run by queries */
         uint64_t evaluations;    /* rule matches + profile builds (cold path) */
         uint64_t restored;       /* entries restored from a cache (warm path) */
+        uint64_t cache_hits;     /* queries answered from the query cache (no clause evaluated) */
 } MatrixStats;
 MatrixStats matrix_get_stats(const Matrix *m);
 void matrix_reset_stats(Matrix *m);

@@ -296,35 +296,53 @@ static bool parse_int(const char *s, int component, int64_t *out)
 }
 
 /* "28.39.1002" → {28, 39, 1002}; false unless at least n numeric components. */
-static bool parse_version(const char *s, guint n, GArray **out)
-{
-        g_auto(GStrv) parts = g_strsplit(s, ".", 17);
-        g_autoptr(GArray) a = g_array_new(false, false, sizeof(guint64));
+/* A dotted version: 1..VERSION_PARTS_MAX parts, each a decimal number without
+ * sign or space that fits 64 bits; at least n of them. */
+#define VERSION_PARTS_MAX 17
+typedef struct Version {
+        guint len;
+        guint64 part[VERSION_PARTS_MAX];
+} Version;
 
-        for (guint i = 0; parts[i]; i++) {
-                guint64 x;
-                if (!g_ascii_string_to_unsigned(parts[i], 10, 0, G_MAXUINT64, &x, NULL))
-                        return false;
-                g_array_append_val(a, x);
-        }
-        if (a->len < n)
+static bool parse_version(const char *s, guint n, Version *out)
+{
+        out->len = 0;
+        if (!*s)
                 return false;
-        *out = g_steal_pointer(&a);
-        return true;
+        for (;;) {
+                guint64 x = 0;
+                const char *p = s;
+
+                if (out->len == VERSION_PARTS_MAX)
+                        return false;
+                for (; *p >= '0' && *p <= '9'; p++) {
+                        guint d = (guint) (*p - '0');
+                        if (x > (G_MAXUINT64 - d) / 10)
+                                return false;
+                        x = x * 10 + d;
+                }
+                if (p == s || (*p && *p != '.'))
+                        return false;
+                out->part[out->len++] = x;
+                if (!*p)
+                        break;
+                s = p + 1;
+        }
+        return out->len >= n;
 }
 
-static char *version_prefix(GArray *v, guint n)
+static char *version_prefix(const Version *v, guint n)
 {
         g_autoptr(GString) s = g_string_new(NULL);
 
         for (guint i = 0; i < n && i < v->len; i++)
-                g_string_append_printf(s, "%s%" G_GUINT64_FORMAT, i ? "." : "", g_array_index(v, guint64, i));
+                g_string_append_printf(s, "%s%" G_GUINT64_FORMAT, i ? "." : "", v->part[i]);
         return g_string_free(g_steal_pointer(&s), false);
 }
 
 static void check_version(Eval *e, const Clause *c)
 {
-        g_autoptr(GArray) sv = NULL, tv = NULL;
+        Version sv, tv;
         const char *s, *t;
         guint n = (guint) c->same + 1;
 
@@ -339,15 +357,15 @@ static void check_version(Eval *e, const Clause *c)
                 return;
         }
         for (guint i = 0; i < (guint) c->same; i++)
-                if (g_array_index(sv, guint64, i) != g_array_index(tv, guint64, i)) {
-                        g_autofree char *sp = version_prefix(sv, i + 1), *tp = version_prefix(tv, i + 1);
+                if (sv.part[i] != tv.part[i]) {
+                        g_autofree char *sp = version_prefix(&sv, i + 1), *tp = version_prefix(&tv, i + 1);
                         refuse(e, "target %s %s is not the same %s as source %s %s", c->label, tp,
                                i == 0 ? "major version" : "release line", c->label, sp);
                         return;
                 }
-        guint64 a = g_array_index(sv, guint64, c->same), b = g_array_index(tv, guint64, c->same);
+        guint64 a = sv.part[c->same], b = tv.part[c->same];
         if (b < a) {
-                g_autofree char *sp = version_prefix(sv, n), *tp = version_prefix(tv, n);
+                g_autofree char *sp = version_prefix(&sv, n), *tp = version_prefix(&tv, n);
                 refuse(e, "target %s %s is older than source %s %s", c->label, tp, c->label, sp);
                 return;
         }

@@ -185,13 +185,13 @@ static int set_string(char **field, const char *key, const VfmigValue *v, size_t
 
 static int set_attributes(VfmigProfile *p, const char *key, const VfmigValue *v, char **error)
 {
-        g_autoptr(GHashTable) h = NULL;
         const char *why;
         size_t i;
 
         if (v->type != VFMIG_VALUE_PAIRS || !v->strv)
                 return fail(error, key, "must be a string→string map (a{ss}), not %s", type_name(v->type));
-        h = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+        /* Everything is checked before p changes; at most 64 entries, so the
+         * duplicate check compares with the earlier names directly. */
         for (i = 0; v->strv[i]; i += 2) {
                 const char *name = v->strv[i], *value = v->strv[i + 1];
 
@@ -205,12 +205,13 @@ static int set_attributes(VfmigProfile *p, const char *key, const VfmigValue *v,
                 if (!printable(value, VFMIG_PROFILE_ATTR_VALUE_MAX, &why))
                         return fail(error, key, "value of \"%s\" %s (at most %d printable ASCII characters)",
                                     name, why, VFMIG_PROFILE_ATTR_VALUE_MAX);
-                if (g_hash_table_contains(h, name))
-                        return fail(error, key, "\"%s\" appears twice", name);
-                g_hash_table_replace(h, g_strdup(name), g_strdup(value));
+                for (size_t j = 0; j < i; j += 2)
+                        if (strcmp(v->strv[j], name) == 0)
+                                return fail(error, key, "\"%s\" appears twice", name);
         }
-        g_hash_table_unref(p->attributes);
-        p->attributes = g_steal_pointer(&h);
+        g_hash_table_remove_all(p->attributes);
+        for (i = 0; v->strv[i]; i += 2)
+                g_hash_table_insert(p->attributes, g_strdup(v->strv[i]), g_strdup(v->strv[i + 1]));
         return 0;
 }
 

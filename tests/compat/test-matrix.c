@@ -344,6 +344,126 @@ static void test_ranking(void)
         }
 }
 
+/* ---- the query cache ------------------------------------------------------ */
+
+static char *find_keys(Matrix *m, const VfmigProfile *src, const MatrixFindOptions *opt)
+{
+        g_autoptr(GPtrArray) res = NULL;
+
+        matrix_find(m, src, opt, NULL, &res);
+        return result_keys(res);
+}
+
+/* The same question again gets the kept answer only while it is still the
+ * answer: a changed filter verdict, matrix, profile or option is asked anew. */
+static void test_query_cache(void)
+{
+        g_autoptr(Matrix) m = matrix_new(rules, "qc");
+        const char *fws[][2] = {
+                { "0000:01:00.1", "28.39.1002" }, { "0000:01:00.2", "28.39.1002" }, { "0000:01:00.3", "28.41.1000" },
+        };
+        g_autoptr(VfmigDevice) s = vf("src", "28.39.1002");
+        g_autoptr(VfmigProfile) src = profile_of(s, NULL, F_ALL);
+        g_autoptr(VfmigProfile) src2 = NULL;
+        const char *busy[3] = { NULL, NULL, NULL };
+        MatrixFindOptions opt = { .is_busy = busy_cb, .userdata = busy };
+        MatrixFindOptions top1 = { .max_results = 1, .is_busy = busy_cb, .userdata = busy };
+        g_autoptr(GPtrArray) held = NULL;
+        char *k;
+        MatrixStats st;
+
+        for (guint i = 0; i < G_N_ELEMENTS(fws); i++) {
+                g_autoptr(VfmigDevice) d = vf(fws[i][0], fws[i][1]);
+                g_assert_true(matrix_update_device(m, d, NULL, F_ALL));
+        }
+#define EXPECT(o, want, hits) do { \
+                matrix_reset_stats(m); \
+                k = find_keys(m, src, o); \
+                g_assert_cmpstr(k, ==, want); \
+                g_free(k); \
+                st = matrix_get_stats(m); \
+                g_assert_cmpuint(st.cache_hits, ==, hits); \
+                if (hits) g_assert_cmpuint(st.checks, ==, 0); \
+                else g_assert_cmpuint(st.checks, >, 0); \
+        } while (0)
+
+        EXPECT(&opt, "0000:01:00.1=100 0000:01:00.2=100 0000:01:00.3=98", 0);
+        EXPECT(&opt, "0000:01:00.1=100 0000:01:00.2=100 0000:01:00.3=98", 1);
+        /* a hit hands out the same (read-only) array; it outlives a change */
+        matrix_find(m, src, &opt, NULL, &held);
+        g_assert_cmpuint(held->len, ==, 3);
+
+        /* the filter changes its mind about a target: asked again */
+        busy[0] = "0000:01:00.2";
+        EXPECT(&opt, "0000:01:00.1=100 0000:01:00.3=98", 0);
+        EXPECT(&opt, "0000:01:00.1=100 0000:01:00.3=98", 1);
+        busy[0] = NULL;
+        EXPECT(&opt, "0000:01:00.1=100 0000:01:00.2=100 0000:01:00.3=98", 0);
+
+        /* max-results 1: a target the run looked at (the head of every
+         * class, and the next one after the answer) is asked about again */
+        EXPECT(&top1, "0000:01:00.1=100", 0);
+        EXPECT(&top1, "0000:01:00.1=100", 1);
+        busy[0] = "0000:01:00.3";
+        EXPECT(&top1, "0000:01:00.1=100", 0);
+        busy[0] = "0000:01:00.1";
+        EXPECT(&top1, "0000:01:00.2=100", 0);
+        busy[0] = NULL;
+
+        /* other options, another profile: asked anew */
+        EXPECT(&opt, "0000:01:00.1=100 0000:01:00.2=100 0000:01:00.3=98", 0);
+        EXPECT(&top1, "0000:01:00.1=100", 0);
+        src2 = vfmig_profile_copy(src);
+        g_free(src2->migration_version);
+        src2->migration_version = g_strdup("28.41.1000");
+        g_hash_table_replace(src2->attributes, g_strdup("fw_version"), g_strdup("28.41.1000"));
+        matrix_reset_stats(m);
+        k = find_keys(m, src2, &top1);
+        g_assert_cmpstr(k, ==, "0000:01:00.3=100");
+        g_free(k);
+        g_assert_cmpuint(matrix_get_stats(m).cache_hits, ==, 0);
+
+        /* the matrix changes: a better target appears, one goes away */
+        EXPECT(&opt, "0000:01:00.1=100 0000:01:00.2=100 0000:01:00.3=98", 0);
+        {
+                g_autoptr(VfmigDevice) d = vf("0000:01:00.0", "28.39.1002");
+                g_assert_true(matrix_update_device(m, d, NULL, F_ALL));
+        }
+        EXPECT(&opt, "0000:01:00.0=100 0000:01:00.1=100 0000:01:00.2=100 0000:01:00.3=98", 0);
+        g_assert_true(matrix_remove_device(m, "0000:01:00.1"));
+        EXPECT(&opt, "0000:01:00.0=100 0000:01:00.2=100 0000:01:00.3=98", 0);
+        EXPECT(&opt, "0000:01:00.0=100 0000:01:00.2=100 0000:01:00.3=98", 1);
+        /* the held answer still reads (its entries are referenced) */
+        k = result_keys(held);
+        g_assert_cmpstr(k, ==, "0000:01:00.1=100 0000:01:00.2=100 0000:01:00.3=98");
+        g_free(k);
+
+        /* a rules change drops it too */
+        {
+                g_autoptr(VfmigRuleSet) rs2 = NULL;
+                g_autoptr(GPtrArray) errors = NULL;
+                g_autofree char *dir = g_dir_make_tmp("vfmig-qc-XXXXXX", NULL);
+                g_autofree char *file = g_build_filename(dir, "mlx5.json", NULL);
+                const char *text =
+                        "{\"format\":1,\"namespace\":\"pci-15b3\",\"rules\":[{\"id\":\"cx7-any\","
+                        "\"match\":{\"bus\":\"pci\",\"driver\":\"mlx5_vfio_pci\",\"vendor-id\":\"0x15b3\"},"
+                        "\"migration-type\":\"mlx5-cx7\",\"migration-version\":\"1\","
+                        "\"attributes\":{\"fw_version\":\"${fw_version}\"},"
+                        "\"capabilities\":[\"stop-copy\",\"p2p\",\"pre-copy\"],"
+                        "\"accept\":[{\"check\":\"equal\",\"field\":\"fw_version\"}]}]}";
+                g_assert_true(g_file_set_contents(file, text, -1, NULL));
+                rs2 = vfmig_rules_load(dir, NULL, &errors);
+                for (guint i = 0; i < errors->len; i++)
+                        g_test_message("rules error: %s", (const char *) errors->pdata[i]);
+                g_assert_cmpuint(errors->len, ==, 0);
+                g_assert_true(matrix_set_rules(m, rs2));
+                EXPECT(&opt, "0000:01:00.0=100 0000:01:00.2=100", 0);
+                g_unlink(file);
+                g_rmdir(dir);
+        }
+#undef EXPECT
+}
+
 /* ---- creatable types ------------------------------------------------------ */
 
 static void test_creatable(void)
@@ -386,7 +506,15 @@ static void test_creatable(void)
                 assert_contains(text, "has no available instances");
         }
 
-        /* an instance is destroyed: 223 has room again; one generation step */
+        /* the same question twice: the second answer is the kept one ... */
+        g_assert_cmpuint(matrix_find(m, src, &cr, NULL, &res), ==, 0);
+        g_clear_pointer(&res, g_ptr_array_unref);
+        matrix_reset_stats(m);
+        g_assert_cmpuint(matrix_find(m, src, &cr, NULL, &res), ==, 0);
+        g_clear_pointer(&res, g_ptr_array_unref);
+        g_assert_cmpuint(matrix_get_stats(m).cache_hits, ==, 1);
+
+        /* ... until an instance is destroyed: 223 has room again; one generation step */
         gen = matrix_generation(m);
         ((VfmigMdevType *) p->types->pdata[1])->available_instances = 1;
         g_assert_true(matrix_update_parent(m, p, gpu));
@@ -1125,6 +1253,11 @@ static void test_kernel_hook(void)
         g_assert_cmpuint(hd.calls, ==, 4);
         for (guint i = 0; i < res->len; i++)
                 g_assert_cmpstr(matrix_entry_get_key(((MatrixResult *) res->pdata[i])->entry), !=, hd.refuse);
+        g_clear_pointer(&res, g_ptr_array_unref);
+        /* the kernel's answers are never kept: asked again every time */
+        g_assert_cmpuint(matrix_find(m, src, &opt, &hook, &res), ==, 3);
+        g_assert_cmpuint(hd.calls, ==, 8);
+        g_assert_cmpuint(matrix_get_stats(m).cache_hits, ==, 0);
         synth_host_free(h);
 }
 
@@ -1138,6 +1271,7 @@ int main(int argc, char **argv)
         g_test_add_func("/compat/matrix/check", test_check);
         g_test_add_func("/compat/matrix/index-visits", test_index_visits);
         g_test_add_func("/compat/matrix/ranking", test_ranking);
+        g_test_add_func("/compat/matrix/query-cache", test_query_cache);
         g_test_add_func("/compat/matrix/creatable", test_creatable);
         g_test_add_func("/compat/matrix/incremental", test_incremental);
         g_test_add_func("/compat/matrix/remove", test_remove);
