@@ -43,7 +43,8 @@ own TLS-vs-raw ratio).
            ping_rtt: Peer.Ping round trips to a daemon, the scheduling noise.
            streaming_backlog_median_bytes (pre-copy): while both jobs stream,
            the bytes the source has sent that the target has not received yet
-           (socket buffers, pumps; polled every 10 ms).  At switchover they
+           (socket buffers, pumps), polled every 10 ms: BytesTransferred of the
+           source, then of the target, so a lower bound.  At switchover they
            still have to cross in the window, yet they are in neither the
            data size nor the prediction: downtime_bound_with_backlog_ms adds
            them to the stop-copy bytes;
@@ -444,9 +445,9 @@ class Pair:
     def migrate(self, sdev, ddev, opts, timeout=600, sampler=None, switch_at=None, poll_backlog=False):
         """One migration; returns the source and target jobs' properties and times.
         switch_at: call Job.Switchover() once this fraction of BytesEstimated is sent.
-        poll_backlog: every 10 ms (2 ms until switch_at) while both jobs stream
-        (pre-copy), how many bytes the source has sent that the target has not
-        received yet."""
+        poll_backlog: every 10 ms while both jobs stream (pre-copy; not while
+        waiting for switch_at: asking the busy target is slow), at least how many
+        bytes the source has sent that the target has not received yet."""
         m = self.prepare(sdev, ddev)
         try:
             if sampler:
@@ -458,15 +459,18 @@ class Pair:
             deadline = t0 + timeout
             while (poll_backlog or not switched) and src_job not in self.src.finished:
                 pump()
-                d = self.dst.job(m['dst_job'])     # first: the target is the one behind
                 s = self.src.job(src_job)
-                if s['State'] == 'streaming' and d['State'] == 'streaming':
-                    backlog.append(max(0, s['BytesTransferred'] - d['BytesTransferred']))
                 if not switched and s['BytesEstimated'] > 0 and \
                         s['BytesTransferred'] >= switch_at * s['BytesEstimated']:
                     if s['State'] == 'streaming':
                         self.src.call(src_job, JOB, 'Switchover')
                     switched = True
+                elif poll_backlog and switched and s['State'] == 'streaming':
+                    # source first: both move on while we ask, so sent-then-received
+                    # is a lower bound of what was in flight when the source answered
+                    d = self.dst.job(m['dst_job'])
+                    if d['State'] == 'streaming':
+                        backlog.append(max(0, s['BytesTransferred'] - d['BytesTransferred']))
                 if time.monotonic() > deadline:
                     raise BenchError(f'timed out after {timeout} s: {sdev} -> {ddev}')
                 time.sleep(0.01 if switched else 0.002)
@@ -624,6 +628,7 @@ class Bench:
         out(f'{p}.target_met', int(len(good) == len(recs) and all(r['met'] for r in good)))
 
     def report_mem(self, idle, mem, pair, small, big):
+        sizes = {small: self.args.small_mib * MIB, big: self.args.big_mib * MIB}
         for side, pid in (('src', pair.src.pid), ('dst', pair.dst.pid)):
             p = f'jobs.mem.{side}'
             out(f'{p}.rssanon_idle_kib', idle[side]['RssAnon'])
@@ -637,6 +642,8 @@ class Bench:
                 growth = max(sm.peak[pid]['RssAnon'] - sm.before[pid]['RssAnon'] for sm in samplers)
                 out(f'{p}.rssanon_peak_kib.{tag}', peaks[case])
                 out(f'{p}.rssanon_growth_kib.{tag}', growth)
+                # what the daemon allocated while moving the state, per byte of state
+                out(f'{p}.rssanon_growth_vs_state_ratio.{tag}', f'{growth * 1024 / sizes[case]:.6f}')
                 out(f'{p}.rssshmem_peak_kib.{tag}', max(sm.peak[pid]['RssShmem'] for sm in samplers))
                 out(f'{p}.vmhwm_kib.{tag}', max(sm.peak[pid]['VmHWM'] for sm in samplers))
             if small in peaks and big in peaks:
@@ -672,6 +679,7 @@ class Bench:
             pair.stop()
         errors = sum(x['errors'] for x in runs)
         out(f'{p}.errors', errors)
+        out(f'{p}.no_errors.target_met', int(errors == 0 and len(runs) == a.conc_rounds))
         out(f'{p}.rounds_ok', f'{sum(x["errors"] == 0 for x in runs)}/{a.conc_rounds}')
         done = [x for x in runs if x['errors'] == 0]
         if not done:
