@@ -30,9 +30,11 @@ own TLS-vs-raw ratio).
            (the fixed cost of the window), and of pre-copy migrations of a
            --precopy-mib (256) state dirtied at --dirty-mib-s (16) while it
            runs: without a downtime budget (switch over once the pre-copy data
-           is sent), with --budget-ms (100), and switched over by
-           Job.Switchover() halfway through the initial pass (a large part of
-           the state left for the window, so the prediction matters); and the
+           is sent), with --budget-ms (100); and a "hot" device of the same
+           size dirtied at --hot-mib-s (4096, faster than any link here, so
+           pre-copy never converges and about the whole state is dirty at any
+           time), switched over by Job.Switchover() once the initial pass is
+           sent: a large window, so the prediction matters.  Then the
            DESIGN bound  measured <= 1.1 x (stop-copy bytes / measured
            throughput) + 5 ms, rounds_met and target_met 1 when every round
            met it, downtime_overhead_ms = measured - bytes / throughput.
@@ -59,7 +61,8 @@ own TLS-vs-raw ratio).
 Options: --vfmigd PATH, --raw PATH (bench-jobs-raw), --bus-config FILE,
 --rules DIR (defaults: the build tree in MESON_BUILD_ROOT or build/, the
 source tree), --rounds N (3), --conc-rounds N (3), --floor-kib, --small-mib,
---big-mib, --precopy-mib, --dirty-mib-s, --budget-ms, --jobs, --job-mib,
+--big-mib, --precopy-mib, --dirty-mib-s, --hot-mib-s, --budget-ms, --jobs,
+--job-mib,
 --conc-timeout S, --only SECTION[,SECTION] (mem,downtime,conc: mem and
 downtime share their migrations), --keep (keep the temporary directory with
 the host files and daemon logs).
@@ -515,9 +518,10 @@ class Bench:
 
     def section_single(self, want_mem, want_downtime):
         a = self.args
-        floor, small, big, pre = '0000:17:00.1', '0000:17:00.2', '0000:17:00.3', '0000:17:00.4'
+        floor, small, big, pre, hot = ('0000:17:00.1', '0000:17:00.2', '0000:17:00.3', '0000:17:00.4',
+                                       '0000:17:00.5')
         specs = [(floor, a.floor_kib * 1024, 0), (small, a.small_mib * MIB, 0), (big, a.big_mib * MIB, 0),
-                 (pre, a.precopy_mib * MIB, a.dirty_mib_s * MIB)]
+                 (pre, a.precopy_mib * MIB, a.dirty_mib_s * MIB), (hot, a.precopy_mib * MIB, a.hot_mib_s * MIB)]
         # name, device, state bytes, Migrate options, sample memory, switch over at
         cases = [(f'stopcopy_{a.small_mib}m', small, a.small_mib * MIB, {}, True, None),
                  (f'stopcopy_{a.big_mib}m', big, a.big_mib * MIB, {}, True, None)]
@@ -527,7 +531,7 @@ class Bench:
                       (f'precopy_{a.precopy_mib}m_nobudget', pre, 0, pc, False, None),
                       (f'precopy_{a.precopy_mib}m_budget{a.budget_ms}', pre, 0,
                        Pair.migrate_options(True, a.budget_ms), False, None),
-                      (f'precopy_{a.precopy_mib}m_switchover_half', pre, 0, pc, False, 0.5)]
+                      (f'precopy_{a.precopy_mib}m_hot_switchover', hot, 0, pc, False, 1.0)]
         pair = Pair('single', specs, a, self.tmp)
         results = {c[0]: [] for c in cases}
         mem = {c[0]: [] for c in cases if c[4]}
@@ -816,6 +820,7 @@ def parse_args():
     ap.add_argument('--big-mib', type=int, default=1024)
     ap.add_argument('--precopy-mib', type=int, default=256)
     ap.add_argument('--dirty-mib-s', type=int, default=16)
+    ap.add_argument('--hot-mib-s', type=int, default=4096)
     ap.add_argument('--budget-ms', type=int, default=100)
     ap.add_argument('--jobs', type=int, default=64)
     ap.add_argument('--job-mib', type=int, default=16)
@@ -828,7 +833,7 @@ def parse_args():
     if bad:
         ap.error(f'--only: unknown section(s) {", ".join(sorted(bad))}; known: mem, downtime, conc')
     for k in ('rounds', 'floor_kib', 'small_mib', 'big_mib', 'precopy_mib', 'jobs', 'job_mib', 'conc_rounds',
-              'budget_ms', 'conc_timeout'):
+              'budget_ms', 'conc_timeout', 'hot_mib_s'):
         if getattr(a, k) < 1:
             ap.error(f'--{k.replace("_", "-")} must be at least 1')
     if a.jobs > 32 * 0x60:
