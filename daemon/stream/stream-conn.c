@@ -11,6 +11,7 @@
 #include <stdarg.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -24,9 +25,13 @@
  * collect in an output buffer that goes to the socket in one send() when it
  * is full or the caller's bytes are all encrypted, and receiving reads ahead
  * up to a buffer's worth of ciphertext in one recv() and serves GnuTLS's
- * reads from it.  Both buffers are fixed: memory stays bounded.
+ * reads from it.  Fewer, larger socket calls also mean fewer wake-ups of
+ * the peer, which cost more than the copies on a virtual machine.  Each
+ * buffer starts small (handshake, the answer) and grows to TLS_BUF_MAX when
+ * bulk data flows; memory stays bounded.
  */
-#define TLS_BUF_SIZE            (256u * 1024u)
+#define TLS_BUF_MIN             (64u * 1024u)
+#define TLS_BUF_MAX             (1024u * 1024u)
 #define TLS_RECORD_WIRE_MAX     (16384u + 256u + 16u + 5u + 1u)  /* header, inner type, padding, tag */
 
 struct VfmigStreamConn {
@@ -45,9 +50,10 @@ struct VfmigStreamConn {
         VfmigPsk psk;
 
         uint8_t *obuf;          /* TLS: encrypted bytes [ooff, olen) not yet sent */
-        size_t olen, ooff;
-        uint8_t *ibuf;          /* TLS: ciphertext [ioff, ilen) read ahead */
-        size_t ilen, ioff;
+        size_t olen, ooff, osize;
+        uint8_t *ibuf;          /* bytes [ioff, ilen) read ahead (TLS: ciphertext) */
+        size_t ilen, ioff, isize;
+        size_t last_fill;       /* bytes the last recv() brought */
         int send_errno;         /* the socket error that stopped sending, once */
 
         char *error;
@@ -288,7 +294,7 @@ static ssize_t tls_push(gnutls_transport_ptr_t ptr, const void *data, size_t n)
                 gnutls_transport_set_errno(c->session, c->send_errno);
                 return -1;
         }
-        if (TLS_BUF_SIZE - c->olen < n) {
+        if (c->osize - c->olen < n) {
                 r = tls_flush_buffer(c);
                 if (r < 0 && r != -EAGAIN) {
                         gnutls_transport_set_errno(c->session, -r);
@@ -299,7 +305,7 @@ static ssize_t tls_push(gnutls_transport_ptr_t ptr, const void *data, size_t n)
                         c->olen -= c->ooff;
                         c->ooff = 0;
                 }
-                if (TLS_BUF_SIZE - c->olen < n) {
+                if (c->osize - c->olen < n) {
                         if (c->olen > 0) {
                                 gnutls_transport_set_errno(c->session, EAGAIN);
                                 return -1;
@@ -330,8 +336,14 @@ static ssize_t tls_pull(gnutls_transport_ptr_t ptr, void *data, size_t n)
                 ssize_t got;
 
                 c->ioff = c->ilen = 0;
+                if (c->last_fill == c->isize && c->isize < TLS_BUF_MAX) {
+                        /* The last read filled the buffer: bulk data, read more at once. */
+                        c->isize *= 2;
+                        g_free(c->ibuf);
+                        c->ibuf = g_malloc(c->isize);
+                }
                 do
-                        got = recv(c->fd, c->ibuf, TLS_BUF_SIZE, 0);
+                        got = recv(c->fd, c->ibuf, c->isize, 0);
                 while (got < 0 && errno == EINTR);
                 if (got < 0) {
                         gnutls_transport_set_errno(c->session, errno);
@@ -339,7 +351,7 @@ static ssize_t tls_pull(gnutls_transport_ptr_t ptr, void *data, size_t n)
                 }
                 if (got == 0)
                         return 0;
-                c->ilen = (size_t) got;
+                c->ilen = c->last_fill = (size_t) got;
         }
         k = MIN(n, c->ilen - c->ioff);
         memcpy(data, c->ibuf + c->ioff, k);
@@ -430,8 +442,9 @@ int vfmig_stream_conn_new_tls(int fd, bool server, const VfmigPsk *psk, VfmigStr
         }
         if (r < 0)
                 return -EINVAL;
-        c->obuf = g_malloc(TLS_BUF_SIZE);
-        c->ibuf = g_malloc(TLS_BUF_SIZE);
+        c->osize = c->isize = TLS_BUF_MIN;
+        c->obuf = g_malloc(c->osize);
+        c->ibuf = g_malloc(c->isize);
         gnutls_transport_set_ptr(c->session, c);
         gnutls_transport_set_push_function(c->session, tls_push);
         gnutls_transport_set_pull_function(c->session, tls_pull);
@@ -605,10 +618,17 @@ ssize_t vfmig_stream_conn_send(VfmigStreamConn *c, const void *buf, size_t n)
         if (c->send_errno)
                 return send_error(c, c->send_errno);
 
+        if (n > c->osize / 2 && c->osize < TLS_BUF_MAX && c->olen == 0) {
+                /* Bulk data: a larger buffer, fewer calls. */
+                c->osize = MIN(TLS_BUF_MAX, c->osize * 4);
+                g_free(c->obuf);
+                c->obuf = g_malloc(c->osize);
+                c->ooff = 0;
+        }
         /* Encrypt record after record into the buffer while it has room for
          * a whole one; send it whenever it fills up. */
         while (done < n) {
-                if (TLS_BUF_SIZE - c->olen < TLS_RECORD_WIRE_MAX) {
+                if (c->osize - c->olen < TLS_RECORD_WIRE_MAX) {
                         r = tls_flush_buffer(c);
                         if (r == -EAGAIN)
                                 break;
@@ -648,6 +668,64 @@ static ssize_t tls_recv_error(VfmigStreamConn *c, ssize_t k)
         return conn_fail(c, -EPROTO, "TLS receive: %s", gnutls_strerror((int) k));
 }
 
+/*
+ * Plaintext: a stream reader asks for a record header (16 bytes), then for
+ * the rest of the record.  The header alone would cost a system call per
+ * record, and every call that frees socket buffer space may wake the peer.
+ * So a large read also takes up to PLAIN_AHEAD bytes that follow it (the
+ * next header and the start of its payload) into a small buffer, from which
+ * the next reads are served: about one call per record, like a plain copy
+ * of the bytes.
+ */
+#define PLAIN_AHEAD             (64u * 1024u)
+#define PLAIN_SMALL_READ        4096u
+
+static ssize_t plain_recv(VfmigStreamConn *c, void *buf, size_t n)
+{
+        struct iovec iov[2];
+        struct msghdr mh = { .msg_iov = iov };
+        ssize_t k;
+
+        if (c->ioff < c->ilen) {
+                k = (ssize_t) MIN(n, c->ilen - c->ioff);
+                memcpy(buf, c->ibuf + c->ioff, (size_t) k);
+                c->ioff += (size_t) k;
+                return k;
+        }
+        if (!c->ibuf) {
+                c->isize = PLAIN_AHEAD;
+                c->ibuf = g_malloc(c->isize);
+        }
+        c->ioff = c->ilen = 0;
+        if (n < PLAIN_SMALL_READ) {
+                iov[0] = (struct iovec) { c->ibuf, c->isize };
+                mh.msg_iovlen = 1;
+        } else {
+                iov[0] = (struct iovec) { buf, n };
+                iov[1] = (struct iovec) { c->ibuf, c->isize };
+                mh.msg_iovlen = 2;
+        }
+        do
+                k = recvmsg(c->fd, &mh, 0);
+        while (k < 0 && errno == EINTR);
+        if (k < 0) {
+                if (errno == EAGAIN) {
+                        c->events = POLLIN;
+                        return -EAGAIN;
+                }
+                return conn_fail(c, -errno, "receive: %s", g_strerror(errno));
+        }
+        if (n < PLAIN_SMALL_READ) {
+                c->ilen = (size_t) k;
+                return k == 0 ? 0 : plain_recv(c, buf, n);
+        }
+        if ((size_t) k > n) {
+                c->ilen = (size_t) k - n;
+                k = (ssize_t) n;
+        }
+        return k;
+}
+
 ssize_t vfmig_stream_conn_recv(VfmigStreamConn *c, void *buf, size_t n)
 {
         uint8_t *p = buf;
@@ -656,16 +734,8 @@ ssize_t vfmig_stream_conn_recv(VfmigStreamConn *c, void *buf, size_t n)
 
         if (!c->connected || (c->tls && !c->handshaken))
                 return conn_fail(c, -ENOTCONN, "receive before the connection is established");
-        if (!c->tls) {
-                k = recv(c->fd, buf, n, 0);
-                if (k >= 0)
-                        return k;
-                if (errno == EAGAIN || errno == EINTR) {
-                        c->events = POLLIN;
-                        return -EAGAIN;
-                }
-                return conn_fail(c, -errno, "receive: %s", g_strerror(errno));
-        }
+        if (!c->tls)
+                return plain_recv(c, buf, n);
         if (c->peer_closed)
                 return 0;
 
@@ -698,8 +768,9 @@ ssize_t vfmig_stream_conn_recv(VfmigStreamConn *c, void *buf, size_t n)
 
 bool vfmig_stream_conn_pending(VfmigStreamConn *c)
 {
-        return c->tls && c->handshaken &&
-               (gnutls_record_check_pending(c->session) > 0 || c->ioff < c->ilen);
+        if (!c->tls)
+                return c->ioff < c->ilen;
+        return c->handshaken && (gnutls_record_check_pending(c->session) > 0 || c->ioff < c->ilen);
 }
 
 int vfmig_stream_conn_shutdown(VfmigStreamConn *c)

@@ -7,7 +7,7 @@
  * returns -EAGAIN; then wait for vfmig_stream_conn_events() (POLLIN/POLLOUT)
  * on vfmig_stream_conn_fd() and call again.  After -EAGAIN from send, call
  * send again with the same bytes (TLS requires it).  TLS keeps a bounded
- * amount of encrypted output (256 KiB) that the socket did not take yet:
+ * amount of encrypted output (up to 1 MiB) that the socket did not take yet:
  * call vfmig_stream_conn_flush() before waiting for the peer with nothing
  * more to send (vfmig_stream_conn_shutdown() flushes too).  The connection
  * owns its fd.  Errors are negative errnos with a message (vfmig_stream_conn_error()):
@@ -109,8 +109,8 @@ int vfmig_stream_conn_flush(VfmigStreamConn *c);
  * TLS fills buf with as many records as have arrived. */
 ssize_t vfmig_stream_conn_recv(VfmigStreamConn *c, void *buf, size_t n);
 
-/* Whether received bytes are waiting inside the connection (TLS: decrypted,
- * or ciphertext read ahead): then recv may succeed without the fd being
+/* Whether received bytes are waiting inside the connection (read ahead;
+ * TLS: also decrypted): then recv may succeed without the fd being
  * readable. */
 bool vfmig_stream_conn_pending(VfmigStreamConn *c);
 

@@ -36,9 +36,12 @@ struct VfmigStreamSender {
         size_t out_len, out_off;
 
         VfmigStreamParser *reply;
+        uint64_t next_reply_poll;       /* data bytes after which to look for an answer */
         int error;
         char *message;
 };
+
+#define REPLY_POLL_BYTES (4u * 1024u * 1024u)
 
 static int sender_fail(VfmigStreamSender *s, int error, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
 static int sender_fail(VfmigStreamSender *s, int error, const char *fmt, ...)
@@ -313,16 +316,23 @@ int vfmig_stream_sender_step(VfmigStreamSender *s, VfmigPumpStatus *ret)
                 s->state = SS_RUNNING;
                 return 0;
         case SS_RUNNING:
-                /* An early answer means the target gave up: stop at once. */
-                r = sender_poll_reply(s);
-                if (r < 0)
-                        return r;
-                if (r > 0 && vfmig_stream_parser_done(s->reply))
-                        return sender_fail(s, -EPROTO, "the target answered before the end of the stream");
+                /* An early answer means the target gave up: stop soon.  Looked
+                 * for every REPLY_POLL_BYTES of data and whenever the sender has
+                 * nothing to send (a receive call per record would cost as much
+                 * as the sending). */
+                if (vfmig_stream_writer_total_bytes(s->writer) >= s->next_reply_poll) {
+                        s->next_reply_poll = vfmig_stream_writer_total_bytes(s->writer) + REPLY_POLL_BYTES;
+                        r = sender_poll_reply(s);
+                        if (r < 0)
+                                return r;
+                        if (r > 0 && vfmig_stream_parser_done(s->reply))
+                                return sender_fail(s, -EPROTO, "the target answered before the end of the stream");
+                }
                 r = sender_produce(s);
                 if (r < 0)
                         return r;
                 if (r == 0) {
+                        s->next_reply_poll = 0;
                         /* Nothing to read now: what the connection queued goes out first. */
                         r = vfmig_stream_conn_flush(s->conn);
                         if (r == -EAGAIN) {
