@@ -2,11 +2,425 @@
 #include <errno.h>
 #include <string.h>
 
-#include <json-glib/json-glib.h>
 
 #include "sim-host.h"
 #include "util.h"
 #include "vfmig-names.h"
+
+/* ---- a small JSON reader --------------------------------------------------------
+ *
+ * Host files of thousands of devices are read at every start: json-glib's
+ * parser spent most of the start of a 4096-target host building and freeing
+ * its tree.  This reads RFC 8259 JSON into a compact tree held in one arena
+ * (freed at once), strictly: UTF-8 only, no control characters in strings,
+ * integers that fit 64 bits, nesting at most JV_DEPTH_MAX deep.  A key given
+ * twice in one object: the last value counts (as with json-glib).
+ */
+#define JV_DEPTH_MAX 64
+
+typedef enum { JV_NULL, JV_BOOL, JV_INT, JV_DOUBLE, JV_STRING, JV_ARRAY, JV_OBJECT } JvType;
+
+typedef struct Jv Jv;
+struct Jv {
+        JvType type;
+        guint n;                        /* ARRAY: items, OBJECT: members */
+        union {
+                bool b;
+                gint64 i;
+                double d;
+                const char *s;
+                Jv **items;             /* ARRAY */
+                struct {
+                        const char **keys;
+                        Jv **vals;
+                } o;                    /* OBJECT, in file order */
+        };
+};
+
+typedef struct Arena {
+        GSList *blocks;
+        char *p;
+        size_t left;
+} Arena;
+
+static void *arena_alloc(Arena *a, size_t n)
+{
+        void *r;
+
+        n = (n + 7) & ~(size_t) 7;
+        if (n > a->left) {
+                size_t sz = MAX(n, (size_t) 256 * 1024);
+                char *b = g_malloc(sz);
+                a->blocks = g_slist_prepend(a->blocks, b);
+                a->p = b;
+                a->left = sz;
+        }
+        r = a->p;
+        a->p += n;
+        a->left -= n;
+        return r;
+}
+
+static void arena_clear(Arena *a)
+{
+        g_slist_free_full(a->blocks, g_free);
+        *a = (Arena) { 0 };
+}
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(Arena, arena_clear)
+
+typedef struct JReader {
+        const char *start, *p, *end;
+        Arena *arena;
+        GPtrArray *stack;               /* children being collected (pointers) */
+        GString *buf;                   /* a string being decoded */
+        char *error;                    /* "LINE:COL: Parse error: ..." */
+} JReader;
+
+static Jv *jr_fail(JReader *r, const char *what)
+{
+        guint line = 1, col = 1;
+
+        if (r->error)
+                return NULL;
+        for (const char *q = r->start; q < r->p && q < r->end; q++) {
+                if (*q == '\n')
+                        line++, col = 1;
+                else
+                        col++;
+        }
+        r->error = g_strdup_printf("%u:%u: Parse error: %s", line, col, what);
+        return NULL;
+}
+
+static void jr_space(JReader *r)
+{
+        while (r->p < r->end && (*r->p == ' ' || *r->p == '\t' || *r->p == '\n' || *r->p == '\r'))
+                r->p++;
+}
+
+static Jv *jv_new(JReader *r, JvType t)
+{
+        Jv *v = arena_alloc(r->arena, sizeof(Jv));
+
+        *v = (Jv) { .type = t };
+        return v;
+}
+
+static int hex4(const char *p)
+{
+        int v = 0;
+
+        for (int i = 0; i < 4; i++) {
+                int c = g_ascii_xdigit_value(p[i]);
+                if (c < 0)
+                        return -1;
+                v = v * 16 + c;
+        }
+        return v;
+}
+
+/* At the opening quote.  The decoded text, NUL-terminated, in the arena. */
+static const char *jr_string(JReader *r)
+{
+        const char *q = ++r->p, *run = q;
+        bool high = false;
+        char *out;
+
+        g_string_truncate(r->buf, 0);
+        for (;;) {
+                unsigned char c;
+
+                if (q >= r->end)
+                        return r->p = q, jr_fail(r, "unterminated string"), NULL;
+                c = (unsigned char) *q;
+                if (c == '"')
+                        break;
+                if (c < 0x20)
+                        return r->p = q, jr_fail(r, "control character in a string"), NULL;
+                if (c >= 0x80)
+                        high = true;
+                if (c != '\\') {
+                        q++;
+                        continue;
+                }
+                g_string_append_len(r->buf, run, q - run);
+                if (q + 1 >= r->end)
+                        return r->p = q, jr_fail(r, "unterminated string"), NULL;
+                switch (q[1]) {
+                case '"': g_string_append_c(r->buf, '"'); break;
+                case '\\': g_string_append_c(r->buf, '\\'); break;
+                case '/': g_string_append_c(r->buf, '/'); break;
+                case 'b': g_string_append_c(r->buf, '\b'); break;
+                case 'f': g_string_append_c(r->buf, '\f'); break;
+                case 'n': g_string_append_c(r->buf, '\n'); break;
+                case 'r': g_string_append_c(r->buf, '\r'); break;
+                case 't': g_string_append_c(r->buf, '\t'); break;
+                case 'u': {
+                        int u = r->end - q >= 6 ? hex4(q + 2) : -1;
+                        gunichar ch;
+                        if (u < 0)
+                                return r->p = q, jr_fail(r, "bad \\u escape"), NULL;
+                        ch = (gunichar) u;
+                        if (u >= 0xd800 && u < 0xdc00) {
+                                int lo = r->end - q >= 12 && q[6] == '\\' && q[7] == 'u' ? hex4(q + 8) : -1;
+                                if (lo < 0xdc00 || lo > 0xdfff)
+                                        return r->p = q, jr_fail(r, "unpaired surrogate in a \\u escape"), NULL;
+                                ch = 0x10000 + (((gunichar) u - 0xd800) << 10) + ((gunichar) lo - 0xdc00);
+                                q += 6;
+                        } else if (u >= 0xdc00 && u <= 0xdfff)
+                                return r->p = q, jr_fail(r, "unpaired surrogate in a \\u escape"), NULL;
+                        if (ch == 0)
+                                return r->p = q, jr_fail(r, "\\u0000 in a string"), NULL;
+                        g_string_append_unichar(r->buf, ch);
+                        q += 4;
+                        break;
+                }
+                default:
+                        return r->p = q, jr_fail(r, "unknown escape in a string"), NULL;
+                }
+                q += 2;
+                run = q;
+        }
+        g_string_append_len(r->buf, run, q - run);
+        if (high && !g_utf8_validate_len(r->buf->str, r->buf->len, NULL))
+                return jr_fail(r, "a string is not valid UTF-8"), NULL;
+        r->p = q + 1;
+        out = arena_alloc(r->arena, r->buf->len + 1);
+        memcpy(out, r->buf->str, r->buf->len + 1);
+        return out;
+}
+
+static Jv *jr_number(JReader *r)
+{
+        const char *q = r->p, *digits;
+        bool real = false;
+        Jv *v;
+
+        if (q < r->end && *q == '-')
+                q++;
+        digits = q;
+        if (q < r->end && *q == '0')
+                q++;
+        else
+                while (q < r->end && g_ascii_isdigit(*q))
+                        q++;
+        if (q == digits)
+                return jr_fail(r, "unexpected character");
+        if (q < r->end && *q == '.') {
+                const char *f = ++q;
+                real = true;
+                while (q < r->end && g_ascii_isdigit(*q))
+                        q++;
+                if (q == f)
+                        return r->p = q, jr_fail(r, "a number needs digits after the point");
+        }
+        if (q < r->end && (*q == 'e' || *q == 'E')) {
+                const char *e;
+                real = true;
+                q++;
+                if (q < r->end && (*q == '+' || *q == '-'))
+                        q++;
+                e = q;
+                while (q < r->end && g_ascii_isdigit(*q))
+                        q++;
+                if (q == e)
+                        return r->p = q, jr_fail(r, "a number needs digits in its exponent");
+        }
+        {
+                g_autofree char *text = g_strndup(r->p, q - r->p);
+                char *end = NULL;
+
+                errno = 0;
+                if (real) {
+                        v = jv_new(r, JV_DOUBLE);
+                        v->d = g_ascii_strtod(text, &end);
+                } else {
+                        v = jv_new(r, JV_INT);
+                        v->i = g_ascii_strtoll(text, &end, 10);
+                }
+                if (errno == ERANGE || !end || *end)
+                        return jr_fail(r, "number out of range");
+        }
+        r->p = q;
+        return v;
+}
+
+static bool jr_word(JReader *r, const char *w)
+{
+        size_t n = strlen(w);
+
+        if ((size_t) (r->end - r->p) < n || memcmp(r->p, w, n) != 0)
+                return false;
+        r->p += n;
+        return true;
+}
+
+static Jv *jr_value(JReader *r, guint depth);
+
+/* Pops the children collected since mark into the arena. */
+static Jv **jr_take(JReader *r, guint mark)
+{
+        guint n = r->stack->len - mark;
+        Jv **a = arena_alloc(r->arena, MAX(n, 1u) * sizeof(void *));
+
+        memcpy(a, r->stack->pdata + mark, n * sizeof(void *));
+        g_ptr_array_set_size(r->stack, mark);
+        return a;
+}
+
+static Jv *jr_array(JReader *r, guint depth)
+{
+        guint mark = r->stack->len;
+        Jv *v;
+
+        r->p++;
+        jr_space(r);
+        if (r->p < r->end && *r->p == ']')
+                r->p++;
+        else
+                for (;;) {
+                        Jv *e = jr_value(r, depth + 1);
+                        if (!e)
+                                return NULL;
+                        g_ptr_array_add(r->stack, e);
+                        jr_space(r);
+                        if (r->p < r->end && *r->p == ',') {
+                                r->p++;
+                                continue;
+                        }
+                        if (r->p < r->end && *r->p == ']') {
+                                r->p++;
+                                break;
+                        }
+                        return jr_fail(r, "expected ',' or ']' in an array");
+                }
+        v = jv_new(r, JV_ARRAY);
+        v->n = r->stack->len - mark;
+        v->items = jr_take(r, mark);
+        return v;
+}
+
+static Jv *jr_object(JReader *r, guint depth)
+{
+        guint mark = r->stack->len;
+        Jv *v;
+
+        r->p++;
+        jr_space(r);
+        if (r->p < r->end && *r->p == '}')
+                r->p++;
+        else
+                for (;;) {
+                        const char *key;
+                        Jv *e;
+
+                        if (r->p >= r->end || *r->p != '"')
+                                return jr_fail(r, "expected a member name in quotes");
+                        key = jr_string(r);
+                        if (!key)
+                                return NULL;
+                        jr_space(r);
+                        if (r->p >= r->end || *r->p != ':')
+                                return jr_fail(r, "expected ':' after a member name");
+                        r->p++;
+                        e = jr_value(r, depth + 1);
+                        if (!e)
+                                return NULL;
+                        g_ptr_array_add(r->stack, (char *) key);
+                        g_ptr_array_add(r->stack, e);
+                        jr_space(r);
+                        if (r->p < r->end && *r->p == ',') {
+                                r->p++;
+                                jr_space(r);
+                                continue;
+                        }
+                        if (r->p < r->end && *r->p == '}') {
+                                r->p++;
+                                break;
+                        }
+                        return jr_fail(r, "expected ',' or '}' in an object");
+                }
+        v = jv_new(r, JV_OBJECT);
+        v->n = (r->stack->len - mark) / 2;
+        v->o.keys = arena_alloc(r->arena, MAX(v->n, 1u) * sizeof(char *));
+        v->o.vals = arena_alloc(r->arena, MAX(v->n, 1u) * sizeof(Jv *));
+        for (guint i = 0; i < v->n; i++) {
+                v->o.keys[i] = r->stack->pdata[mark + 2 * i];
+                v->o.vals[i] = r->stack->pdata[mark + 2 * i + 1];
+        }
+        g_ptr_array_set_size(r->stack, mark);
+        return v;
+}
+
+static Jv *jr_value(JReader *r, guint depth)
+{
+        Jv *v;
+
+        if (depth > JV_DEPTH_MAX)
+                return jr_fail(r, "nested too deeply");
+        jr_space(r);
+        if (r->p >= r->end)
+                return jr_fail(r, "unexpected end of file");
+        switch (*r->p) {
+        case '{':
+                return jr_object(r, depth);
+        case '[':
+                return jr_array(r, depth);
+        case '"': {
+                const char *str = jr_string(r);
+                if (!str)
+                        return NULL;
+                v = jv_new(r, JV_STRING);
+                v->s = str;
+                return v;
+        }
+        case 't':
+        case 'f':
+                v = jv_new(r, JV_BOOL);
+                v->b = *r->p == 't';
+                if (!jr_word(r, v->b ? "true" : "false"))
+                        return jr_fail(r, "unexpected word");
+                return v;
+        case 'n':
+                if (!jr_word(r, "null"))
+                        return jr_fail(r, "unexpected word");
+                return jv_new(r, JV_NULL);
+        default:
+                if (*r->p == '-' || g_ascii_isdigit(*r->p))
+                        return jr_number(r);
+                return jr_fail(r, "unexpected character");
+        }
+}
+
+/* The whole text as one value, or NULL with *error. */
+static Jv *jv_parse(const char *text, size_t len, Arena *arena, char **error)
+{
+        g_autoptr(GPtrArray) stack = g_ptr_array_sized_new(256);
+        g_autoptr(GString) buf = g_string_sized_new(256);
+        JReader r = { .start = text, .p = text, .end = text + len, .arena = arena, .stack = stack, .buf = buf };
+        Jv *v;
+
+        if (len >= 3 && memcmp(text, "\xef\xbb\xbf", 3) == 0)
+                r.p += 3;   /* a UTF-8 byte order mark */
+        v = jr_value(&r, 0);
+        if (v) {
+                jr_space(&r);
+                if (r.p < r.end)
+                        v = jr_fail(&r, "unexpected text after the end of the document");
+        }
+        if (!v)
+                *error = g_steal_pointer(&r.error);
+        return v;
+}
+
+/* The member's value (the last one of that name), or NULL. */
+static Jv *jv_member(const Jv *o, const char *key)
+{
+        for (guint i = o->n; i-- > 0;)
+                if (strcmp(o->o.keys[i], key) == 0)
+                        return o->o.vals[i];
+        return NULL;
+}
 
 typedef struct Ctx {
         const char *file;
@@ -37,26 +451,23 @@ static bool fail(Ctx *c, const char *where, const char *fmt, ...)
         return false;
 }
 
-static bool check_keys(Ctx *c, const char *where, JsonObject *o, const char *const *allowed)
+static bool check_keys(Ctx *c, const char *where, const Jv *o, const char *const *allowed)
 {
-        g_autoptr(GList) members = json_object_get_members(o);
-
-        for (GList *l = members; l; l = l->next) {
-                if (!g_strv_contains(allowed, l->data))
-                        return fail(c, where, "unknown key \"%s\"", (const char *) l->data);
-        }
+        for (guint i = 0; i < o->n; i++)
+                if (!g_strv_contains(allowed, o->o.keys[i]))
+                        return fail(c, where, "unknown key \"%s\"", o->o.keys[i]);
         return true;
 }
 
-static JsonNode *member(JsonObject *o, const char *key)
+static Jv *member(const Jv *o, const char *key)
 {
-        return json_object_has_member(o, key) ? json_object_get_member(o, key) : NULL;
+        return jv_member(o, key);
 }
 
-static bool get_string_full(Ctx *c, const char *where, JsonObject *o, const char *key,
+static bool get_string_full(Ctx *c, const char *where, const Jv *o, const char *key,
                             bool required, size_t max, bool multiline, char **out)
 {
-        JsonNode *n = member(o, key);
+        Jv *n = member(o, key);
         const char *s;
 
         if (!n) {
@@ -64,9 +475,9 @@ static bool get_string_full(Ctx *c, const char *where, JsonObject *o, const char
                         return fail(c, where, "missing required key \"%s\"", key);
                 return true;
         }
-        if (!JSON_NODE_HOLDS_VALUE(n) || json_node_get_value_type(n) != G_TYPE_STRING)
+        if (n->type != JV_STRING)
                 return fail(c, where, "\"%s\" must be a string", key);
-        s = json_node_get_string(n);
+        s = n->s;
         if (!(multiline ? vfmig_text_is_valid(s, max) : vfmig_string_is_valid(s, max)))
                 return fail(c, where, "\"%s\" must be printable text of at most %zu bytes", key, max);
         g_free(*out);
@@ -74,22 +485,22 @@ static bool get_string_full(Ctx *c, const char *where, JsonObject *o, const char
         return true;
 }
 
-static bool get_string(Ctx *c, const char *where, JsonObject *o, const char *key,
+static bool get_string(Ctx *c, const char *where, const Jv *o, const char *key,
                        bool required, size_t max, char **out)
 {
         return get_string_full(c, where, o, key, required, max, false, out);
 }
 
 /* PCI IDs are written as in sysfs: "0x15b3". */
-static bool get_hex(Ctx *c, const char *where, JsonObject *o, const char *key,
+static bool get_hex(Ctx *c, const char *where, const Jv *o, const char *key,
                     bool required, uint32_t max, uint32_t *out)
 {
         g_autofree char *s = NULL;
         char *end = NULL;
-        JsonNode *n = member(o, key);
+        Jv *n = member(o, key);
         guint64 v;
 
-        if (n && (!JSON_NODE_HOLDS_VALUE(n) || json_node_get_value_type(n) != G_TYPE_STRING))
+        if (n && n->type != JV_STRING)
                 return fail(c, where, "\"%s\" must be a hex string like \"0x15b3\"", key);
         if (!get_string(c, where, o, key, required, 16, &s))
                 return false;
@@ -104,17 +515,17 @@ static bool get_hex(Ctx *c, const char *where, JsonObject *o, const char *key,
         return true;
 }
 
-static bool get_int(Ctx *c, const char *where, JsonObject *o, const char *key,
+static bool get_int(Ctx *c, const char *where, const Jv *o, const char *key,
                     gint64 min, gint64 max, gint64 *out)
 {
-        JsonNode *n = member(o, key);
+        Jv *n = member(o, key);
         gint64 v;
 
         if (!n)
                 return true;
-        if (!JSON_NODE_HOLDS_VALUE(n) || json_node_get_value_type(n) != G_TYPE_INT64)
+        if (n->type != JV_INT)
                 return fail(c, where, "\"%s\" must be an integer", key);
-        v = json_node_get_int(n);
+        v = n->i;
         if (v < min || v > max)
                 return fail(c, where, "\"%s\" = %" G_GINT64_FORMAT " is out of range [%" G_GINT64_FORMAT ", %" G_GINT64_FORMAT "]",
                             key, v, min, max);
@@ -122,50 +533,54 @@ static bool get_int(Ctx *c, const char *where, JsonObject *o, const char *key,
         return true;
 }
 
-static bool get_object(Ctx *c, const char *where, JsonObject *o, const char *key, JsonObject **out)
+static bool get_object(Ctx *c, const char *where, const Jv *o, const char *key, const Jv **out)
 {
-        JsonNode *n = member(o, key);
+        Jv *n = member(o, key);
 
         *out = NULL;
         if (!n)
                 return true;
-        if (!JSON_NODE_HOLDS_OBJECT(n))
+        if (n->type != JV_OBJECT)
                 return fail(c, where, "\"%s\" must be an object", key);
-        *out = json_node_get_object(n);
+        *out = n;
         return true;
 }
 
-static bool get_array(Ctx *c, const char *where, JsonObject *o, const char *key, JsonArray **out)
+static bool get_array(Ctx *c, const char *where, const Jv *o, const char *key, const Jv **out)
 {
-        JsonNode *n = member(o, key);
+        Jv *n = member(o, key);
 
         *out = NULL;
         if (!n)
                 return true;
-        if (!JSON_NODE_HOLDS_ARRAY(n))
+        if (n->type != JV_ARRAY)
                 return fail(c, where, "\"%s\" must be an array", key);
-        *out = json_node_get_array(n);
+        *out = n;
         return true;
 }
 
-static bool parse_attributes(Ctx *c, const char *where, JsonObject *o, GHashTable *into)
+static bool parse_attributes(Ctx *c, const char *where, const Jv *o, GHashTable *into)
 {
-        g_autofree char *w = g_strdup_printf("%s.attributes", where);
-        g_autoptr(GList) members = NULL;
-        JsonObject *attrs;
+        g_autofree char *w = NULL;
+        const Jv *attrs;
 
         if (!get_object(c, where, o, "attributes", &attrs))
                 return false;
         if (!attrs)
                 return true;
-        members = json_object_get_members(attrs);
-        for (GList *l = members; l; l = l->next) {
-                g_autofree char *v = NULL;
-                if (!vfmig_device_name_is_valid(l->data))
-                        return fail(c, w, "attribute name \"%s\" is not valid", (const char *) l->data);
-                if (!get_string(c, w, attrs, l->data, true, 256, &v))
-                        return false;
-                g_hash_table_replace(into, g_strdup(l->data), g_steal_pointer(&v));
+        for (guint i = 0; i < attrs->n; i++) {
+                const char *name = attrs->o.keys[i];
+                const Jv *val = jv_member(attrs, name);   /* the last of that name */
+
+                if (!vfmig_device_name_is_valid(name) || val->type != JV_STRING ||
+                    !vfmig_string_is_valid(val->s, 256)) {
+                        g_autofree char *v = NULL;
+                        w = g_strdup_printf("%s.attributes", where);
+                        if (!vfmig_device_name_is_valid(name))
+                                return fail(c, w, "attribute name \"%s\" is not valid", name);
+                        return get_string(c, w, attrs, name, true, 256, &v);
+                }
+                g_hash_table_replace(into, g_strdup(name), g_strdup(val->s));
         }
         return true;
 }
@@ -217,20 +632,20 @@ static SimInstanceTemplate *template_get(GHashTable *templates, const char *pare
         return t;
 }
 
-static bool get_bool(Ctx *c, const char *where, JsonObject *o, const char *key, bool *out)
+static bool get_bool(Ctx *c, const char *where, const Jv *o, const char *key, bool *out)
 {
-        JsonNode *n = member(o, key);
+        Jv *n = member(o, key);
 
         if (!n)
                 return true;
-        if (!JSON_NODE_HOLDS_VALUE(n) || json_node_get_value_type(n) != G_TYPE_BOOLEAN)
+        if (n->type != JV_BOOL)
                 return fail(c, where, "\"%s\" must be true or false", key);
-        *out = json_node_get_boolean(n);
+        *out = n->b;
         return true;
 }
 
 /* The simulated device's behaviour: the "migration" object and "open-error". */
-static bool parse_sim_spec(Ctx *c, const char *dwhere, JsonObject *dev, JsonObject *mig, VfmigDevice *d)
+static bool parse_sim_spec(Ctx *c, const char *dwhere, const Jv *dev, const Jv *mig, VfmigDevice *d)
 {
         static const char *const keys[] = {
                 "flags", "dma-logging", "data-size", "state-size", "dirty-rate",
@@ -244,7 +659,7 @@ static bool parse_sim_spec(Ctx *c, const char *dwhere, JsonObject *dev, JsonObje
         g_autofree char *where = g_strdup_printf("%s.migration", dwhere);
         g_autofree char *open_error = NULL;
         SimDeviceSpec *spec;
-        JsonArray *flags;
+        const Jv *flags;
         gint64 size = 1 << 20, rate = 0, version = 1, seed = 1;
         bool data_size = true;
 
@@ -276,10 +691,9 @@ static bool parse_sim_spec(Ctx *c, const char *dwhere, JsonObject *dev, JsonObje
             !get_int(c, where, mig, "fill-seed", 0, G_MAXINT64, &seed) ||
             !get_string(c, where, mig, "stream-type", true, 31, &spec->stream_type))
                 return false;
-        for (guint i = 0; flags && i < json_array_get_length(flags); i++) {
-                JsonNode *n = json_array_get_element(flags, i);
-                const char *f = JSON_NODE_HOLDS_VALUE(n) && json_node_get_value_type(n) == G_TYPE_STRING
-                                ? json_node_get_string(n) : NULL;
+        for (guint i = 0; flags && i < flags->n; i++) {
+                const Jv *n = flags->items[i];
+                const char *f = n->type == JV_STRING ? n->s : NULL;
                 bool known = false;
 
                 for (size_t k = 0; f && k < G_N_ELEMENTS(flag_names); k++)
@@ -301,7 +715,7 @@ static bool parse_sim_spec(Ctx *c, const char *dwhere, JsonObject *dev, JsonObje
         return true;
 }
 
-static VfmigDevice *parse_device(Ctx *c, JsonNode *node, guint index)
+static VfmigDevice *parse_device(Ctx *c, const Jv *node, guint index)
 {
         static const char *const keys[] = {
                 "name", "kind", "driver", "vendor-id", "device-id", "subsystem-vendor-id",
@@ -313,11 +727,10 @@ static VfmigDevice *parse_device(Ctx *c, JsonNode *node, guint index)
         g_autoptr(VfmigDevice) d = NULL;
         uint32_t x = 0;
         gint64 i;
-        JsonObject *o, *mig;
+        const Jv *o = node, *mig;
 
-        if (!JSON_NODE_HOLDS_OBJECT(node))
+        if (node->type != JV_OBJECT)
                 return fail(c, where, "must be an object"), NULL;
-        o = json_node_get_object(node);
         if (!check_keys(c, where, o, keys) ||
             !get_string(c, where, o, "name", true, VFMIG_NAME_MAX, &name) ||
             !get_string(c, where, o, "kind", true, 16, &kind))
@@ -377,7 +790,7 @@ static VfmigDevice *parse_device(Ctx *c, JsonNode *node, guint index)
         return g_steal_pointer(&d);
 }
 
-static VfmigMdevType *parse_type(Ctx *c, const char *pwhere, JsonNode *node, guint index, const char *parent)
+static VfmigMdevType *parse_type(Ctx *c, const char *pwhere, const Jv *node, guint index, const char *parent)
 {
         static const char *const keys[] = {
                 "id", "name", "device-api", "description", "available-instances",
@@ -386,12 +799,11 @@ static VfmigMdevType *parse_type(Ctx *c, const char *pwhere, JsonNode *node, gui
         g_autofree char *where = g_strdup_printf("%s.types[%u]", pwhere, index);
         g_autofree char *id = NULL;
         VfmigMdevType *t;
-        JsonObject *o, *mig;
+        const Jv *o = node, *mig;
         gint64 avail = 0;
 
-        if (!JSON_NODE_HOLDS_OBJECT(node))
+        if (node->type != JV_OBJECT)
                 return fail(c, where, "must be an object"), NULL;
-        o = json_node_get_object(node);
         if (!check_keys(c, where, o, keys) ||
             !get_string(c, where, o, "id", true, VFMIG_NAME_MAX, &id))
                 return NULL;
@@ -429,18 +841,16 @@ static VfmigMdevType *parse_type(Ctx *c, const char *pwhere, JsonNode *node, gui
         return t;
 }
 
-static VfmigMdevParent *parse_parent(Ctx *c, JsonNode *node, guint index)
+static VfmigMdevParent *parse_parent(Ctx *c, const Jv *node, guint index)
 {
         static const char *const keys[] = { "name", "driver", "types", "comment", NULL };
         g_autofree char *where = g_strdup_printf("mdev-parents[%u]", index);
         g_autofree char *name = NULL;
         g_autoptr(VfmigMdevParent) p = NULL;
-        JsonArray *types;
-        JsonObject *o;
+        const Jv *types, *o = node;
 
-        if (!JSON_NODE_HOLDS_OBJECT(node))
+        if (node->type != JV_OBJECT)
                 return fail(c, where, "must be an object"), NULL;
-        o = json_node_get_object(node);
         if (!check_keys(c, where, o, keys) ||
             !get_string(c, where, o, "name", true, VFMIG_NAME_MAX, &name))
                 return NULL;
@@ -450,10 +860,10 @@ static VfmigMdevParent *parse_parent(Ctx *c, JsonNode *node, guint index)
         if (!get_string(c, where, o, "driver", true, VFMIG_NAME_MAX, &p->driver) ||
             !get_array(c, where, o, "types", &types))
                 return NULL;
-        if (!types || json_array_get_length(types) == 0)
+        if (!types || types->n == 0)
                 return fail(c, where, "\"types\" must be a non-empty array"), NULL;
-        for (guint i = 0; i < json_array_get_length(types); i++) {
-                VfmigMdevType *t = parse_type(c, where, json_array_get_element(types, i), i, name);
+        for (guint i = 0; i < types->n; i++) {
+                VfmigMdevType *t = parse_type(c, where, types->items[i], i, name);
                 if (!t)
                         return NULL;
                 for (guint j = 0; j < p->types->len; j++)
@@ -528,24 +938,26 @@ static void collect_templates(SimHost *h)
 
 static void copy_parent_identity(SimHost *h)
 {
+        g_autoptr(GHashTable) pci = g_hash_table_new(g_str_hash, g_str_equal);
+
+        for (guint i = 0; i < h->devices->len; i++) {
+                VfmigDevice *p = h->devices->pdata[i];
+                if (p->kind == VFMIG_DEVICE_PCI)
+                        g_hash_table_insert(pci, p->name, p);
+        }
         /* An mdev carries the PCI identity of its parent, as on a real host. */
         for (guint i = 0; i < h->devices->len; i++) {
-                VfmigDevice *d = h->devices->pdata[i];
+                VfmigDevice *d = h->devices->pdata[i], *p;
 
-                if (d->kind != VFMIG_DEVICE_MDEV)
+                if (d->kind != VFMIG_DEVICE_MDEV || !(p = g_hash_table_lookup(pci, d->parent)))
                         continue;
-                for (guint j = 0; j < h->devices->len; j++) {
-                        VfmigDevice *p = h->devices->pdata[j];
-                        if (p->kind != VFMIG_DEVICE_PCI || strcmp(p->name, d->parent) != 0)
-                                continue;
-                        d->vendor_id = p->vendor_id;
-                        d->device_id = p->device_id;
-                        d->subsystem_vendor_id = p->subsystem_vendor_id;
-                        d->subsystem_device_id = p->subsystem_device_id;
-                        d->revision = p->revision;
-                        if (d->numa_node < 0)
-                                d->numa_node = p->numa_node;
-                }
+                d->vendor_id = p->vendor_id;
+                d->device_id = p->device_id;
+                d->subsystem_vendor_id = p->subsystem_vendor_id;
+                d->subsystem_device_id = p->subsystem_device_id;
+                d->revision = p->revision;
+                if (d->numa_node < 0)
+                        d->numa_node = p->numa_node;
         }
 }
 
@@ -554,26 +966,27 @@ int sim_host_load(const char *path, SimHost **ret, char **error)
         static const char *const keys[] = {
                 "host", "kernel-release", "devices", "mdev-parents", "comment", NULL
         };
-        g_autoptr(JsonParser) parser = json_parser_new();
         g_autoptr(GError) gerr = NULL;
         g_autoptr(SimHost) h = NULL;
+        g_autofree char *text = NULL, *perr = NULL;
+        g_auto(Arena) arena = { 0 };
+        gsize len = 0;
         Ctx c = { .file = path };
-        JsonArray *devices, *parents;
-        JsonNode *root;
-        JsonObject *o;
+        const Jv *devices, *parents, *o;
 
-        if (!json_parser_load_from_file(parser, path, &gerr)) {
-                /* json-glib's message carries FILE:LINE:COL already. */
-                *error = g_str_has_prefix(gerr->message, path) ? g_strdup(gerr->message)
-                                                                : g_strdup_printf("%s: %s", path, gerr->message);
+        if (!g_file_get_contents(path, &text, &len, &gerr)) {
+                *error = g_strdup_printf("%s: %s", path, gerr->message);
                 return -EINVAL;
         }
-        root = json_parser_get_root(parser);
-        if (!root || !JSON_NODE_HOLDS_OBJECT(root)) {
+        o = jv_parse(text, len, &arena, &perr);
+        if (!o) {
+                *error = g_strdup_printf("%s:%s", path, perr);
+                return -EINVAL;
+        }
+        if (o->type != JV_OBJECT) {
                 *error = g_strdup_printf("%s: top level must be an object", path);
                 return -EINVAL;
         }
-        o = json_node_get_object(root);
         h = g_new0(SimHost, 1);
         h->path = g_strdup(path);
         h->devices = g_ptr_array_new_with_free_func((GDestroyNotify) vfmig_device_free);
@@ -591,14 +1004,14 @@ int sim_host_load(const char *path, SimHost **ret, char **error)
                 fail(&c, "(top)", "missing required key \"devices\"");
                 goto out;
         }
-        for (guint i = 0; i < json_array_get_length(devices); i++) {
-                VfmigDevice *d = parse_device(&c, json_array_get_element(devices, i), i);
+        for (guint i = 0; i < devices->n; i++) {
+                VfmigDevice *d = parse_device(&c, devices->items[i], i);
                 if (!d)
                         goto out;
                 g_ptr_array_add(h->devices, d);
         }
-        for (guint i = 0; parents && i < json_array_get_length(parents); i++) {
-                VfmigMdevParent *p = parse_parent(&c, json_array_get_element(parents, i), i);
+        for (guint i = 0; parents && i < parents->n; i++) {
+                VfmigMdevParent *p = parse_parent(&c, parents->items[i], i);
                 if (!p)
                         goto out;
                 g_ptr_array_add(h->parents, p);

@@ -87,10 +87,105 @@ static void test_malformed(void)
                      "attribute name \"a/b\" is not valid");
 }
 
+/* The JSON reader: what RFC 8259 allows is read, with escapes decoded;
+ * everything else is refused with LINE:COL. */
+static void test_json_syntax(void)
+{
+        static const char *const dev_head = "{\"host\": \"h\", \"devices\": [{\"name\": \"0000:01:00.0\", "
+                                            "\"kind\": \"pci\", \"driver\": \"vfio-pci\", \"vendor-id\": \"0x10de\", "
+                                            "\"device-id\": \"0x1\", \"attributes\": {\"a\": ";
+        static const struct { const char *value, *want; } ok[] = {
+                { "\"x\\u00e9y\"", "x\xc3\xa9y" },                       /* \u escape to UTF-8 */
+                { "\"\\ud83d\\ude00\"", "\xf0\x9f\x98\x80" },            /* a surrogate pair */
+                { "\"q\\\"b\\\\s\\/\"", "q\"b\\s/" },
+                { "\"caf\xc3\xa9\"", "caf\xc3\xa9" },                     /* raw UTF-8 */
+        };
+        static const struct { const char *text, *fragment; } bad[] = {
+                { "{\"host\": \"h\", \"devices\": []} x", "1:30: Parse error" },
+                { "{\"host\": \"h\",\n \"devices\": [,]}", "2:14: Parse error" },
+                { "{\"host\": \"a\tb\", \"devices\": []}", "control character" },
+                { "{\"host\": \"\xc3\x28\", \"devices\": []}", "not valid UTF-8" },
+                { "{\"host\": \"\\ud800x\", \"devices\": []}", "surrogate" },
+                { "{\"host\": \"\\u0000\", \"devices\": []}", "\\u0000" },
+                { "{\"host\": \"\\q\", \"devices\": []}", "unknown escape" },
+                { "{\"host\": \"h\", \"devices\": [01]}", "Parse error" },
+                { "{\"host\": \"h\", \"devices\": [1.]}", "digits after the point" },
+                { "{\"host\": \"h\", \"devices\": [99999999999999999999]}", "out of range" },
+                { "{\"host\": \"h\", \"devices\": [tru]}", "unexpected word" },
+                { "{\"host\": \"h\" \"devices\": []}", "expected ',' or '}'" },
+                { "{host: \"h\"}", "member name in quotes" },
+                { "{\"host\": \"h\", \"devices\": [", "unexpected end of file" },
+        };
+
+        for (size_t i = 0; i < G_N_ELEMENTS(ok); i++) {
+                g_autofree char *text = g_strdup_printf("%s%s}}]}", dev_head, ok[i].value);
+                g_autofree char *path = write_tmp(text);
+                g_autoptr(SimHost) h = NULL;
+                g_autofree char *error = NULL;
+
+                if (sim_host_load(path, &h, &error) < 0)
+                        g_error("%s: %s", ok[i].value, error);
+                g_assert_cmpstr(g_hash_table_lookup(((VfmigDevice *) h->devices->pdata[0])->attributes, "a"), ==,
+                                ok[i].want);
+                g_unlink(path);
+        }
+        for (size_t i = 0; i < G_N_ELEMENTS(bad); i++)
+                expect_error(bad[i].text, bad[i].fragment);
+
+        /* deep nesting is refused, not recursed into without bound */
+        {
+                g_autoptr(GString) deep = g_string_new("{\"host\": \"h\", \"devices\": [], \"comment\": ");
+                for (int i = 0; i < 100000; i++)
+                        g_string_append_c(deep, '[');
+                expect_error(deep->str, "nested too deeply");
+        }
+        /* typed checks see JSON types: a real number is not an integer, null not a string */
+        expect_error("{\"host\": \"h\", \"devices\": [{\"name\": \"0000:01:00.0\", \"kind\": \"pci\", "
+                     "\"driver\": \"vfio-pci\", \"vendor-id\": \"0x10de\", \"device-id\": \"0x1\", "
+                     "\"iommu-group\": 1.5}]}", "\"iommu-group\" must be an integer");
+        expect_error("{\"host\": null, \"devices\": []}", "\"host\" must be a string");
+        /* a key given twice: the last one counts; a byte order mark is skipped */
+        {
+                g_autofree char *path = write_tmp("\xef\xbb\xbf{\"host\": \"first\", \"devices\": [], \"host\": \"last\"}");
+                g_autoptr(SimHost) h = NULL;
+                g_autofree char *error = NULL;
+
+                g_assert_cmpint(sim_host_load(path, &h, &error), ==, 0);
+                g_assert_cmpstr(h->host_name, ==, "last");
+                g_unlink(path);
+        }
+}
+
+/* Every shipped host file loads. */
+static void test_shipped_hosts(void)
+{
+        g_autofree char *dir = g_build_filename(VFMIG_SOURCE_DATADIR, "sim", NULL);
+        g_autoptr(GDir) d = g_dir_open(dir, 0, NULL);
+        const char *name;
+        guint n = 0;
+
+        g_assert_nonnull(d);
+        while ((name = g_dir_read_name(d))) {
+                g_autofree char *path = g_build_filename(dir, name, NULL);
+                g_autoptr(SimHost) h = NULL;
+                g_autofree char *error = NULL;
+
+                if (!g_str_has_suffix(name, ".json"))
+                        continue;
+                if (sim_host_load(path, &h, &error) < 0)
+                        g_error("%s", error);
+                g_assert_cmpuint(h->devices->len, >, 0);
+                n++;
+        }
+        g_assert_cmpuint(n, >, 0);
+}
+
 int main(int argc, char *argv[])
 {
         g_test_init(&argc, &argv, NULL);
         g_test_add_func("/sim-host/shipped-host-a", test_shipped_host_a);
         g_test_add_func("/sim-host/malformed", test_malformed);
+        g_test_add_func("/sim-host/json-syntax", test_json_syntax);
+        g_test_add_func("/sim-host/shipped-hosts", test_shipped_hosts);
         return g_test_run();
 }
