@@ -6,7 +6,10 @@
  * the kernel's drivers do (while cur != target: next arc, execute, commit), so
  * a failing arc leaves the device where the kernel's drivers would.
  *
- * Device memory is a memfd mapped here; it is the whole device state.  At
+ * Device memory is a memfd mapped here; it is the whole device state.  It is
+ * made on first use (a host has thousands of devices that are never touched;
+ * its content then is exactly what it would have been since the open: the
+ * fill pattern, plus the device's own activity since).  At
  * most one data transfer session exists, owned by the device; a VfmigVfioData
  * is a handle on it that turns into -ENODEV once the session ends.  Handles
  * hold a reference on the device so a handle outliving its device is safe.
@@ -165,6 +168,38 @@ static void fill_memory(SimDevice *d)
                 d->mem[i] = (uint8_t) mix64(d->fill_seed ^ i);
 }
 
+/* The device memory, made and filled the first time it is needed (before
+ * any activity is applied to it).  0, or -errno when it cannot be made. */
+static int ensure_memory(SimDevice *d)
+{
+        g_autofree char *memfd_name = NULL;
+        void *mem;
+        int fd, r;
+
+        if (d->mem)
+                return 0;
+        memfd_name = g_strdup_printf("vfmig-sim:%s", d->base.name);
+        fd = memfd_create(memfd_name, MFD_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        if (ftruncate(fd, (off_t) d->memory_size) < 0) {
+                r = -errno;
+                close(fd);
+                return r;
+        }
+        mem = mmap(NULL, d->memory_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        if (mem == MAP_FAILED) {
+                r = -errno;
+                close(fd);
+                return r;
+        }
+        d->memfd = fd;
+        d->mem = mem;
+        if (d->fill_seed != 0)
+                fill_memory(d);
+        return 0;
+}
+
 static uint64_t chunk_len(SimDevice *d, size_t idx)
 {
         uint64_t off = (uint64_t) idx * SIM_CHUNK_SIZE;
@@ -208,6 +243,7 @@ static void sim_activity(SimDevice *d)
                 return;
         }
 
+        g_assert(d->mem);   /* every caller made it first */
         bytes = (unsigned __int128) elapsed * d->dirty_rate / 1000000000u + d->dirty_carry;
         n = (uint64_t) MIN(bytes / SIM_CHUNK_SIZE, (unsigned __int128) d->n_chunks * 2);
         d->dirty_carry = (uint64_t) (bytes % SIM_CHUNK_SIZE);
@@ -569,9 +605,14 @@ static int sim_set_state(VfmigVfioDevice *base, VfmigMigState target, VfmigVfioD
         SimDevice *d = SIM(base);
         bool new_session = false;
 
+        int k;
+
         if (d->flags == 0)
                 return -ENOTTY;
 
+        k = ensure_memory(d);
+        if (k < 0)
+                return k;
         sim_activity(d);
         while (d->state != target) {
                 VfmigMigState next;
@@ -620,9 +661,14 @@ static int sim_get_data_size(VfmigVfioDevice *base, uint64_t *ret)
         SimDevice *d = SIM(base);
         uint64_t initial, dirty;
 
+        int k;
+
         if (d->flags == 0 || d->no_data_size)
                 return -EOPNOTSUPP;
 
+        k = ensure_memory(d);
+        if (k < 0)
+                return k;
         sim_activity(d);
         switch (d->xfer) {
         case XFER_SAVE_PRECOPY:
@@ -651,14 +697,20 @@ static int sim_reset(VfmigVfioDevice *base)
         d->fault_step = VFMIG_MIG_ERROR;
         d->dirty_carry = 0;
         d->last_ns = now_ns();
-        fill_memory(d);
+        if (d->mem)
+                fill_memory(d);   /* else it is filled when first made */
         return 0;
 }
 
 static int sim_dup_fd(VfmigVfioDevice *base)
 {
-        int fd = fcntl(SIM(base)->memfd, F_DUPFD_CLOEXEC, 3);
+        SimDevice *d = SIM(base);
+        int fd, k;
 
+        k = ensure_memory(d);
+        if (k < 0)
+                return k;
+        fd = fcntl(d->memfd, F_DUPFD_CLOEXEC, 3);
         return fd < 0 ? -errno : fd;
 }
 
@@ -674,7 +726,10 @@ static void sim_close(VfmigVfioDevice *base)
 int vfmig_vfio_sim_write_memory_impl(VfmigVfioDevice *base, uint64_t offset, const void *buf, size_t n)
 {
         SimDevice *d = SIM(base);
+        int k = ensure_memory(d);
 
+        if (k < 0)
+                return k;
         sim_activity(d);
         if (!vfmig_mig_state_is_running(d->state))
                 return -EBUSY;
@@ -792,7 +847,6 @@ static bool flags_valid(uint64_t flags)
 
 int vfmig_vfio_sim_open(const VfmigSimDeviceConfig *cfg, VfmigVfioDevice **ret)
 {
-        g_autofree char *memfd_name = NULL;
         SimDevice *d;
         size_t type_len;
 
@@ -824,23 +878,6 @@ int vfmig_vfio_sim_open(const VfmigSimDeviceConfig *cfg, VfmigVfioDevice **ret)
         d->fault_step = VFMIG_MIG_ERROR;
         d->state = VFMIG_MIG_RUNNING;
         d->last_ns = now_ns();
-
-        memfd_name = g_strdup_printf("vfmig-sim:%s", cfg->name);
-        d->memfd = memfd_create(memfd_name, MFD_CLOEXEC);
-        if (d->memfd < 0 || ftruncate(d->memfd, (off_t) d->memory_size) < 0) {
-                int r = -errno;
-                sim_unref(d);
-                return r;
-        }
-        d->mem = mmap(NULL, d->memory_size, PROT_READ | PROT_WRITE, MAP_SHARED, d->memfd, 0);
-        if (d->mem == MAP_FAILED) {
-                int r = -errno;
-                d->mem = NULL;
-                sim_unref(d);
-                return r;
-        }
-        if (d->fill_seed != 0)
-                fill_memory(d);
 
         *ret = &d->base;
         return 0;

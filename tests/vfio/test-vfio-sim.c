@@ -4,6 +4,7 @@
  * outside: the state machine's exact paths, the sim's stream format and its
  * rejection rules, dirty tracking, and the small helpers of vfio.h.
  */
+#include <endian.h>
 #include <errno.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -574,6 +575,64 @@ static void test_reset(void)
         g_assert_cmpmem(after->data, after->len, before->data, before->len);
 }
 
+static guint open_fds(void)
+{
+        g_autoptr(GDir) d = g_dir_open("/proc/self/fd", 0, NULL);
+        guint n = 0;
+
+        g_assert_nonnull(d);
+        while (g_dir_read_name(d))
+                n++;
+        return n;
+}
+
+/* The fill pattern, computed here on its own: splitmix64 of seed ^ word index. */
+static uint64_t pattern_word(uint64_t seed, uint64_t i)
+{
+        uint64_t x = (seed ^ i) + UINT64_C(0x9e3779b97f4a7c15);
+
+        x = (x ^ (x >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
+        x = (x ^ (x >> 27)) * UINT64_C(0x94d049bb133111eb);
+        return x ^ (x >> 31);
+}
+
+/* Device memory is made on first use, not at open (a host opens thousands
+ * of devices); when it is made its content is what it would have been:
+ * the pattern, and a reset before still means the pattern. */
+static void test_memory_on_first_use(void)
+{
+        VfmigSimDeviceConfig c = base_config();
+        VfmigVfioDevice *many[64];
+        g_autoptr(VfmigVfioDevice) d = NULL, e = NULL;
+        g_autoptr(GByteArray) m = NULL, m2 = NULL;
+        guint before = open_fds();
+        uint64_t flags = 0;
+
+        for (guint i = 0; i < G_N_ELEMENTS(many); i++)
+                many[i] = open_sim(&c);
+        g_assert_cmpuint(open_fds(), ==, before);
+        /* what only reads the device's description does not make it either */
+        g_assert_cmpint(vfmig_vfio_get_migration_flags(many[0], &flags), ==, 0);
+        g_assert_cmpint(state_of(many[0]), ==, VFMIG_MIG_RUNNING);
+        g_assert_cmpuint(open_fds(), ==, before);
+        for (guint i = 0; i < G_N_ELEMENTS(many); i++)
+                vfmig_vfio_close(many[i]);
+
+        c.memory_size = 64 * KIB;
+        d = open_sim(&c);
+        m = memory_of(d, c.memory_size);
+        for (uint64_t i = 0; i < c.memory_size / 8; i++) {
+                uint64_t w;
+                memcpy(&w, m->data + 8 * i, 8);
+                g_assert_cmphex(le64toh(w), ==, pattern_word(c.fill_seed, i));
+        }
+        /* reset of a device whose memory was never made, then made: the pattern */
+        e = open_sim(&c);
+        g_assert_cmpint(vfmig_vfio_reset(e), ==, 0);
+        m2 = memory_of(e, c.memory_size);
+        g_assert_cmpmem(m2->data, m2->len, m->data, m->len);
+}
+
 /* Saving a big device goes through a small buffer without growing memory:
  * the stream is produced from device memory on demand. */
 static void test_big_device(void)
@@ -627,6 +686,7 @@ int main(int argc, char **argv)
         g_test_add_func("/vfio/sim/data-outlives-device", test_data_outlives_device);
         g_test_add_func("/vfio/sim/write-memory", test_write_memory);
         g_test_add_func("/vfio/sim/reset", test_reset);
+        g_test_add_func("/vfio/sim/memory-on-first-use", test_memory_on_first_use);
         g_test_add_func("/vfio/sim/big-device", test_big_device);
         g_test_add_func("/vfio/sim/errors", test_seams_on_kernel_and_errors);
 
