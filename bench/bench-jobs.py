@@ -56,7 +56,9 @@ own TLS-vs-raw ratio).
            (must be 0), completion time, aggregate throughput (all bytes from
            the first Migrate call to the last Finished) against the single
            job and against the raw copy, per-job Throughput and finish-time
-           spread, daemon RssAnon growth per job.
+           spread, per_job.streaming_start_last_s (when the last job's bytes
+           began to move, from its Throughput: how long a job waited),
+           daemon RssAnon growth per job.
 
 Options: --vfmigd PATH, --raw PATH (bench-jobs-raw), --bus-config FILE,
 --rules DIR (defaults: the build tree in MESON_BUILD_ROOT or build/, the
