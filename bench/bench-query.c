@@ -216,8 +216,11 @@ static void on_line(Run *r, const char *line, double t)
 {
         if (g_str_has_prefix(line, "vfmigd: compatibility rules:") && !r->t_rules)
                 r->t_rules = t;
+        else if (g_str_has_prefix(line, "vfmigd: ") && strstr(line, " VFIO devices found, "))
+                r->t_populated = t;     /* the end of the enumeration */
         else if (g_str_has_prefix(line, "vfmigd: host matrix ")) {
-                r->t_populated = r->t_last_line;
+                if (!r->t_populated)    /* a daemon without the summary line: its last device line */
+                        r->t_populated = r->t_last_line;
                 r->t_matrix = t;
                 r->warm = strstr(line, "restored from cache") ? 1 : strstr(line, "evaluated") ? 0 : -1;
         } else if (g_str_has_prefix(line, "vfmigd: vfmigd ") && strstr(line, " serving "))

@@ -17,6 +17,7 @@ struct DeviceAccess {
         DeviceReleasedFn on_released;
         void *userdata;
         GHashTable *entries;   /* name -> ManagedDevice* */
+        bool quiet;            /* the start's enumeration: "managed" lines at debug level */
 };
 
 static const char *const status_names[_ACCESS_STATUS_MAX] = {
@@ -245,7 +246,7 @@ static void open_entry(DeviceAccess *a, ManagedDevice *m, const VfmigDevice *d)
         m->dma_logging = vfmig_vfio_has_dma_logging(v);
         watch_request(a, m);
         set_status(m, ACCESS_MANAGED, g_strdup_printf("open (%s)", vfmig_vfio_backend(v)));
-        log_device(LOG_INFO, d->name, "managed through %s", vfmig_vfio_backend(v));
+        log_device(a->quiet ? LOG_DEBUG : LOG_INFO, d->name, "managed through %s", vfmig_vfio_backend(v));
 }
 
 ManagedDevice *device_access_update(DeviceAccess *a, const VfmigDevice *d)
@@ -265,6 +266,23 @@ ManagedDevice *device_access_update(DeviceAccess *a, const VfmigDevice *d)
         m->iommu_group = d->iommu_group;
         open_entry(a, m, d);
         return m;
+}
+
+void device_access_set_quiet(DeviceAccess *a, bool quiet)
+{
+        a->quiet = quiet;
+}
+
+guint device_access_count_managed(DeviceAccess *a)
+{
+        GHashTableIter it;
+        gpointer v;
+        guint n = 0;
+
+        g_hash_table_iter_init(&it, a->entries);
+        while (g_hash_table_iter_next(&it, NULL, &v))
+                n += ((ManagedDevice *) v)->status == ACCESS_MANAGED;
+        return n;
 }
 
 void device_access_remove(DeviceAccess *a, const char *name)

@@ -66,6 +66,12 @@ typedef void (*DeviceReleasedFn)(ManagedDevice *m, void *userdata);
 DeviceAccess *device_access_new(const AccessConfig *config, bool simulate, sd_event *event,
                                 DeviceReleasedFn on_released, void *userdata);
 void device_access_free(DeviceAccess *a);
+/* While quiet (the start's enumeration of thousands of devices), the
+ * per-device "managed" line is logged at debug level; problems still at
+ * their level. */
+void device_access_set_quiet(DeviceAccess *a, bool quiet);
+/* Devices currently held (status managed). */
+guint device_access_count_managed(DeviceAccess *a);
 
 /* Keep the entry of d current (open, reopen or exclude).  Returns the entry. */
 ManagedDevice *device_access_update(DeviceAccess *a, const VfmigDevice *d);

@@ -26,6 +26,8 @@ static bool arg_introspect;
 static const char *arg_config = VFMIG_SYSCONFDIR "/vfmigd.conf";
 static const char *arg_rules = VFMIG_DATADIR "/compat.d";
 static const char *arg_admin_rules = VFMIG_SYSCONFDIR "/compat.d";
+/* The start's enumeration: one summary line instead of one per device. */
+static bool enumerating;
 
 static void help(void)
 {
@@ -107,7 +109,7 @@ static void on_device_added(Inventory *inv, const VfmigDevice *dev, void *userda
         ManagedDevice *m = device_access_update(d->access, dev);
 
         ((VfmigDevice *) dev)->managed = m;
-        log_device(LOG_INFO, dev->name, "VFIO device appeared (%s, driver %s)",
+        log_device(enumerating ? LOG_DEBUG : LOG_INFO, dev->name, "VFIO device appeared (%s, driver %s)",
                    vfmig_device_kind_to_string(dev->kind), dev->driver);
         compat_service_device_updated(d->compat, dev, m->migration_flags, m->dma_logging);
         bus_device_emit_added(d, dev);
@@ -257,6 +259,20 @@ static int setup_compat(Daemon *d, const char *kernel_release)
         return compat_service_new(d->event, &cfg, &d->compat);
 }
 
+static void enumeration_begin(Daemon *d)
+{
+        enumerating = true;
+        device_access_set_quiet(d->access, true);
+}
+
+static void enumeration_end(Daemon *d)
+{
+        enumerating = false;
+        device_access_set_quiet(d->access, false);
+        log_info("%u VFIO devices found, %u of them managed (per device: --debug)",
+                 inventory_device_count(d->inventory), device_access_count_managed(d->access));
+}
+
 static int setup_inventory(Daemon *d)
 {
         _cleanup_(access_config_done) AccessConfig config = {};
@@ -284,7 +300,9 @@ static int setup_inventory(Daemon *d)
                 r = setup_compat(d, d->sim->kernel_release);
                 if (r < 0)
                         return r;
+                enumeration_begin(d);
                 sim_host_populate(d->sim, d->inventory);
+                enumeration_end(d);
         } else {
                 struct utsname u;
                 int r;
@@ -297,7 +315,9 @@ static int setup_inventory(Daemon *d)
                 r = setup_compat(d, u.release);
                 if (r < 0)
                         return r;
+                enumeration_begin(d);
                 r = udev_source_new(d->event, d->inventory, &d->udev);
+                enumeration_end(d);
                 if (r < 0)
                         return r;
         }

@@ -126,6 +126,17 @@ static const char *jr_string(JReader *r)
         bool high = false;
         char *out;
 
+        /* The usual case: printable ASCII up to the closing quote, copied as is. */
+        while (q < r->end && (unsigned char) *q >= 0x20 && (unsigned char) *q < 0x80 && *q != '"' && *q != '\\')
+                q++;
+        if (q < r->end && *q == '"') {
+                out = arena_alloc(r->arena, (size_t) (q - run) + 1);
+                memcpy(out, run, (size_t) (q - run));
+                out[q - run] = '\0';
+                r->p = q + 1;
+                return out;
+        }
+        q = run;
         g_string_truncate(r->buf, 0);
         for (;;) {
                 unsigned char c;
@@ -225,6 +236,16 @@ static Jv *jr_number(JReader *r)
                         q++;
                 if (q == e)
                         return r->p = q, jr_fail(r, "a number needs digits in its exponent");
+        }
+        if (!real && q - digits <= 18) {
+                /* at most 18 digits: fits without overflow */
+                gint64 x = 0;
+                for (const char *c = digits; c < q; c++)
+                        x = x * 10 + (*c - '0');
+                v = jv_new(r, JV_INT);
+                v->i = *r->p == '-' ? -x : x;
+                r->p = q;
+                return v;
         }
         {
                 g_autofree char *text = g_strndup(r->p, q - r->p);
@@ -417,9 +438,17 @@ static Jv *jv_parse(const char *text, size_t len, Arena *arena, char **error)
 static Jv *jv_member(const Jv *o, const char *key)
 {
         for (guint i = o->n; i-- > 0;)
-                if (strcmp(o->o.keys[i], key) == 0)
+                if (o->o.keys[i][0] == key[0] && strcmp(o->o.keys[i], key) == 0)
                         return o->o.vals[i];
         return NULL;
+}
+
+static bool strv_has(const char *const *v, const char *s)
+{
+        for (; *v; v++)
+                if ((*v)[0] == s[0] && strcmp(*v, s) == 0)
+                        return true;
+        return false;
 }
 
 typedef struct Ctx {
@@ -454,7 +483,7 @@ static bool fail(Ctx *c, const char *where, const char *fmt, ...)
 static bool check_keys(Ctx *c, const char *where, const Jv *o, const char *const *allowed)
 {
         for (guint i = 0; i < o->n; i++)
-                if (!g_strv_contains(allowed, o->o.keys[i]))
+                if (!strv_has(allowed, o->o.keys[i]))
                         return fail(c, where, "unknown key \"%s\"", o->o.keys[i]);
         return true;
 }
@@ -495,21 +524,31 @@ static bool get_string(Ctx *c, const char *where, const Jv *o, const char *key,
 static bool get_hex(Ctx *c, const char *where, const Jv *o, const char *key,
                     bool required, uint32_t max, uint32_t *out)
 {
-        g_autofree char *s = NULL;
-        char *end = NULL;
         Jv *n = member(o, key);
-        guint64 v;
+        const char *s;
+        guint64 v = 0;
+        size_t len;
 
-        if (n && n->type != JV_STRING)
-                return fail(c, where, "\"%s\" must be a hex string like \"0x15b3\"", key);
-        if (!get_string(c, where, o, key, required, 16, &s))
-                return false;
-        if (!s)
+        if (!n) {
+                if (required)
+                        return fail(c, where, "missing required key \"%s\"", key);
                 return true;
-        if (!g_str_has_prefix(s, "0x") || !s[2])
+        }
+        if (n->type != JV_STRING)
                 return fail(c, where, "\"%s\" must be a hex string like \"0x15b3\"", key);
-        v = g_ascii_strtoull(s + 2, &end, 16);
-        if (*end || v > max)
+        s = n->s;
+        if (!vfmig_string_is_valid(s, 16))
+                return fail(c, where, "\"%s\" must be printable text of at most %d bytes", key, 16);
+        if (s[0] != '0' || s[1] != 'x' || !s[2])
+                return fail(c, where, "\"%s\" must be a hex string like \"0x15b3\"", key);
+        len = strlen(s + 2);
+        for (size_t i = 2; s[i]; i++) {
+                int d = g_ascii_xdigit_value(s[i]);
+                if (d < 0 || len > 16 || v > max)
+                        return fail(c, where, "\"%s\" = \"%s\" is not a hex number <= 0x%x", key, s, max);
+                v = v * 16 + (guint64) d;
+        }
+        if (v > max)
                 return fail(c, where, "\"%s\" = \"%s\" is not a hex number <= 0x%x", key, s, max);
         *out = (uint32_t) v;
         return true;
@@ -656,13 +695,14 @@ static bool parse_sim_spec(Ctx *c, const char *dwhere, const Jv *dev, const Jv *
                 { "p2p", VFMIG_MIGRATION_P2P },
                 { "pre-copy", VFMIG_MIGRATION_PRE_COPY },
         };
-        g_autofree char *where = g_strdup_printf("%s.migration", dwhere);
+        char where[160];
         g_autofree char *open_error = NULL;
         SimDeviceSpec *spec;
         const Jv *flags;
         gint64 size = 1 << 20, rate = 0, version = 1, seed = 1;
         bool data_size = true;
 
+        g_snprintf(where, sizeof where, "%s.migration", dwhere);
         if (!get_string(c, dwhere, dev, "open-error", false, 32, &open_error))
                 return false;
         if (open_error && strcmp(open_error, "group-in-use") != 0 && strcmp(open_error, "group-not-viable") != 0)
@@ -722,13 +762,14 @@ static VfmigDevice *parse_device(Ctx *c, const Jv *node, guint index)
                 "subsystem-device-id", "revision", "iommu-group", "numa-node", "mdev-type",
                 "parent", "attributes", "migration", "open-error", "comment", NULL
         };
-        g_autofree char *where = g_strdup_printf("devices[%u]", index);
+        char where[32];
         g_autofree char *name = NULL, *kind = NULL;
         g_autoptr(VfmigDevice) d = NULL;
         uint32_t x = 0;
         gint64 i;
         const Jv *o = node, *mig;
 
+        g_snprintf(where, sizeof where, "devices[%u]", index);
         if (node->type != JV_OBJECT)
                 return fail(c, where, "must be an object"), NULL;
         if (!check_keys(c, where, o, keys) ||
@@ -881,22 +922,24 @@ static VfmigMdevParent *parse_parent(Ctx *c, const Jv *node, guint index)
 static bool cross_check(Ctx *c, SimHost *h)
 {
         g_autoptr(GHashTable) names = g_hash_table_new(g_str_hash, g_str_equal);
+        char where[32];
 
         for (guint i = 0; i < h->devices->len; i++) {
                 VfmigDevice *d = h->devices->pdata[i];
-                g_autofree char *where = g_strdup_printf("devices[%u]", i);
 
-                if (!g_hash_table_add(names, d->name))
+                if (!g_hash_table_add(names, d->name)) {
+                        g_snprintf(where, sizeof where, "devices[%u]", i);
                         return fail(c, where, "device \"%s\" listed twice", d->name);
+                }
         }
         for (guint i = 0; i < h->devices->len; i++) {
                 VfmigDevice *d = h->devices->pdata[i];
-                g_autofree char *where = g_strdup_printf("devices[%u]", i);
                 VfmigMdevParent *p = NULL;
                 bool type_ok = false;
 
                 if (d->kind != VFMIG_DEVICE_MDEV)
                         continue;
+                g_snprintf(where, sizeof where, "devices[%u]", i);
                 for (guint j = 0; j < h->parents->len; j++)
                         if (strcmp(((VfmigMdevParent *) h->parents->pdata[j])->name, d->parent) == 0)
                                 p = h->parents->pdata[j];
@@ -1048,16 +1091,21 @@ void sim_host_free(SimHost *h)
 void sim_host_populate(SimHost *h, Inventory *inv)
 {
         /* VFIO devices move into the inventory; the others stay here, as the
-         * identities of mdev parents (sim_host_identity()). */
-        for (guint i = 0; i < h->devices->len;) {
+         * identities of mdev parents (sim_host_identity()).  The list is
+         * compacted as it goes (not one removal per device: thousands). */
+        guint kept = 0, n = h->devices->len;
+
+        for (guint i = 0; i < n; i++) {
                 VfmigDevice *d = h->devices->pdata[i];
 
+                h->devices->pdata[i] = NULL;
                 if (d->kind == VFMIG_DEVICE_PCI && !vfmig_driver_is_vfio_pci(d->driver)) {
-                        i++;
+                        h->devices->pdata[kept++] = d;
                         continue;
                 }
-                inventory_put_device(inv, g_ptr_array_steal_index(h->devices, i));
+                inventory_put_device(inv, d);
         }
+        g_ptr_array_set_size(h->devices, kept);
         while (h->parents->len > 0)
                 inventory_put_parent(inv, g_ptr_array_steal_index(h->parents, 0));
 }
@@ -1066,7 +1114,7 @@ const VfmigDevice *sim_host_identity(SimHost *h, const char *name)
 {
         for (guint i = 0; i < h->devices->len; i++) {
                 VfmigDevice *d = h->devices->pdata[i];
-                if (strcmp(d->name, name) == 0)
+                if (d && strcmp(d->name, name) == 0)   /* NULL: moved out while populating */
                         return d;
         }
         return NULL;
