@@ -61,6 +61,31 @@ static void *arena_alloc(Arena *a, size_t n)
         return r;
 }
 
+/* Everything allocated after a mark is given back (its blocks freed, the
+ * current one rewound): the memory is used again for the next piece. */
+typedef struct ArenaMark {
+        GSList *blocks;
+        char *p;
+        size_t left;
+} ArenaMark;
+
+static ArenaMark arena_mark(const Arena *a)
+{
+        return (ArenaMark) { .blocks = a->blocks, .p = a->p, .left = a->left };
+}
+
+static void arena_release(Arena *a, ArenaMark m)
+{
+        while (a->blocks && a->blocks != m.blocks) {
+                GSList *b = a->blocks;
+                a->blocks = g_slist_remove_link(a->blocks, b);
+                g_free(b->data);
+                g_slist_free_1(b);
+        }
+        a->p = m.p;
+        a->left = m.left;
+}
+
 static void arena_clear(Arena *a)
 {
         g_slist_free_full(a->blocks, g_free);
@@ -74,6 +99,13 @@ typedef struct JReader {
         GPtrArray *stack;               /* children being collected (pointers) */
         GString *buf;                   /* a string being decoded */
         char *error;                    /* "LINE:COL: Parse error: ..." */
+        /* The elements of the top-level member stream_key, when an array, are
+         * handed to on_element one by one as they are read and not kept
+         * (the array reads as one of n elements without items): a file of
+         * thousands of devices never holds more than one device's tree. */
+        const char *stream_key;
+        void (*on_element)(Jv *e, guint index, void *userdata);   /* e NULL: an array begins */
+        void *userdata;
 } JReader;
 
 static Jv *jr_fail(JReader *r, const char *what)
@@ -321,6 +353,41 @@ static Jv *jr_array(JReader *r, guint depth)
         return v;
 }
 
+static Jv *jr_array_streamed(JReader *r, guint depth)
+{
+        guint n = 0;
+        Jv *v;
+
+        r->on_element(NULL, 0, r->userdata);   /* an array begins (again) */
+        r->p++;
+        jr_space(r);
+        if (r->p < r->end && *r->p == ']')
+                r->p++;
+        else
+                for (;;) {
+                        ArenaMark mark = arena_mark(r->arena);
+                        Jv *e = jr_value(r, depth + 1);
+                        if (!e)
+                                return NULL;
+                        r->on_element(e, n++, r->userdata);
+                        arena_release(r->arena, mark);
+                        jr_space(r);
+                        if (r->p < r->end && *r->p == ',') {
+                                r->p++;
+                                continue;
+                        }
+                        if (r->p < r->end && *r->p == ']') {
+                                r->p++;
+                                break;
+                        }
+                        return jr_fail(r, "expected ',' or ']' in an array");
+                }
+        v = jv_new(r, JV_ARRAY);
+        v->n = n;
+        v->items = NULL;   /* handed out already */
+        return v;
+}
+
 static Jv *jr_object(JReader *r, guint depth)
 {
         guint mark = r->stack->len;
@@ -344,7 +411,12 @@ static Jv *jr_object(JReader *r, guint depth)
                         if (r->p >= r->end || *r->p != ':')
                                 return jr_fail(r, "expected ':' after a member name");
                         r->p++;
-                        e = jr_value(r, depth + 1);
+                        jr_space(r);
+                        if (depth == 0 && r->on_element && r->p < r->end && *r->p == '[' &&
+                            strcmp(key, r->stream_key) == 0)
+                                e = jr_array_streamed(r, depth + 1);
+                        else
+                                e = jr_value(r, depth + 1);
                         if (!e)
                                 return NULL;
                         g_ptr_array_add(r->stack, (char *) key);
@@ -414,11 +486,13 @@ static Jv *jr_value(JReader *r, guint depth)
 }
 
 /* The whole text as one value, or NULL with *error. */
-static Jv *jv_parse(const char *text, size_t len, Arena *arena, char **error)
+static Jv *jv_parse(const char *text, size_t len, Arena *arena, const char *stream_key,
+                    void (*on_element)(Jv *e, guint index, void *userdata), void *userdata, char **error)
 {
         g_autoptr(GPtrArray) stack = g_ptr_array_sized_new(256);
         g_autoptr(GString) buf = g_string_sized_new(256);
-        JReader r = { .start = text, .p = text, .end = text + len, .arena = arena, .stack = stack, .buf = buf };
+        JReader r = { .start = text, .p = text, .end = text + len, .arena = arena, .stack = stack, .buf = buf,
+                      .stream_key = stream_key, .on_element = on_element, .userdata = userdata };
         Jv *v;
 
         if (len >= 3 && memcmp(text, "\xef\xbb\xbf", 3) == 0)
@@ -1004,6 +1078,30 @@ static void copy_parent_identity(SimHost *h)
         }
 }
 
+/* The "devices" array, device by device as the reader reaches them. */
+typedef struct DeviceStream {
+        Ctx c;                          /* its error: the first device refused */
+        GPtrArray *devices;             /* VfmigDevice* */
+} DeviceStream;
+
+static void on_device_element(Jv *e, guint index, void *userdata)
+{
+        DeviceStream *ds = userdata;
+        VfmigDevice *d;
+
+        if (!e) {
+                /* the array begins; "devices" given again: the last one counts */
+                g_ptr_array_set_size(ds->devices, 0);
+                g_clear_pointer(&ds->c.error, g_free);
+                return;
+        }
+        if (ds->c.error)
+                return;   /* the first refusal is the one told */
+        d = parse_device(&ds->c, e, index);
+        if (d)
+                g_ptr_array_add(ds->devices, d);
+}
+
 int sim_host_load(const char *path, SimHost **ret, char **error)
 {
         static const char *const keys[] = {
@@ -1015,13 +1113,15 @@ int sim_host_load(const char *path, SimHost **ret, char **error)
         g_auto(Arena) arena = { 0 };
         gsize len = 0;
         Ctx c = { .file = path };
+        DeviceStream ds = { .c = { .file = path } };
         const Jv *devices, *parents, *o;
 
         if (!g_file_get_contents(path, &text, &len, &gerr)) {
                 *error = g_strdup_printf("%s: %s", path, gerr->message);
                 return -EINVAL;
         }
-        o = jv_parse(text, len, &arena, &perr);
+        ds.devices = g_ptr_array_new_with_free_func((GDestroyNotify) vfmig_device_free);
+        o = jv_parse(text, len, &arena, "devices", on_device_element, &ds, &perr);
         if (!o) {
                 *error = g_strdup_printf("%s:%s", path, perr);
                 return -EINVAL;
@@ -1047,12 +1147,13 @@ int sim_host_load(const char *path, SimHost **ret, char **error)
                 fail(&c, "(top)", "missing required key \"devices\"");
                 goto out;
         }
-        for (guint i = 0; i < devices->n; i++) {
-                VfmigDevice *d = parse_device(&c, devices->items[i], i);
-                if (!d)
-                        goto out;
-                g_ptr_array_add(h->devices, d);
+        /* The devices were read as the file was (on_device_element()); their
+         * first problem is told here, in the order the checks always had. */
+        if (ds.c.error) {
+                c.error = g_steal_pointer(&ds.c.error);
+                goto out;
         }
+        g_ptr_array_extend_and_steal(h->devices, g_steal_pointer(&ds.devices));
         for (guint i = 0; parents && i < parents->n; i++) {
                 VfmigMdevParent *p = parse_parent(&c, parents->items[i], i);
                 if (!p)
@@ -1064,6 +1165,9 @@ int sim_host_load(const char *path, SimHost **ret, char **error)
                 collect_templates(h);
         }
 out:
+        if (ds.devices)
+                g_ptr_array_unref(ds.devices);
+        g_free(ds.c.error);
         if (c.error) {
                 *error = c.error;
                 return -EINVAL;

@@ -144,6 +144,23 @@ static void test_json_syntax(void)
                      "\"driver\": \"vfio-pci\", \"vendor-id\": \"0x10de\", \"device-id\": \"0x1\", "
                      "\"iommu-group\": 1.5}]}", "\"iommu-group\" must be an integer");
         expect_error("{\"host\": null, \"devices\": []}", "\"host\" must be a string");
+        /* devices are read as the file is, yet a syntax error anywhere, and the
+         * top-level checks, still come before a device's own problem */
+        expect_error("{\"host\": \"h\", \"devices\": [5], \"x\": }", "Parse error");
+        expect_error("{\"host\": 5, \"devices\": [5]}", "\"host\" must be a string");
+        expect_error("{\"devices\": [5], \"bogus\": 1, \"host\": \"h\"}", "unknown key \"bogus\"");
+        /* "devices" twice: the last array counts, the first one's problem too is forgotten */
+        {
+                g_autofree char *path = write_tmp("{\"host\": \"h\", \"devices\": [5], \"devices\": []}");
+                g_autoptr(SimHost) h = NULL;
+                g_autofree char *error = NULL;
+
+                if (sim_host_load(path, &h, &error) < 0)
+                        g_error("%s", error);
+                g_assert_cmpuint(h->devices->len, ==, 0);
+                g_unlink(path);
+        }
+        expect_error("{\"host\": \"h\", \"devices\": [], \"devices\": 3}", "\"devices\" must be an array");
         /* a key given twice: the last one counts; a byte order mark is skipped */
         {
                 g_autofree char *path = write_tmp("\xef\xbb\xbf{\"host\": \"first\", \"devices\": [], \"host\": \"last\"}");
