@@ -4,10 +4,11 @@
  * the same run (DESIGN §8), and memory during a 1 GiB-state transfer.
  *
  * Every mode moves the same bytes, a simulated device's stop-copy state,
- * from a source device to a target device over a TCP loopback connection,
- * one thread per side:
- *   raw  — device read -> send() / recv() -> device write, no framing: the
- *          "raw loopback socket copy of the same bytes";
+ * from a source device to a target device over a TCP loopback connection
+ * (the same sockets, made by the stream's TCP helpers), one thread per side:
+ *   raw  — device read -> send() / recv() -> device write, no framing, with
+ *          1 MiB buffers (as large as a stream record): the "raw loopback
+ *          socket copy of the same bytes";
  *   fd   — the stream pumps in plaintext over the (fd-checked) socket;
  *   tls  — the stream pumps over TLS 1.3 PSK.
  * Also single-core AES-128-GCM (GnuTLS) as the other TLS bound.  Memory: the
@@ -15,9 +16,17 @@
  * shows as RssShmem, as real device memory would not show at all) during a
  * 64 MiB and a 1 GiB transfer; flat means the ratio stays near 1.
  *
+ * The host is shared and noisy, so each of --runs rounds measures every mode
+ * once (and AES-GCM), in an order that rotates from round to round; a mode's
+ * figure is its median over the rounds, a ratio the median of the ratios
+ * within each round.  Where the time goes: the CPU time of each side's
+ * thread per GiB (the busier side bounds the throughput) and how often each
+ * side waited in poll().
+ *
  * Output: "name value" lines.  Options: --size-mib N (throughput state size,
- * default 512), --runs N (default 3, the median is printed), --record-kib N
- * (data per record, default 1024), --rss-gib N (default 1; 0 skips it).
+ * default 512), --runs N (rounds, default 3), --record-kib N (data per
+ * record, default 1024), --rss-gib N (default 1; 0 skips it), --modes LIST
+ * (some of raw,fd,tls; default all).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -35,10 +44,12 @@
 #include "stream-pump.h"
 
 #define MIB (1024u * 1024u)
+#define MAX_RUNS 31
 
 typedef enum Mode { MODE_RAW, MODE_FD, MODE_TLS } Mode;
 
 static size_t record_size;       /* 0 = the stream's maximum */
+static char tls_cipher[64] = "none";
 
 typedef struct Side {
         Mode mode;
@@ -48,6 +59,8 @@ typedef struct Side {
         VfmigVfioDevice *dev;
         uint64_t bytes;
         int error;
+        double cpu;             /* CPU seconds of this side's thread */
+        unsigned waits;         /* times this side waited in poll() */
 } Side;
 
 static double now_s(void)
@@ -55,6 +68,14 @@ static double now_s(void)
         struct timespec ts;
 
         clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
+}
+
+static double thread_cpu_s(void)
+{
+        struct timespec ts;
+
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
         return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
 }
 
@@ -86,10 +107,13 @@ static VfmigVfioDevice *sim(uint64_t mem, uint64_t seed)
         return d;
 }
 
+static __thread unsigned n_waits;       /* poll() calls of this thread */
+
 static void wait_fd(int fd, short events)
 {
         struct pollfd p = { fd, events, 0 };
 
+        n_waits++;
         (void) poll(&p, 1, 1000);
 }
 
@@ -213,6 +237,8 @@ static void stream_source(Side *s)
                         wait_fd(vfmig_stream_conn_fd(c), vfmig_stream_conn_events(c));
         }
         s->bytes = vfmig_stream_sender_bytes(snd);
+        if (vfmig_stream_conn_cipher(c))
+                g_strlcpy(tls_cipher, vfmig_stream_conn_cipher(c), sizeof(tls_cipher));
         vfmig_vfio_data_close(data);
 }
 
@@ -258,11 +284,15 @@ static void stream_target(Side *s)
 static void *target_thread(void *p)
 {
         Side *s = p;
+        double c0 = thread_cpu_s();
 
+        n_waits = 0;
         if (s->mode == MODE_RAW)
                 raw_target(s);
         else
                 stream_target(s);
+        s->cpu = thread_cpu_s() - c0;
+        s->waits = n_waits;
         return NULL;
 }
 
@@ -298,6 +328,9 @@ static void *sampler_thread(void *p)
         return NULL;
 }
 
+static double last_cpu[2];      /* CPU seconds of the source and target threads, last transfer */
+static unsigned last_waits[2];  /* and their poll() calls */
+
 /* One transfer of a mem-byte state: seconds, with the device memory set up
  * before the clock starts. */
 static double transfer(Mode mode, uint64_t mem)
@@ -307,7 +340,7 @@ static double transfer(Mode mode, uint64_t mem)
         pthread_t t;
         uint16_t port;
         int lfd, r;
-        double t0, t1;
+        double t0, t1, c0;
 
         src.dev = sim(mem, 7);
         dst.dev = sim(mem, 0);
@@ -334,12 +367,20 @@ static double transfer(Mode mode, uint64_t mem)
 
         t0 = now_s();
         pthread_create(&t, NULL, target_thread, &dst);
+        c0 = thread_cpu_s();
+        n_waits = 0;
         if (mode == MODE_RAW)
                 raw_source(&src);
         else
                 stream_source(&src);
+        src.cpu = thread_cpu_s() - c0;
+        src.waits = n_waits;
         pthread_join(t, NULL);
         t1 = now_s();
+        last_cpu[0] = src.cpu;
+        last_cpu[1] = dst.cpu;
+        last_waits[0] = src.waits;
+        last_waits[1] = dst.waits;
 
         if (src.bytes != dst.bytes || src.bytes < mem) {
                 fprintf(stderr, "bench-stream: moved %" PRIu64 " of %" PRIu64 " bytes\n", dst.bytes, src.bytes);
@@ -363,23 +404,18 @@ static int cmp_double(const void *a, const void *b)
         return x < y ? -1 : x > y;
 }
 
-static double median_mbps(Mode mode, uint64_t mem, unsigned runs)
+static double median(double *v, unsigned n)
 {
-        double v[16];
-
-        for (unsigned i = 0; i < runs; i++)
-                v[i] = (double) mem / MIB / transfer(mode, mem);
-        qsort(v, runs, sizeof(double), cmp_double);
-        return v[runs / 2];
+        qsort(v, n, sizeof(double), cmp_double);
+        return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
-static double aes_gcm_mbps(void)
+static double aes_gcm_mbps(size_t total)
 {
         gnutls_cipher_hd_t h;
         uint8_t key[16] = { 1 }, iv[12] = { 2 }, tag[16];
         gnutls_datum_t k = { key, sizeof(key) }, n = { iv, sizeof(iv) };
         g_autofree uint8_t *buf = g_malloc(MIB + 16);
-        size_t total = 512u * MIB;
         double t0, t1;
 
         memset(buf, 0x5a, MIB);
@@ -410,10 +446,14 @@ static long peak_during(Mode mode, uint64_t mem)
         return peak_anon_kb;
 }
 
+static const char *const mode_name[] = { "raw", "fd", "tls" };
+
 int main(int argc, char **argv)
 {
-        unsigned size_mib = 512, runs = 3, rss_gib = 1;
-        double raw, fd, tls, aes;
+        unsigned size_mib = 512, runs = 3, rss_gib = 1, modes = 7;
+        double v[3][MAX_RUNS] = { { 0 } }, aes[MAX_RUNS], r_fd[MAX_RUNS], r_tls[MAX_RUNS], r_bound[MAX_RUNS];
+        double cpu[3][2][MAX_RUNS] = { { { 0 } } }, waits[3][2][MAX_RUNS] = { { { 0 } } };
+        double med[3] = { 0 }, aes_med;
         long base_kb, small_kb, big_kb;
 
         for (int i = 1; i + 1 < argc; i += 2) {
@@ -425,28 +465,72 @@ int main(int argc, char **argv)
                         record_size = (size_t) atoi(argv[i + 1]) * 1024;
                 else if (strcmp(argv[i], "--rss-gib") == 0)
                         rss_gib = (unsigned) atoi(argv[i + 1]);
+                else if (strcmp(argv[i], "--modes") == 0) {
+                        modes = 0;
+                        for (unsigned m = 0; m < 3; m++)
+                                if (strstr(argv[i + 1], mode_name[m]))
+                                        modes |= 1u << m;
+                } else
+                        size_mib = 0;
         }
-        if (size_mib < 1 || runs < 1 || runs > 15) {
-                fprintf(stderr, "usage: bench-stream [--size-mib N] [--runs N] [--record-kib N] [--rss-gib N]\n");
+        if (size_mib < 1 || runs < 1 || runs > MAX_RUNS || modes == 0) {
+                fprintf(stderr, "usage: bench-stream [--size-mib N] [--runs N (1..%d)] [--record-kib N] [--rss-gib N] "
+                        "[--modes raw,fd,tls]\n", MAX_RUNS);
                 return 2;
         }
 
-        /* Warm up (page cache of the memfds, TCP, GnuTLS). */
-        (void) transfer(MODE_TLS, 32 * MIB);
+        /* Warm up (page cache of the memfds, TCP, GnuTLS) every mode measured. */
+        for (unsigned m = 0; m < 3; m++)
+                if (modes & (1u << m))
+                        (void) transfer((Mode) m, 32 * MIB);
 
-        raw = median_mbps(MODE_RAW, (uint64_t) size_mib * MIB, runs);
-        fd = median_mbps(MODE_FD, (uint64_t) size_mib * MIB, runs);
-        tls = median_mbps(MODE_TLS, (uint64_t) size_mib * MIB, runs);
-        aes = aes_gcm_mbps();
+        /* Rounds: each round measures every mode once, in an order that rotates
+         * from round to round, so that a change of the machine's load (other
+         * processes share these cores) hits all modes alike; the ratios are the
+         * medians of the per-round ratios, each of two runs close in time. */
+        for (unsigned i = 0; i < runs; i++) {
+                for (unsigned k = 0; k < 3; k++) {
+                        unsigned m = (i + k) % 3;
+
+                        if (!(modes & (1u << m)))
+                                continue;
+                        v[m][i] = (double) size_mib / transfer((Mode) m, (uint64_t) size_mib * MIB);
+                        for (unsigned side = 0; side < 2; side++) {
+                                cpu[m][side][i] = last_cpu[side] * 1000.0 * 1024 / size_mib;
+                                waits[m][side][i] = (double) last_waits[side] / size_mib;
+                        }
+                }
+                aes[i] = aes_gcm_mbps(256u * MIB);
+                r_fd[i] = v[MODE_FD][i] / v[MODE_RAW][i];
+                r_tls[i] = v[MODE_TLS][i] / v[MODE_RAW][i];
+                r_bound[i] = v[MODE_TLS][i] / MIN(v[MODE_RAW][i], aes[i]);
+        }
+        for (unsigned m = 0; m < 3; m++)
+                if (modes & (1u << m))
+                        med[m] = median(v[m], runs);
+        aes_med = median(aes, runs);
+
         printf("stream.state_mib %u\n", size_mib);
-        printf("stream.raw_MBps %.0f\n", raw);
-        printf("stream.fd_MBps %.0f\n", fd);
-        printf("stream.tls_MBps %.0f\n", tls);
-        printf("stream.aes128gcm_1core_MBps %.0f\n", aes);
-        printf("stream.fd_vs_raw %.2f\n", fd / raw);
-        printf("stream.tls_vs_raw %.2f\n", tls / raw);
-        printf("stream.tls_vs_bound %.2f\n", tls / MIN(raw, aes));
+        printf("stream.runs %u\n", runs);
+        for (unsigned m = 0; m < 3; m++)
+                if (modes & (1u << m))
+                        printf("stream.%s_MBps %.0f\n", mode_name[m], med[m]);
+        /* Where the time goes: CPU time of each side's thread per GiB moved
+         * (the slower side bounds the throughput). */
+        for (unsigned m = 0; m < 3; m++)
+                if (modes & (1u << m))
+                        printf("stream.%s_cpu_ms_per_GiB source %.0f target %.0f (polls per MiB %.1f %.1f)\n",
+                               mode_name[m], median(cpu[m][0], runs), median(cpu[m][1], runs),
+                               median(waits[m][0], runs), median(waits[m][1], runs));
+        printf("stream.aes128gcm_1core_MBps %.0f\n", aes_med);
+        if ((modes & 3) == 3)
+                printf("stream.fd_vs_raw %.2f\n", median(r_fd, runs));
+        if ((modes & 5) == 5) {
+                printf("stream.tls_vs_raw %.2f\n", median(r_tls, runs));
+                printf("stream.tls_vs_bound %.2f\n", median(r_bound, runs));
+        }
         printf("stream.crc32c_hw %d\n", vfmig_crc32c_hw_available());
+        printf("stream.tls_cipher %s\n", tls_cipher);
 
         if (rss_gib == 0)
                 return 0;
