@@ -358,6 +358,31 @@ static int on_retention(sd_event_source *src, uint64_t usec, void *userdata)
         return 0;
 }
 
+/*
+ * Room for one more job: at most JOBS_MAX unfinished ones.  Finished jobs
+ * stay visible for JOB_RETENTION_USEC but never stand in the way: past
+ * JOBS_RETAINED_MAX objects the oldest finished one goes early.
+ */
+static int jobs_make_room(Jobs *s)
+{
+        GHashTableIter it;
+        Job *j, *oldest = NULL;
+        unsigned active = 0;
+
+        g_hash_table_iter_init(&it, s->jobs);
+        while (g_hash_table_iter_next(&it, NULL, (gpointer *) &j)) {
+                if (!job_state_is_final(j->state))
+                        active++;
+                else if (!oldest || strtoul(j->id, NULL, 10) < strtoul(oldest->id, NULL, 10))
+                        oldest = j;
+        }
+        if (active >= JOBS_MAX)
+                return -EBUSY;
+        if (oldest && g_hash_table_size(s->jobs) >= JOBS_RETAINED_MAX)
+                (void) on_retention(NULL, 0, oldest);
+        return 0;
+}
+
 /* Put device i back: source RUNNING, target reset (when it moved). */
 static void unwind_one(Job *j, unsigned i)
 {
@@ -1042,19 +1067,25 @@ static bool source_predict(Job *j, double *ret_ms)
         return true;
 }
 
-/* While pre-copy runs, PredictedDowntimeMs follows the devices (at most
- * every JOB_PREDICT_USEC), so that an orchestrator can decide on
- * Switchover() even when the data never runs out. */
+/* PredictedDowntimeMs follows the job (at most every JOB_PREDICT_USEC):
+ * while pre-copy runs, from what the devices still hold, so that an
+ * orchestrator can decide on Switchover() even when the data never runs
+ * out; in a stop-copy job the devices are stopped from the start, so the
+ * whole estimated stream is downtime.  0 while unknown (no throughput yet,
+ * or a kernel that cannot tell the data size). */
 static void source_refresh_prediction(Job *j)
 {
         JobPrivate *p = j->priv;
         uint64_t now = now_usec(CLOCK_MONOTONIC);
         double ms;
 
-        if (!p->precopy || p->stopped || now - p->last_predict_usec < JOB_PREDICT_USEC)
+        if (now - p->last_predict_usec < JOB_PREDICT_USEC)
                 return;
         p->last_predict_usec = now;
-        (void) source_predict(j, &ms);
+        if (p->precopy && !p->stopped)
+                (void) source_predict(j, &ms);
+        else if (!p->precopy && j->bytes_estimated > 0 && j->throughput > 0)
+                j->predicted_downtime_ms = (uint64_t) ((double) j->bytes_estimated * 1000.0 / j->throughput);
 }
 
 static bool source_should_switch(Job *j)
@@ -1515,8 +1546,9 @@ static int check_source(Jobs *s, const char *device, char **error)
                                                 "(Reset it first)", device,
                                                 vfmig_mig_state_to_string(st) ? vfmig_mig_state_to_string(st) : "?"),
                        -EBUSY;
-        if (g_hash_table_size(s->jobs) >= JOBS_MAX)
-                return *error = g_strdup_printf("Too many jobs (%d)", JOBS_MAX), -EAGAIN;
+        if (jobs_make_room(s) < 0)
+                return *error = g_strdup_printf("Too many unfinished jobs (%d); try again when one has ended",
+                                                JOBS_MAX), -EBUSY;
         return 0;
 }
 
@@ -1679,8 +1711,9 @@ static int check_target_res(Jobs *s, Reservation *r, char **error)
                 return *error = g_strdup_printf("Device %s is not managed by vfmigd", r->target), -ENODEV;
         if (!(m->migration_flags & VFMIG_MIGRATION_STOP_COPY))
                 return *error = g_strdup_printf("Device %s has no migration support", r->target), -EOPNOTSUPP;
-        if (g_hash_table_size(s->jobs) >= JOBS_MAX)
-                return *error = g_strdup_printf("Too many jobs (%d)", JOBS_MAX), -EAGAIN;
+        if (jobs_make_room(s) < 0)
+                return *error = g_strdup_printf("Too many unfinished jobs (%d); try again when one has ended",
+                                                JOBS_MAX), -EBUSY;
         return 0;
 }
 

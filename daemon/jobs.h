@@ -63,7 +63,9 @@
 #define JOB_STALL_DEFAULT_MS    60000u
 #define JOB_STALL_MIN_MS        100u
 #define JOB_STALL_MAX_MS        3600000u
+/* Unfinished jobs at once; finished ones kept visible, at most. */
 #define JOBS_MAX                256
+#define JOBS_RETAINED_MAX       1024
 
 typedef enum JobKind {
         JOB_SAVE,               /* "save": the source */

@@ -11,10 +11,12 @@ that never go back and a final value equal to the job's BytesTransferred;
 Switchover() on the source ends pre-copy: the job completes, the source is
 stopped and the target holds exactly the source's memory; Switchover() on a
 running target job is NotSupported and on a finished job a no-op; Switchover() and
-Cancel() on unknown job paths are UnknownObject.
+Cancel() on unknown job paths are UnknownObject; more jobs than may run at
+once, run one after the other, are all accepted (finished ones do not count).
 """
 import json
 import os
+import socket
 import tempfile
 import time
 import unittest
@@ -29,6 +31,7 @@ STATE_SIZE = 32 * 1024 * 1024
 DIRTY_RATE = 4 * 1024 * 1024 * 1024
 BUDGET_MS = 1
 PROGRESS_INTERVAL_S = 0.25
+JOBS_MAX = 256                  # unfinished jobs at once (jobs.h)
 
 
 def host_file(tmp, name, device, dirty_rate):
@@ -165,6 +168,21 @@ class JobControl(unittest.TestCase):
         self.assertEqual(self.src.state(SRC_DEV), 'running')
         self.assertEqual(self.dst.state(DST_DEV), 'running')
         self.assertEqual(self.dst.get(self.reservation, RESERVATION, 'State'), 'active')
+
+    def test_finished_jobs_do_not_count_against_the_limit(self):
+        """More jobs than may run at once, one after the other: none is refused."""
+        before = set(self.src.jobs())
+        for i in range(JOBS_MAX + 4):
+            ours, theirs = socket.socketpair()
+            try:
+                job = self.src.call(self.src.device(SRC_DEV), vt.DEVICE, 'SaveToFd', '(ha{sv})',
+                                    (0, {'plaintext': GLib.Variant('b', True)}), fds=[theirs.fileno()])[0]
+            finally:
+                theirs.close()
+            ours.close()            # the peer goes away: the job fails at once
+            self.assertEqual(self.wait_final(self.src, job)['State'], 'failed')
+            self.assertEqual(self.src.state(SRC_DEV), 'running', f'job {i}')
+        self.assertGreater(len(set(self.src.jobs()) - before), JOBS_MAX)
 
     def test_unknown_job(self):
         for method in ('Switchover', 'Cancel'):
