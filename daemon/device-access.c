@@ -245,7 +245,7 @@ static void open_entry(DeviceAccess *a, ManagedDevice *m, const VfmigDevice *d)
                 m->migration_flags = 0;
         m->dma_logging = vfmig_vfio_has_dma_logging(v);
         watch_request(a, m);
-        set_status(m, ACCESS_MANAGED, g_strdup_printf("open (%s)", vfmig_vfio_backend(v)));
+        set_status(m, ACCESS_MANAGED, g_strconcat("open (", vfmig_vfio_backend(v), ")", NULL));
         log_device(a->quiet ? LOG_DEBUG : LOG_INFO, d->name, "managed through %s", vfmig_vfio_backend(v));
 }
 

@@ -110,16 +110,21 @@ typedef struct JReader {
 
 static Jv *jr_fail(JReader *r, const char *what)
 {
-        guint line = 1, col = 1;
+        guint line = 1, col = 0;
 
         if (r->error)
                 return NULL;
+        /* As json-glib counts: LINE from 1; COL the offending character's
+         * place in its line from 1, or at the end of the text the number of
+         * characters of the last line (0 right after a newline). */
         for (const char *q = r->start; q < r->p && q < r->end; q++) {
                 if (*q == '\n')
-                        line++, col = 1;
+                        line++, col = 0;
                 else
                         col++;
         }
+        if (r->p < r->end)
+                col++;
         r->error = g_strdup_printf("%u:%u: Parse error: %s", line, col, what);
         return NULL;
 }

@@ -6,10 +6,12 @@
  * the kernel's drivers do (while cur != target: next arc, execute, commit), so
  * a failing arc leaves the device where the kernel's drivers would.
  *
- * Device memory is a memfd mapped here; it is the whole device state.  It is
- * made on first use (a host has thousands of devices that are never touched;
- * its content then is exactly what it would have been since the open: the
- * fill pattern, plus the device's own activity since).  At
+ * Device memory is mapped here; it is the whole device state.  It is made on
+ * first use (a host has thousands of devices that are never touched; its
+ * content then is exactly what it would have been since the open: the fill
+ * pattern, plus the device's own activity since), as anonymous memory, and
+ * moves into a memfd (same address, same bytes) when its fd is first asked
+ * for: a device holds a file descriptor only once someone wanted one.  At
  * most one data transfer session exists, owned by the device; a VfmigVfioData
  * is a handle on it that turns into -ENODEV once the session ends.  Handles
  * hold a reference on the device so a handle outliving its device is safe.
@@ -169,35 +171,60 @@ static void fill_memory(SimDevice *d)
 }
 
 /* The device memory, made and filled the first time it is needed (before
- * any activity is applied to it).  0, or -errno when it cannot be made. */
+ * any activity is applied to it): anonymous memory, which holds no file
+ * descriptor; sim_dup_fd() moves it into a memfd when one is asked for.
+ * 0, or -errno when it cannot be made. */
 static int ensure_memory(SimDevice *d)
 {
-        g_autofree char *memfd_name = NULL;
         void *mem;
-        int fd, r;
 
         if (d->mem)
                 return 0;
-        memfd_name = g_strdup_printf("vfmig-sim:%s", d->base.name);
-        fd = memfd_create(memfd_name, MFD_CLOEXEC);
-        if (fd < 0)
+        mem = mmap(NULL, d->memory_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (mem == MAP_FAILED)
                 return -errno;
-        if (ftruncate(fd, (off_t) d->memory_size) < 0) {
-                r = -errno;
-                close(fd);
-                return r;
-        }
-        mem = mmap(NULL, d->memory_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-        if (mem == MAP_FAILED) {
-                r = -errno;
-                close(fd);
-                return r;
-        }
-        d->memfd = fd;
         d->mem = mem;
         if (d->fill_seed != 0)
                 fill_memory(d);
         return 0;
+}
+
+/* The memory in a memfd, for sim_dup_fd(): its content copied there, and
+ * the memfd mapped in place of the anonymous memory (same address). */
+static int ensure_memfd(SimDevice *d)
+{
+        g_autofree char *memfd_name = NULL;
+        uint64_t done = 0;
+        int fd, r;
+
+        if (d->memfd >= 0)
+                return 0;
+        r = ensure_memory(d);
+        if (r < 0)
+                return r;
+        memfd_name = g_strdup_printf("vfmig-sim:%s", d->base.name);
+        fd = memfd_create(memfd_name, MFD_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        if (ftruncate(fd, (off_t) d->memory_size) < 0)
+                goto fail;
+        while (done < d->memory_size) {
+                ssize_t k = pwrite(fd, d->mem + done, (size_t) MIN(d->memory_size - done, (uint64_t) (1 << 20)),
+                                   (off_t) done);
+                if (k < 0 && errno == EINTR)
+                        continue;
+                if (k <= 0)
+                        goto fail;
+                done += (uint64_t) k;
+        }
+        if (mmap(d->mem, d->memory_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0) == MAP_FAILED)
+                goto fail;
+        d->memfd = fd;
+        return 0;
+fail:
+        r = errno ? -errno : -EIO;
+        close(fd);
+        return r;
 }
 
 static uint64_t chunk_len(SimDevice *d, size_t idx)
@@ -707,7 +734,7 @@ static int sim_dup_fd(VfmigVfioDevice *base)
         SimDevice *d = SIM(base);
         int fd, k;
 
-        k = ensure_memory(d);
+        k = ensure_memfd(d);
         if (k < 0)
                 return k;
         fd = fcntl(d->memfd, F_DUPFD_CLOEXEC, 3);

@@ -115,6 +115,7 @@ static void test_json_syntax(void)
                 { "{\"host\": \"h\" \"devices\": []}", "expected ',' or '}'" },
                 { "{host: \"h\"}", "member name in quotes" },
                 { "{\"host\": \"h\", \"devices\": [", "unexpected end of file" },
+                { "{\"host\": \"h\", \"devices\": [\n", "2:0: Parse error: unexpected end of file" },
         };
 
         for (size_t i = 0; i < G_N_ELEMENTS(ok); i++) {

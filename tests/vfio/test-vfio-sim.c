@@ -626,6 +626,30 @@ static void test_memory_on_first_use(void)
                 memcpy(&w, m->data + 8 * i, 8);
                 g_assert_cmphex(le64toh(w), ==, pattern_word(c.fill_seed, i));
         }
+        /* states and data move without any fd; the fd, when asked for, shows
+         * the memory as the device has it, and writes through it are the device's */
+        {
+                g_autoptr(VfmigVfioDevice) f = open_sim(&c);
+                g_autoptr(GByteArray) saved = NULL, viafd = NULL;
+                guint fds = open_fds();
+                uint8_t mark[8] = { 1, 2, 3, 4, 5, 6, 7, 8 };
+                int fd;
+
+                g_assert_cmpint(vfmig_vfio_sim_write_memory(f, 4096, mark, sizeof mark), ==, 0);
+                saved = save_stop_copy(f);
+                g_assert_cmpuint(open_fds(), ==, fds);
+                g_assert_cmpmem(saved->data + 52 + 4096, 8, mark, 8);
+                viafd = memory_of(f, c.memory_size);
+                g_assert_cmpmem(viafd->data, viafd->len, saved->data + 52, saved->len - 52);
+                fd = vfmig_vfio_dup_fd(f);
+                g_assert_cmpint(fd, >=, 0);
+                g_assert_cmpint(pwrite(fd, "\xaa", 1, 0), ==, 1);
+                close(fd);
+                g_assert_cmpint(vfmig_vfio_set_state(f, VFMIG_MIG_RUNNING, NULL), ==, 0);
+                g_clear_pointer(&saved, g_byte_array_unref);
+                saved = save_stop_copy(f);
+                g_assert_cmpuint(saved->data[52], ==, 0xaa);
+        }
         /* reset of a device whose memory was never made, then made: the pattern */
         e = open_sim(&c);
         g_assert_cmpint(vfmig_vfio_reset(e), ==, 0);
