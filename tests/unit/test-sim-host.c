@@ -2,6 +2,7 @@
 /* Unit tests for the simulated host parser: the shipped hosts load and are
  * filtered like a real host; malformed input is refused with a located
  * reason (the bus tests check the daemon's exit and message). */
+#include <errno.h>
 #include <glib.h>
 #include <glib/gstdio.h>
 #include <string.h>
@@ -198,6 +199,39 @@ static void test_shipped_hosts(void)
         g_assert_cmpuint(n, >, 0);
 }
 
+/* The fuzz target's seed corpus: every input gives a host or a located
+ * refusal (under ASan this also says: no overflow, no leak). */
+static void test_fuzz_corpus(void)
+{
+        g_autofree char *dir = g_build_filename(VFMIG_SOURCE_DATADIR, "..", "tests", "fuzz", "corpus", "sim-host",
+                                                NULL);
+        g_autoptr(GDir) d = g_dir_open(dir, 0, NULL);
+        const char *name;
+        guint n = 0, ok = 0;
+
+        g_assert_nonnull(d);
+        while ((name = g_dir_read_name(d))) {
+                g_autofree char *path = g_build_filename(dir, name, NULL);
+                g_autoptr(SimHost) h = NULL;
+                g_autoptr(Inventory) inv = inventory_new();
+                g_autofree char *error = NULL;
+                int r = sim_host_load(path, &h, &error);
+
+                n++;
+                if (r == 0) {
+                        g_assert_null(error);
+                        sim_host_populate(h, inv);
+                        ok++;
+                } else {
+                        g_assert_cmpint(r, ==, -EINVAL);
+                        g_assert_nonnull(error);
+                        g_assert_nonnull(strstr(error, path));
+                }
+        }
+        g_test_message("%u inputs, %u hosts", n, ok);
+        g_assert_cmpuint(n, >, 10);
+}
+
 int main(int argc, char *argv[])
 {
         g_test_init(&argc, &argv, NULL);
@@ -205,5 +239,6 @@ int main(int argc, char *argv[])
         g_test_add_func("/sim-host/malformed", test_malformed);
         g_test_add_func("/sim-host/json-syntax", test_json_syntax);
         g_test_add_func("/sim-host/shipped-hosts", test_shipped_hosts);
+        g_test_add_func("/sim-host/fuzz-corpus", test_fuzz_corpus);
         return g_test_run();
 }
