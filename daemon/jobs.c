@@ -22,6 +22,15 @@
 /* Pump steps per dispatch before yielding to other event sources. */
 #define JOB_STEPS_PER_DISPATCH  64
 #define JOB_DISPATCH_USEC       (5ULL * 1000ULL)
+/*
+ * Event priorities: the bus (SD_EVENT_PRIORITY_NORMAL) before any job, so
+ * that queries and new Migrate calls are answered while many jobs stream;
+ * a job still connecting before the ones streaming, so that a new job's
+ * handshake does not wait a whole round of 5 ms slices behind them.
+ */
+#define JOB_PRIORITY_CONNECTING (SD_EVENT_PRIORITY_NORMAL + 5)
+#define JOB_PRIORITY_STREAMING  (SD_EVENT_PRIORITY_NORMAL + 10)
+
 /* How often a running pre-copy refreshes PredictedDowntimeMs. */
 #define JOB_PREDICT_USEC        (100ULL * 1000ULL)
 
@@ -762,6 +771,11 @@ static void arm_stall(Job *j)
                 log_warning_errno(r, "Job %s: cannot arm the stall timer: %m", j->id);
 }
 
+static int64_t job_priority(Job *j)
+{
+        return j->priv->handshaken ? JOB_PRIORITY_STREAMING : JOB_PRIORITY_CONNECTING;
+}
+
 static void schedule_again(Job *j)
 {
         JobPrivate *p = j->priv;
@@ -774,6 +788,7 @@ static void schedule_again(Job *j)
                         return;
                 }
         }
+        (void) sd_event_source_set_priority(p->defer_src, job_priority(j));
         (void) sd_event_source_set_enabled(p->defer_src, SD_EVENT_ONESHOT);
 }
 
@@ -798,6 +813,7 @@ static void wait_io(Job *j)
                 }
         } else
                 (void) sd_event_source_set_io_events(p->io_src, e);
+        (void) sd_event_source_set_priority(p->io_src, job_priority(j));
         (void) sd_event_source_set_enabled(p->io_src, SD_EVENT_ON);
         arm_stall(j);
 }
@@ -1834,6 +1850,8 @@ int jobs_prepare_incoming(Jobs *s, Reservation *const *res, unsigned n, const ch
         j->priv->ticket = g_strdup(ticket);
         (void) vfmig_psk_derive(ticket, VFMIG_PSK_CONTEXT, &j->priv->psk);
         r = sd_event_add_io(s->event, &j->priv->listen_src, lfd, EPOLLIN, on_accept, j);
+        if (r >= 0)
+                r = sd_event_source_set_priority(j->priv->listen_src, JOB_PRIORITY_CONNECTING);
         if (r >= 0)
                 r = sd_event_add_time(s->event, &j->priv->expiry_src, CLOCK_REALTIME, j->priv->ticket_expires_usec,
                                       1000000,
