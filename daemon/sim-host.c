@@ -1089,6 +1089,13 @@ typedef struct DeviceStream {
         GPtrArray *devices;             /* VfmigDevice* */
 } DeviceStream;
 
+static void device_stream_clear(DeviceStream *ds)
+{
+        g_clear_pointer(&ds->devices, g_ptr_array_unref);
+        g_clear_pointer(&ds->c.error, g_free);
+}
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(DeviceStream, device_stream_clear)
+
 static void on_device_element(Jv *e, guint index, void *userdata)
 {
         DeviceStream *ds = userdata;
@@ -1118,7 +1125,7 @@ int sim_host_load(const char *path, SimHost **ret, char **error)
         g_auto(Arena) arena = { 0 };
         gsize len = 0;
         Ctx c = { .file = path };
-        DeviceStream ds = { .c = { .file = path } };
+        g_auto(DeviceStream) ds = { .c = { .file = path } };
         const Jv *devices, *parents, *o;
 
         if (!g_file_get_contents(path, &text, &len, &gerr)) {
@@ -1170,9 +1177,6 @@ int sim_host_load(const char *path, SimHost **ret, char **error)
                 collect_templates(h);
         }
 out:
-        if (ds.devices)
-                g_ptr_array_unref(ds.devices);
-        g_free(ds.c.error);
         if (c.error) {
                 *error = c.error;
                 return -EINVAL;
