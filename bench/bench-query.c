@@ -9,7 +9,9 @@
  *     the cache that run wrote (warm: restored), alternating, several times;
  *     the time from fork+exec to READY=1 on NOTIFY_SOCKET (sent right after
  *     the synchronous RequestName, so the name is owned by then), with a
- *     per-phase split from the time stamps of the daemon's log lines;
+ *     per-phase split from the time stamps of the daemon's log lines, the
+ *     ratio within each cold/warm pair, the cold start's matrix share and
+ *     the ratio a warm start would reach if its matrix cost nothing;
  *   - round trips, interleaved so that noise hits every series alike
  *     (paired_median: the median of Find/Ping within each round):
  *     org.freedesktop.DBus.Peer.Ping to org.vfmig1, FindCompatibleTargets
@@ -425,15 +427,32 @@ static void bench_start(const char *notify_path, int notify_fd)
         }
         printf("start.runs %u\n", arg_starts);
         printf("start.log_lines %u\n", lines);
+        {
+                /* Each warm start right after its cold one: the ratio within
+                 * a pair is less exposed to the machine's load drifting over
+                 * the run than the ratio of the two medians (both printed). */
+                g_autoptr(GArray) paired = g_array_new(false, false, sizeof(double));
+                for (guint i = 0; i < cold.total->len && i < warm.total->len; i++) {
+                        double q = g_array_index(warm.total, double, i) / g_array_index(cold.total, double, i);
+                        g_array_append_val(paired, q);
+                }
+                printf("start.warm_vs_cold.paired_median %.3f\n", pct(paired, 0.5));
+        }
         phases_print(&cold, "cold");
         phases_print(&warm, "warm");
         {
                 double ratio = pct(warm.total, 0.5) / pct(cold.total, 0.5);
                 printf("start.warm_vs_cold.median %.3f\n", ratio);
                 printf("start.warm_vs_cold.target_met %d\n", ratio <= 0.5);
-                if (cold.matrix->len && warm.matrix->len)
-                        printf("start.warm_vs_cold.matrix_phase %.3f\n",
-                               pct(warm.matrix, 0.5) / pct(cold.matrix, 0.5));
+                if (cold.matrix->len && warm.matrix->len) {
+                        double c_total = pct(cold.total, 0.5), c_matrix = pct(cold.matrix, 0.5);
+
+                        printf("start.warm_vs_cold.matrix_phase %.3f\n", pct(warm.matrix, 0.5) / c_matrix);
+                        /* What the cache can save at most: a warm start whose
+                         * matrix cost nothing, all else as in the cold start. */
+                        printf("start.cold.matrix_share %.3f\n", c_matrix / c_total);
+                        printf("start.warm_vs_cold.bound_if_matrix_free %.3f\n", (c_total - c_matrix) / c_total);
+                }
         }
         phases_free(&cold);
         phases_free(&warm);
