@@ -78,6 +78,7 @@ typedef struct ParentRec {
 } ParentRec;
 
 typedef struct FindCache FindCache;
+#define FIND_CACHE_SIZE 4
 
 struct Matrix {
         VfmigRuleSet *rs;
@@ -101,13 +102,14 @@ struct Matrix {
         char *saved_fp;
         uint64_t saved_generation;
         MatrixStats stats;
-        FindCache *find_cache;      /* the last query's answer, or NULL */
+        FindCache *find_cache[FIND_CACHE_SIZE];   /* the last answers, most recent first */
 };
 
 /* ---- the query cache --------------------------------------------------------- */
 
 /*
- * The last matrix_find() answer, reused when the same question comes again.
+ * The last few matrix_find() answers (FIND_CACHE_SIZE, most recently used
+ * first), reused when the same question comes again.
  * An answer is a function of the index (classes and their sorted members),
  * the source profile, the options other than the filter, the hook, and the
  * filter's verdict (skip_target()) on each target the run looked at, in
@@ -131,17 +133,21 @@ struct FindCache {
         GPtrArray *results;         /* MatrixResult*, shared with the callers */
 };
 
-static void find_cache_drop(Matrix *m)
+static void find_cache_free(FindCache *c)
 {
-        FindCache *c = m->find_cache;
-
         if (!c)
                 return;
-        m->find_cache = NULL;
         vfmig_profile_free(c->src);
         g_array_unref(c->trace);
         g_ptr_array_unref(c->results);
         g_free(c);
+}
+
+/* Forget every kept answer. */
+static void find_cache_drop(Matrix *m)
+{
+        for (guint i = 0; i < FIND_CACHE_SIZE && m->find_cache[i]; i++)
+                g_clear_pointer(&m->find_cache[i], find_cache_free);
 }
 
 /* ---- small helpers -------------------------------------------------------- */
@@ -1302,32 +1308,42 @@ static bool find_cache_options_match(const FindCache *c, const MatrixFindOptions
                c->hook == hook;
 }
 
-/* The cached answer when it is the answer to this question now, else NULL. */
+/* The kept answer to this question when it is still the answer, else NULL. */
 static GPtrArray *find_cache_lookup(Matrix *m, const VfmigProfile *src, const MatrixFindOptions *opt,
                                     const VfmigKernelHook *hook)
 {
-        FindCache *c = m->find_cache;
+        for (guint k = 0; k < FIND_CACHE_SIZE && m->find_cache[k]; k++) {
+                FindCache *c = m->find_cache[k];
 
-        if (!c || !find_cache_options_match(c, opt, hook) || !vfmig_profile_equal(c->src, src))
-                return NULL;
-        for (guint i = 0; i < c->trace->len; i++) {
-                const TraceItem *t = &g_array_index(c->trace, TraceItem, i);
-                m->stats.visited++;
-                if (filter_skips(opt, t->e) != t->skipped) {
-                        find_cache_drop(m);
-                        return NULL;
+                if (!find_cache_options_match(c, opt, hook) || !vfmig_profile_equal(c->src, src))
+                        continue;
+                for (guint i = 0; i < c->trace->len; i++) {
+                        const TraceItem *t = &g_array_index(c->trace, TraceItem, i);
+                        m->stats.visited++;
+                        if (filter_skips(opt, t->e) != t->skipped) {
+                                /* the filter says otherwise now: this answer is stale */
+                                find_cache_free(c);
+                                memmove(&m->find_cache[k], &m->find_cache[k + 1],
+                                        (FIND_CACHE_SIZE - k - 1) * sizeof(FindCache *));
+                                m->find_cache[FIND_CACHE_SIZE - 1] = NULL;
+                                return NULL;
+                        }
                 }
+                /* most recent first */
+                memmove(&m->find_cache[1], &m->find_cache[0], k * sizeof(FindCache *));
+                m->find_cache[0] = c;
+                m->stats.cache_hits++;
+                return g_ptr_array_ref(c->results);
         }
-        m->stats.cache_hits++;
-        return g_ptr_array_ref(c->results);
+        return NULL;
 }
 
+/* Keep an answer first; the oldest of a full cache goes. */
 static void find_cache_store(Matrix *m, const VfmigProfile *src, const MatrixFindOptions *opt,
                              const VfmigKernelHook *hook, GArray *trace, GPtrArray *results)
 {
         FindCache *c = g_new0(FindCache, 1);
 
-        find_cache_drop(m);
         c->src = vfmig_profile_copy(src);
         c->include_creatable = opt->include_creatable;
         c->include_unavailable = opt->include_unavailable;
@@ -1336,7 +1352,9 @@ static void find_cache_store(Matrix *m, const VfmigProfile *src, const MatrixFin
         c->hook = hook;
         c->trace = g_array_ref(trace);
         c->results = g_ptr_array_ref(results);
-        m->find_cache = c;
+        find_cache_free(m->find_cache[FIND_CACHE_SIZE - 1]);
+        memmove(&m->find_cache[1], &m->find_cache[0], (FIND_CACHE_SIZE - 1) * sizeof(FindCache *));
+        m->find_cache[0] = c;
 }
 
 /* Move to the first item at or after pos that the options let through;

@@ -204,11 +204,12 @@ void matrix_result_free(MatrixResult *r);
  * array again.  Returns the number of results.  Entries of other migration
  * types are never looked at.
  *
- * The last answer is kept: the same question (equal profile, same options
- * apart from the filter, same hook) asked again while the matrix is
- * unchanged gets it back after the filter (opt->is_busy, availability) was
- * asked again about every target the first run looked at and said the same
- * of each; otherwise the query runs.  Any change to the matrix drops it.
+ * The last few answers are kept (most recently used first): the same
+ * question (equal profile, same options apart from the filter, same hook)
+ * asked again while the matrix is unchanged gets its answer back after the
+ * filter (opt->is_busy, availability) was asked again about every target
+ * the first run looked at and said the same of each; otherwise the query
+ * runs.  Any change to the matrix drops them all.
  * Queries that ask the kernel per target are not kept.
  */
 guint matrix_find(Matrix *m, const VfmigProfile *src, const MatrixFindOptions *opt, const VfmigKernelHook *hook,
