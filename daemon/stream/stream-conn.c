@@ -618,12 +618,17 @@ ssize_t vfmig_stream_conn_send(VfmigStreamConn *c, const void *buf, size_t n)
         if (c->send_errno)
                 return send_error(c, c->send_errno);
 
-        if (n > c->osize / 2 && c->osize < TLS_BUF_MAX && c->olen == 0) {
+        if (n > c->osize / 2 && c->osize < TLS_BUF_MAX) {
                 /* Bulk data: a larger buffer, fewer calls. */
+                uint8_t *bigger;
+
                 c->osize = MIN(TLS_BUF_MAX, c->osize * 4);
-                g_free(c->obuf);
-                c->obuf = g_malloc(c->osize);
+                bigger = g_malloc(c->osize);
+                memcpy(bigger, c->obuf + c->ooff, c->olen - c->ooff);
+                c->olen -= c->ooff;
                 c->ooff = 0;
+                g_free(c->obuf);
+                c->obuf = bigger;
         }
         /* Encrypt record after record into the buffer while it has room for
          * a whole one; send it whenever it fills up. */
