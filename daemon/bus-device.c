@@ -263,10 +263,13 @@ int bus_device_register(Daemon *d)
 
 static void emit_device_signal(Daemon *d, const VfmigDevice *dev, const char *member, bool added)
 {
-        _cleanup_free_ char *path = bus_device_path(dev->name);
+        _cleanup_free_ char *path = NULL;
         int r;
 
-        if (!path || !d->bus)
+        if (!d->bus)
+                return;         /* during the start's enumeration: nobody to tell yet */
+        path = bus_device_path(dev->name);
+        if (!path)
                 return;
         if (added)
                 r = sd_bus_emit_object_added(d->bus, path);
