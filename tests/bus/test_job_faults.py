@@ -158,15 +158,11 @@ class Proxy:
 class Faults(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        import subprocess
         import tempfile
         cls.tmp = tempfile.TemporaryDirectory(prefix='vfmig-faults-')
-        conf = os.path.join(vt.BUILD, 'tests', 'bus', 'system-bus.conf')
-        cls.bus2 = subprocess.Popen(['dbus-daemon', '--config-file=' + conf, '--nofork', '--print-address'],
-                                    stdout=subprocess.PIPE, text=True)
+        cls.bus2 = vt.SecondBus()
         cls.addr1 = os.environ['DBUS_SYSTEM_BUS_ADDRESS']
-        cls.addr2 = cls.bus2.stdout.readline().strip()
-        assert cls.addr2, 'the second dbus-daemon gave no address'
+        cls.addr2 = cls.bus2.address
         cls.src = cls.start_src()
         cls.dst = cls.start_dst()
 
@@ -181,8 +177,7 @@ class Faults(unittest.TestCase):
     @classmethod
     def tearDownClass(cls):
         rcs = (cls.src.stop(), cls.dst.stop())
-        cls.bus2.terminate()
-        cls.bus2.wait(10)
+        cls.bus2.stop()
         cls.tmp.cleanup()
         assert rcs == (0, 0), rcs
 
@@ -227,7 +222,7 @@ class Faults(unittest.TestCase):
 
     def reserve(self, target=DST_DEV, lease=None):
         profile = self.src.call(vt.ROOT_PATH, vt.MANAGER, 'GetMigrationProfile', '(s)', (SRC_DEV,))[0]
-        profile = {k: GLib.Variant(*self._sig(k, v)) for k, v in profile.items()}
+        profile = vt.profile_variants(profile)
         opts = {'persist': GLib.Variant('b', True)}
         if lease:
             opts['lease-seconds'] = GLib.Variant('u', lease)
@@ -235,17 +230,6 @@ class Faults(unittest.TestCase):
                                          (target, profile, opts))[0]
         return self.reservation
 
-    @staticmethod
-    def _sig(k, v):
-        if isinstance(v, bool):
-            return ('b', v)
-        if isinstance(v, int):
-            return ('t', v) if k == 'state-size' else ('u', v)
-        if isinstance(v, str):
-            return ('s', v)
-        if isinstance(v, dict):
-            return ('a{ss}', v)
-        return ('as', list(v))
 
     def prepare(self):
         endpoint, ticket = self.dst.call(self.reservation, RESERVATION, 'PrepareIncoming', '(a{sv})',

@@ -54,28 +54,15 @@ DST_DEVS = [d for _, d in PAIRS] + [REJECT_DEV, PDS_DEV]
 RECOVERED_ERROR = 'org.vfmig1.Error.DeviceFailed: daemon restarted during the job; devices reset'
 
 
-def sig(k, v):
-    if isinstance(v, bool):
-        return ('b', v)
-    if isinstance(v, int):
-        return ('t', v) if k == 'state-size' else ('u', v)
-    if isinstance(v, str):
-        return ('s', v)
-    if isinstance(v, dict):
-        return ('a{ss}', v)
-    return ('as', list(v))
 
 
 class Group(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.tmp = tempfile.TemporaryDirectory(prefix='vfmig-group-')
-        conf = os.path.join(vt.BUILD, 'tests', 'bus', 'system-bus.conf')
-        cls.bus2 = subprocess.Popen(['dbus-daemon', '--config-file=' + conf, '--nofork', '--print-address'],
-                                    stdout=subprocess.PIPE, text=True)
+        cls.bus2 = vt.SecondBus()
         cls.addr1 = os.environ['DBUS_SYSTEM_BUS_ADDRESS']
-        cls.addr2 = cls.bus2.stdout.readline().strip()
-        assert cls.addr2, 'the second dbus-daemon gave no address'
+        cls.addr2 = cls.bus2.address
         cls.src = cls.start_src()
         cls.dst = cls.start_dst()
 
@@ -90,8 +77,7 @@ class Group(unittest.TestCase):
     @classmethod
     def tearDownClass(cls):
         rcs = (cls.src.stop(), cls.dst.stop())
-        cls.bus2.terminate()
-        cls.bus2.wait(10)
+        cls.bus2.stop()
         cls.tmp.cleanup()
         assert rcs == (0, 0), rcs
 
@@ -119,7 +105,7 @@ class Group(unittest.TestCase):
 
     def reserve(self, source_dev, target, persist=False):
         profile = self.src.call(vt.ROOT_PATH, vt.MANAGER, 'GetMigrationProfile', '(s)', (source_dev,))[0]
-        profile = {k: GLib.Variant(*sig(k, v)) for k, v in profile.items()}
+        profile = vt.profile_variants(profile)
         opts = {'persist': GLib.Variant('b', True)} if persist else {}
         r = self.dst.call(vt.ROOT_PATH, vt.MANAGER, 'Reserve', '(sa{sv}a{sv})', (target, profile, opts))[0]
         self.reservations.append(r)

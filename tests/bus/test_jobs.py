@@ -200,11 +200,8 @@ class Jobs(unittest.TestCase):
     def setUpClass(cls):
         import tempfile
         cls.tmp = tempfile.TemporaryDirectory(prefix='vfmig-jobs-')
-        conf = os.path.join(vt.BUILD, 'tests', 'bus', 'system-bus.conf')
-        cls.bus2 = subprocess.Popen(['dbus-daemon', '--config-file=' + conf, '--nofork', '--print-address'],
-                                    stdout=subprocess.PIPE, text=True)
-        addr2 = cls.bus2.stdout.readline().strip()
-        assert addr2, 'the second dbus-daemon gave no address'
+        cls.bus2 = vt.SecondBus()
+        addr2 = cls.bus2.address
         cls.src = Host(os.path.join(vt.SIM, 'host-a.json'), os.environ['DBUS_SYSTEM_BUS_ADDRESS'], cls.tmp.name)
         cls.dst = Host(os.path.join(vt.SIM, 'host-b.json'), addr2, cls.tmp.name)
         # warm up lazily allocated state before the FD baseline
@@ -217,8 +214,7 @@ class Jobs(unittest.TestCase):
     @classmethod
     def tearDownClass(cls):
         rcs = (cls.src.stop(), cls.dst.stop())
-        cls.bus2.terminate()
-        cls.bus2.wait(10)
+        cls.bus2.stop()
         cls.tmp.cleanup()
         assert rcs == (0, 0), rcs
 
@@ -237,23 +233,9 @@ class Jobs(unittest.TestCase):
 
     def reserve(self, source_dev=SRC_DEV):
         profile = self.src.call(vt.ROOT_PATH, vt.MANAGER, 'GetMigrationProfile', '(s)', (source_dev,))[0]
-        profile = {k: GLib.Variant(t, v) for k, (t, v) in
-                   ((k, self._sig(k, v)) for k, v in profile.items())}
         self.reservation = self.dst.call(vt.ROOT_PATH, vt.MANAGER, 'Reserve', '(sa{sv}a{sv})',
-                                         (DST_DEV, profile, {}))[0]
+                                         (DST_DEV, vt.profile_variants(profile), {}))[0]
         return self.reservation
-
-    @staticmethod
-    def _sig(k, v):
-        if isinstance(v, bool):
-            return ('b', v)
-        if isinstance(v, int):
-            return ('t', v) if k == 'state-size' else ('u', v)
-        if isinstance(v, str):
-            return ('s', v)
-        if isinstance(v, dict):
-            return ('a{ss}', v)
-        return ('as', list(v))
 
     def prepare(self, **opts):
         o = {'address': GLib.Variant('s', '127.0.0.1')}

@@ -156,7 +156,7 @@ class Netns(unittest.TestCase):
 
     def profile(self):
         p = self.src.call(vt.ROOT_PATH, vt.MANAGER, 'GetMigrationProfile', '(s)', (SRC_DEV,))[0]
-        return {k: GLib.Variant(*tj.Jobs._sig(k, v)) for k, v in p.items()}
+        return vt.profile_variants(p)
 
     def reserve(self):
         profile = self.profile()
@@ -266,7 +266,7 @@ class Netns(unittest.TestCase):
                     self.dst.reset(b)
                 self.src.write_memory(a, 8192, f'vfmig-netns-group-{i}-'.encode() * 300)
                 p = self.src.call(vt.ROOT_PATH, vt.MANAGER, 'GetMigrationProfile', '(s)', (a,))[0]
-                p = {k: GLib.Variant(*tj.Jobs._sig(k, v)) for k, v in p.items()}
+                p = vt.profile_variants(p)
                 res.append(self.dst.call(vt.ROOT_PATH, vt.MANAGER, 'Reserve', '(sa{sv}a{sv})', (b, p, {}))[0])
             endpoint, ticket = self.dst.call(res[0], RESERVATION, 'PrepareIncoming', '(a{sv})',
                                              ({'address': GLib.Variant('s', self.addr_b),
