@@ -431,11 +431,21 @@ static int resolve_set(Daemon *d, Reservation *res, const JobOptions *o, GPtrArr
         return 0;
 }
 
+/* The target devices of a set, "a,b,c": polkit's "device" detail. */
+static char *set_targets(GPtrArray *set)
+{
+        g_autoptr(GString) t = g_string_new(NULL);
+
+        for (guint i = 0; i < set->len; i++)
+                g_string_append_printf(t, "%s%s", i ? "," : "", ((Reservation *) set->pdata[i])->target);
+        return g_string_free(g_steal_pointer(&t), FALSE);
+}
+
 int bus_job_method_prepare_incoming(sd_bus_message *m, void *userdata, sd_bus_error *error)
 {
         Reservation *res = userdata;
         Daemon *d = current_daemon(m);
-        g_autofree char *msg = NULL, *endpoint = NULL, *ticket = NULL;
+        g_autofree char *msg = NULL, *endpoint = NULL, *ticket = NULL, *targets = NULL;
         g_auto(JobOptions) o = { .address = "0.0.0.0" };
         g_autoptr(GPtrArray) set = NULL;
         Job *j = NULL;
@@ -455,15 +465,17 @@ int bus_job_method_prepare_incoming(sd_bus_message *m, void *userdata, sd_bus_er
                 return sd_bus_error_set(error, VFMIG_ERROR_INVALID_ARGS,
                                         "option \"address\": expected a numeric IPv4 or IPv6 address");
 
-        r = bus_verify_method_async(m, VFMIG_DBUS_INTERFACE_RESERVATION, res->target, &d->polkit_registry, error);
+        /* The whole set is known before polkit is asked: every target is in
+         * the "device" detail. */
+        r = resolve_set(d, res, &o, &set, error);
+        if (r < 0)
+                return r;
+        targets = set_targets(set);
+        r = bus_verify_method_async(m, VFMIG_DBUS_INTERFACE_RESERVATION, targets, &d->polkit_registry, error);
         if (r < 0)
                 return r;
         if (r == 0)
                 return 1;
-
-        r = resolve_set(d, res, &o, &set, error);
-        if (r < 0)
-                return r;
         r = jobs_prepare_incoming(d->jobs, (Reservation *const *) set->pdata, set->len, o.address, (uint16_t) o.port,
                                   &(JobReceiveOptions) { .resume_running = o.resume_running }, &endpoint, &ticket, &j,
                                   &msg);
@@ -480,7 +492,7 @@ int bus_job_method_receive_from_fd(sd_bus_message *m, void *userdata, sd_bus_err
 {
         Reservation *res = userdata;
         Daemon *d = current_daemon(m);
-        g_autofree char *msg = NULL;
+        g_autofree char *msg = NULL, *targets = NULL;
         g_auto(JobOptions) o = {};
         g_autoptr(GPtrArray) set = NULL;
         Job *j = NULL;
@@ -490,15 +502,17 @@ int bus_job_method_receive_from_fd(sd_bus_message *m, void *userdata, sd_bus_err
         if (r < 0)
                 return r;
 
-        r = bus_verify_method_async(m, VFMIG_DBUS_INTERFACE_RESERVATION, res->target, &d->polkit_registry, error);
+        /* The whole set is known before polkit is asked: every target is in
+         * the "device" detail. */
+        r = resolve_set(d, res, &o, &set, error);
+        if (r < 0)
+                return r;
+        targets = set_targets(set);
+        r = bus_verify_method_async(m, VFMIG_DBUS_INTERFACE_RESERVATION, targets, &d->polkit_registry, error);
         if (r < 0)
                 return r;
         if (r == 0)
                 return 1;
-
-        r = resolve_set(d, res, &o, &set, error);
-        if (r < 0)
-                return r;
         copy = fcntl(fd, F_DUPFD_CLOEXEC, 3);
         if (copy < 0)
                 return sd_bus_error_set_errnof(error, errno, "Cannot duplicate the fd: %m");

@@ -348,6 +348,24 @@ class MockPolkit(Base):
         self.client.call(path, vt.DEVICE, 'Reset')
         self.assertEqual(len(self.mock.calls('CheckAuthorization')), 3)
 
+    def test_group_details_name_every_target(self):
+        """PrepareIncoming for a set of reservations asks polkit about every target."""
+        def reserve(target, source):
+            profile = self.client.manager('GetMigrationProfile', '(s)', (source,))[0]
+            return self.client.manager('Reserve', '(sa{sv}a{sv})', (target, vt.profile_variants(profile), {}))[0]
+        first, second = reserve(OTHER_DEV, DEV), reserve(DEV, OTHER_DEV)
+        rid = self.client.get(second, RESERVATION, 'Id')
+        self.mock.clear_calls()
+        v = pt.call_as('nobody', first, RESERVATION, 'PrepareIncoming', args=f"({{'group': <['{rid}']>}},)")
+        self.assertDenied(v, ACTION_MIGRATE)          # the mock allows no migration
+        calls = [args for _, args in self.mock.calls('CheckAuthorization')]
+        self.assertEqual(len(calls), 1, calls)
+        self.assertEqual(calls[0][1], ACTION_MIGRATE)
+        self.assertEqual(calls[0][2], {'device': f'{OTHER_DEV},{DEV}', 'verb': 'prepare-incoming'})
+        for r in (first, second):
+            self.assertEqual(self.client.get(r, RESERVATION, 'State'), 'active')
+            self.client.call(r, RESERVATION, 'Release')
+
     def test_caller_leaving_cancels_the_check(self):
         path = self.path()
         self.mock.hang([pt.ACTION_OPEN])
