@@ -229,46 +229,61 @@ static int check_endpoint_ticket(const char *endpoint, const char *ticket, sd_bu
         return 0;
 }
 
+/* After the device(s): (s endpoint, s ticket, a{sv} options), checked. */
+static int read_migrate_call(sd_bus_message *m, const char **endpoint, const char **ticket, JobOptions *o,
+                             sd_bus_error *error)
+{
+        int r;
+
+        r = sd_bus_message_read(m, "ss", endpoint, ticket);
+        if (r < 0)
+                return r;
+        r = read_options(m, o, save_keys, error);
+        if (r < 0)
+                return r;
+        r = check_endpoint_ticket(*endpoint, *ticket, error);
+        if (r < 0)
+                return r;
+        return check_timeout(o, error);
+}
+
+static int start_migrate(Daemon *d, sd_bus_message *m, const char *const *devices, const char *endpoint,
+                         const char *ticket, const JobOptions *o, sd_bus_error *error)
+{
+        g_autofree char *msg = NULL;
+        Job *j = NULL;
+        int r;
+
+        r = jobs_start_migrate(d->jobs, devices, endpoint,
+                               &(JobSaveOptions) { .precopy = o->precopy, .downtime_ms = o->downtime_ms,
+                                                   .ticket = ticket, .timeout_ms = o->timeout_ms }, &j, &msg);
+        if (r < 0)
+                return set_error(error, r, msg);
+        return reply_job(m, j);
+}
+
 int bus_job_method_migrate(sd_bus_message *m, void *userdata, sd_bus_error *error)
 {
         VfmigDevice *dev = userdata;
         Daemon *d = current_daemon(m);
-        g_autofree char *name = g_strdup(dev->name), *msg = NULL;
+        g_autofree char *name = g_strdup(dev->name);
         const char *devices[] = { name, NULL };
         g_auto(JobOptions) o = {};
         const char *endpoint, *ticket;
-        Job *j = NULL;
         int r;
 
         r = require_jobs(d, error);
         if (r < 0)
                 return r;
-        r = sd_bus_message_read(m, "ss", &endpoint, &ticket);
+        r = read_migrate_call(m, &endpoint, &ticket, &o, error);
         if (r < 0)
                 return r;
-        r = read_options(m, &o, save_keys, error);
-        if (r < 0)
-                return r;
-        r = check_endpoint_ticket(endpoint, ticket, error);
-        if (r < 0)
-                return r;
-        r = check_timeout(&o, error);
-        if (r < 0)
-                return r;
-
         r = bus_verify_method_async(m, VFMIG_DBUS_INTERFACE_DEVICE, name, &d->polkit_registry, error);
         if (r < 0)
                 return r;
         if (r == 0)
                 return 1;
-
-        r = jobs_start_migrate(d->jobs, devices,
-                               endpoint, &(JobSaveOptions) { .precopy = o.precopy, .downtime_ms = o.downtime_ms,
-                                                             .ticket = ticket, .timeout_ms = o.timeout_ms },
-                               &j, &msg);
-        if (r < 0)
-                return set_error(error, r, msg);
-        return reply_job(m, j);
+        return start_migrate(d, m, devices, endpoint, ticket, &o, error);
 }
 
 /* The start of SaveToFd and ReceiveFromFd: the socket and the options;
@@ -363,10 +378,9 @@ int bus_job_method_migrate_group(sd_bus_message *m, void *userdata, sd_bus_error
 {
         Daemon *d = current_daemon(m);
         g_auto(GStrv) devices = NULL;
-        g_autofree char *msg = NULL, *names = NULL;
+        g_autofree char *names = NULL;
         g_auto(JobOptions) o = {};
         const char *endpoint, *ticket;
-        Job *j = NULL;
         int r;
 
         r = require_jobs(d, error);
@@ -375,36 +389,17 @@ int bus_job_method_migrate_group(sd_bus_message *m, void *userdata, sd_bus_error
         r = read_devices(m, &devices, error);
         if (r < 0)
                 return r;
-        r = sd_bus_message_read(m, "ss", &endpoint, &ticket);
+        r = read_migrate_call(m, &endpoint, &ticket, &o, error);
         if (r < 0)
                 return r;
-        r = read_options(m, &o, save_keys, error);
-        if (r < 0)
-                return r;
-        r = check_endpoint_ticket(endpoint, ticket, error);
-        if (r < 0)
-                return r;
-        r = check_timeout(&o, error);
-        if (r < 0)
-                return r;
-
-        /* Not a member of one device: the action is named here, with every
-         * device in the details. */
+        /* every device of the group in polkit's "device" detail */
         names = g_strjoinv(",", devices);
-        r = bus_verify_polkit_async(m, VFMIG_POLKIT_MIGRATE,
-                                    (const char *[]) { "device", names, "verb", "migrate-group", NULL },
-                                    &d->polkit_registry, error);
+        r = bus_verify_method_async(m, VFMIG_DBUS_INTERFACE_MANAGER, names, &d->polkit_registry, error);
         if (r < 0)
                 return r;
         if (r == 0)
                 return 1;
-
-        r = jobs_start_migrate(d->jobs, (const char *const *) devices, endpoint,
-                               &(JobSaveOptions) { .precopy = o.precopy, .downtime_ms = o.downtime_ms,
-                                                   .ticket = ticket, .timeout_ms = o.timeout_ms }, &j, &msg);
-        if (r < 0)
-                return set_error(error, r, msg);
-        return reply_job(m, j);
+        return start_migrate(d, m, (const char *const *) devices, endpoint, ticket, &o, error);
 }
 
 /* --- Reservation.PrepareIncoming / Reservation.ReceiveFromFd ------------------ */
