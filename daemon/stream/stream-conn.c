@@ -3,6 +3,8 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
+#include <gnutls/crypto.h>
 #include <gnutls/gnutls.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -34,6 +36,41 @@
 #define TLS_BUF_MAX             (1024u * 1024u)
 #define TLS_RECORD_WIRE_MAX     (16384u + 256u + 16u + 5u + 1u)  /* header, inner type, padding, tag */
 
+/*
+ * After the handshake the records are ours.  GnuTLS's TLS 1.3 record layer
+ * moves every byte through several buffers of its own on each side (about
+ * five copies per byte, counted with callgrind in bench-stream), and those
+ * copies cost as much as the cipher.  GnuTLS exports the traffic keys of a
+ * finished handshake for offloading the record layer (gnutls_record_get_state,
+ * what kernel TLS uses); with them the connection seals each record in place
+ * in its output buffer and opens it in place in its input buffer, or straight
+ * into the caller's buffer when it fits, with GnuTLS's AEAD cipher: the same
+ * cipher code, one copy into the output buffer on the way out, none beyond
+ * the caller's on the way in.  The records are plain TLS 1.3 records (RFC
+ * 8446 §5.2: outer type application_data, inner content type, nonce = IV xor
+ * sequence number, the record header as additional data), so any TLS 1.3
+ * peer reads and writes them; a test checks both directions against GnuTLS's
+ * own record layer.  Post-handshake messages are not taken: without session
+ * tickets (GNUTLS_NO_TICKETS) the only one left is KeyUpdate, which our peer
+ * never sends; instead a connection seals at most TLS_RECORDS_MAX records, the
+ * AES-GCM limit of RFC 8446 §5.5 rounded down (256 GiB in full records).
+ */
+#define TLS_TAG                 16u
+#define TLS_NONCE               12u
+#define TLS_HEADER              5u
+#define TLS_PLAINTEXT_MAX       16384u
+#define TLS_CIPHERTEXT_MAX      (TLS_PLAINTEXT_MAX + 256u)
+#define TLS_RECORDS_MAX         (UINT64_C(1) << 24)
+#define TLS_CT_ALERT            21u
+#define TLS_CT_HANDSHAKE        22u
+#define TLS_CT_APPLICATION_DATA 23u
+
+typedef struct TlsKeys {
+        gnutls_aead_cipher_hd_t aead;
+        uint8_t iv[TLS_NONCE];
+        uint64_t seq;
+} TlsKeys;
+
 struct VfmigStreamConn {
         int fd;
         bool tls;
@@ -43,6 +80,11 @@ struct VfmigStreamConn {
         bool unknown_identity;  /* server: the client offered another PSK identity */
         bool bye_sent;
         bool peer_closed;       /* TLS: close_notify received */
+        bool own_records;       /* TLS: the handshake is done, records are sealed and opened here */
+        TlsKeys wr, rd;         /* TLS: traffic keys of each direction, when own_records */
+        size_t poff, pend;      /* TLS: opened plaintext ibuf[poff, pend) not yet handed out */
+        int recv_errno;         /* TLS: what stopped receiving (sticky; the message is in error) */
+        bool end_deferred;      /* TLS: the end or that error is known, not yet returned */
         short events;
         gnutls_session_t session;
         gnutls_psk_client_credentials_t ccred;
@@ -459,6 +501,10 @@ void vfmig_stream_conn_free(VfmigStreamConn *c)
                 return;
         if (c->session)
                 gnutls_deinit(c->session);
+        if (c->wr.aead)
+                gnutls_aead_cipher_deinit(c->wr.aead);
+        if (c->rd.aead)
+                gnutls_aead_cipher_deinit(c->rd.aead);
         if (c->ccred)
                 gnutls_psk_free_client_credentials(c->ccred);
         if (c->scred)
@@ -525,6 +571,337 @@ static int handshake_error(VfmigStreamConn *c, int g)
         }
 }
 
+/* ---- TLS records after the handshake (see the top of the file) ---- */
+
+static ssize_t send_error(VfmigStreamConn *c, int e)
+{
+        return conn_fail(c, -e, "send: %s", g_strerror(e));
+}
+
+
+static int tls_keys_take(VfmigStreamConn *c, unsigned read, TlsKeys *k)
+{
+        gnutls_cipher_algorithm_t alg = gnutls_cipher_get(c->session);
+        gnutls_datum_t mac = {}, iv = {}, key = {};
+        unsigned char seq[8];
+        int r;
+
+        r = gnutls_record_get_state(c->session, read, &mac, &iv, &key, seq);
+        if (r < 0)
+                return conn_fail(c, -EPROTO, "TLS: cannot take the traffic keys: %s", gnutls_strerror(r));
+        if (iv.size != TLS_NONCE || gnutls_cipher_get_tag_size(alg) != TLS_TAG)
+                return conn_fail(c, -EPROTO, "TLS: cipher %s has no %u-byte nonce and %u-byte tag",
+                                 gnutls_cipher_get_name(alg), TLS_NONCE, TLS_TAG);
+        r = gnutls_aead_cipher_init(&k->aead, alg, &key);
+        if (r < 0) {
+                k->aead = NULL;
+                return conn_fail(c, -EPROTO, "TLS: cannot set up %s: %s", gnutls_cipher_get_name(alg), gnutls_strerror(r));
+        }
+        memcpy(k->iv, iv.data, TLS_NONCE);
+        k->seq = 0;
+        for (unsigned i = 0; i < 8; i++)
+                k->seq = k->seq << 8 | seq[i];
+        return 0;
+}
+
+/* The handshake is done: from now on records are sealed and opened here.
+ * Bytes that came after the handshake's last record are in ibuf already
+ * (tls_pull reads ahead into it, and GnuTLS asks for whole records only). */
+static int tls_take_records(VfmigStreamConn *c)
+{
+        int r;
+
+        if (gnutls_record_check_pending(c->session) > 0)
+                return conn_fail(c, -EPROTO, "TLS: application data inside the handshake");
+        r = tls_keys_take(c, 0, &c->wr);
+        if (r >= 0)
+                r = tls_keys_take(c, 1, &c->rd);
+        if (r < 0)
+                return r;
+        c->own_records = true;
+        return 0;
+}
+
+/* RFC 8446 §5.3: the per-record nonce is the static IV xor the sequence
+ * number, left-padded to the IV's length. */
+static void tls_nonce(const TlsKeys *k, uint8_t nonce[TLS_NONCE])
+{
+        memcpy(nonce, k->iv, TLS_NONCE);
+        for (unsigned i = 0; i < 8; i++)
+                nonce[TLS_NONCE - 1 - i] ^= (uint8_t) (k->seq >> (8 * i));
+}
+
+/* Seal one record of n <= TLS_PLAINTEXT_MAX bytes of content type `type`
+ * at the end of obuf; the caller made room for n + TLS_HEADER + 1 + TLS_TAG. */
+static int tls_seal(VfmigStreamConn *c, uint8_t type, const void *data, size_t n)
+{
+        uint8_t *rec = c->obuf + c->olen, nonce[TLS_NONCE];
+        size_t inner = n + 1, clen = inner + TLS_TAG;
+        int r;
+
+        g_assert(n <= TLS_PLAINTEXT_MAX && c->osize - c->olen >= TLS_HEADER + clen);
+        if (c->wr.seq >= TLS_RECORDS_MAX)
+                return conn_fail(c, -EMSGSIZE, "TLS send: this connection has sealed the most records one key may "
+                                 "(%" PRIu64 ", RFC 8446 §5.5)", TLS_RECORDS_MAX);
+        rec[0] = TLS_CT_APPLICATION_DATA;       /* every protected record says so outside */
+        rec[1] = 3;
+        rec[2] = 3;
+        rec[3] = (uint8_t) (clen >> 8);
+        rec[4] = (uint8_t) clen;
+        memcpy(rec + TLS_HEADER, data, n);
+        rec[TLS_HEADER + n] = type;
+        tls_nonce(&c->wr, nonce);
+        r = gnutls_aead_cipher_encrypt(c->wr.aead, nonce, TLS_NONCE, rec, TLS_HEADER, TLS_TAG,
+                                       rec + TLS_HEADER, inner, rec + TLS_HEADER, &clen);
+        if (r < 0)
+                return conn_fail(c, -EPROTO, "TLS send: sealing a record: %s", gnutls_strerror(r));
+        c->wr.seq++;
+        c->olen += TLS_HEADER + clen;
+        return 0;
+}
+
+/* Room for one more record of n bytes in obuf, sending what is there when
+ * needed: 0, -EAGAIN (the socket is full), or -errno. */
+static int tls_room(VfmigStreamConn *c, size_t n)
+{
+        size_t need = n + TLS_HEADER + 1 + TLS_TAG;
+        int r;
+
+        if (c->osize - c->olen >= need)
+                return 0;
+        r = tls_flush_buffer(c);
+        if (r < 0 && r != -EAGAIN)
+                return r;
+        if (c->ooff > 0) {      /* make the free space contiguous */
+                memmove(c->obuf, c->obuf + c->ooff, c->olen - c->ooff);
+                c->olen -= c->ooff;
+                c->ooff = 0;
+        }
+        return c->osize - c->olen >= need ? 0 : -EAGAIN;
+}
+
+static ssize_t tls_send_records(VfmigStreamConn *c, const uint8_t *p, size_t n)
+{
+        size_t done = 0;
+        int r;
+
+        if (n > c->osize / 2 && c->osize < TLS_BUF_MAX) {
+                /* Bulk data: a larger buffer, fewer calls. */
+                c->osize = MIN(TLS_BUF_MAX, c->osize * 4);
+                c->obuf = g_realloc(c->obuf, c->osize);
+        }
+        /* Seal record after record into the buffer; send it whenever it fills up. */
+        while (done < n) {
+                size_t k = MIN(n - done, TLS_PLAINTEXT_MAX);
+
+                r = tls_room(c, k);
+                if (r == -EAGAIN)
+                        break;
+                if (r < 0)
+                        return send_error(c, -r);
+                r = tls_seal(c, TLS_CT_APPLICATION_DATA, p + done, k);
+                if (r < 0)
+                        return r;
+                done += k;
+        }
+        /* What is sealed goes out now if the socket takes it (else at the
+         * next send, flush or shutdown). */
+        r = tls_flush_buffer(c);
+        if (r < 0 && r != -EAGAIN)
+                return send_error(c, -r);
+        if (done == 0) {
+                c->events = POLLOUT;
+                return -EAGAIN;
+        }
+        return (ssize_t) done;
+}
+
+static int tls_recv_fail(VfmigStreamConn *c, int e, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
+static int tls_recv_fail(VfmigStreamConn *c, int e, const char *fmt, ...)
+{
+        va_list ap;
+
+        g_free(c->error);
+        va_start(ap, fmt);
+        c->error = g_strdup_vprintf(fmt, ap);
+        va_end(ap);
+        c->recv_errno = -e;
+        return e;
+}
+
+/* More ciphertext into ibuf (nothing opened is pending there): 0, -EAGAIN,
+ * or an error (an end of the connection before close_notify among them). */
+static int tls_fill(VfmigStreamConn *c)
+{
+        ssize_t got;
+        size_t space;
+
+        c->poff = c->pend = 0;
+        if (c->ioff == c->ilen)
+                c->ioff = c->ilen = 0;
+        else if (c->ioff > 0 && c->isize - c->ilen < TLS_RECORD_WIRE_MAX) {
+                memmove(c->ibuf, c->ibuf + c->ioff, c->ilen - c->ioff);
+                c->ilen -= c->ioff;
+                c->ioff = 0;
+        }
+        space = c->isize - c->ilen;
+        if (c->last_fill == space && c->isize < TLS_BUF_MAX) {
+                /* The last read filled all it was given: bulk data, read more at once. */
+                c->isize = MIN(TLS_BUF_MAX, c->isize * 2);
+                c->ibuf = g_realloc(c->ibuf, c->isize);
+                space = c->isize - c->ilen;
+        }
+        do
+                got = recv(c->fd, c->ibuf + c->ilen, space, 0);
+        while (got < 0 && errno == EINTR);
+        if (got < 0 && errno == EAGAIN)
+                return -EAGAIN;
+        if (got < 0)
+                return tls_recv_fail(c, -errno, "TLS receive: %s", g_strerror(errno));
+        if (got == 0)
+                return tls_recv_fail(c, -ECONNRESET, "TLS receive: the connection ended without close_notify%s",
+                                     c->ioff < c->ilen ? ", inside a record" : "");
+        c->ilen += (size_t) got;
+        c->last_fill = (size_t) got == space ? (size_t) got : 0;
+        return 0;
+}
+
+/*
+ * Open the next record: its data straight into dst when it fits in room
+ * (the count is returned), else in place in ibuf (0; ibuf[poff, pend)).
+ * 0 also for a record without data and for close_notify (peer_closed).
+ * -EAGAIN when the record is not all here and the socket has no more.
+ */
+static ssize_t tls_open(VfmigStreamConn *c, uint8_t *dst, size_t room)
+{
+        uint8_t nonce[TLS_NONCE], *hdr, *out, type;
+        size_t clen, plen;
+        int r;
+
+        for (;;) {
+                size_t avail = c->ilen - c->ioff;
+
+                hdr = c->ibuf + c->ioff;
+                if (avail >= TLS_HEADER) {
+                        clen = (size_t) hdr[3] << 8 | hdr[4];
+                        if (hdr[0] != TLS_CT_APPLICATION_DATA)
+                                return tls_recv_fail(c, -EPROTO, "TLS receive: an unprotected record (type %u) "
+                                                     "after the handshake", hdr[0]);
+                        if (clen > TLS_CIPHERTEXT_MAX || clen < 1 + TLS_TAG)
+                                return tls_recv_fail(c, -EPROTO, "TLS receive: a record of %zu bytes (record_overflow)",
+                                                     clen);
+                        if (avail >= TLS_HEADER + clen)
+                                break;
+                }
+                r = tls_fill(c);
+                if (r < 0)
+                        return r;
+        }
+        plen = clen - TLS_TAG;
+        out = room >= plen ? dst : hdr + TLS_HEADER;
+        tls_nonce(&c->rd, nonce);
+        r = gnutls_aead_cipher_decrypt(c->rd.aead, nonce, TLS_NONCE, hdr, TLS_HEADER, TLS_TAG,
+                                       hdr + TLS_HEADER, clen, out, &plen);
+        if (r < 0)
+                return tls_recv_fail(c, -EPROTO, "TLS receive: record %" PRIu64 " failed authentication "
+                                     "(bad_record_mac): %s", c->rd.seq, gnutls_strerror(r));
+        c->rd.seq++;
+        c->ioff += TLS_HEADER + clen;
+        while (plen > 0 && out[plen - 1] == 0)  /* padding */
+                plen--;
+        if (plen == 0)
+                return tls_recv_fail(c, -EPROTO, "TLS receive: a record without a content type");
+        type = out[--plen];
+        switch (type) {
+        case TLS_CT_APPLICATION_DATA:
+                if (out == dst)
+                        return (ssize_t) plen;
+                c->poff = (size_t) (out - c->ibuf);
+                c->pend = c->poff + plen;
+                return 0;
+        case TLS_CT_ALERT:
+                if (plen == 2 && out[1] == GNUTLS_A_CLOSE_NOTIFY) {
+                        c->peer_closed = true;
+                        return 0;
+                }
+                return tls_recv_fail(c, plen == 2 && out[0] == GNUTLS_AL_FATAL ? -ECONNABORTED : -EPROTO,
+                                     "TLS receive: the peer sent alert %s",
+                                     plen == 2 ? gnutls_alert_get_strname((gnutls_alert_description_t) out[1]) : "(malformed)");
+        case TLS_CT_HANDSHAKE:
+                return tls_recv_fail(c, -EPROTO, "TLS receive: a post-handshake message (type %u), which this "
+                                     "connection does not take", plen > 0 ? out[0] : 0);
+        default:
+                return tls_recv_fail(c, -EPROTO, "TLS receive: a record of content type %u", type);
+        }
+}
+
+static ssize_t tls_recv_records(VfmigStreamConn *c, uint8_t *p, size_t n)
+{
+        size_t done = 0;
+        ssize_t k = 0;
+
+        while (done < n && !c->peer_closed && !c->recv_errno) {
+                if (c->poff < c->pend) {
+                        k = (ssize_t) MIN(n - done, c->pend - c->poff);
+                        memcpy(p + done, c->ibuf + c->poff, (size_t) k);
+                        c->poff += (size_t) k;
+                        done += (size_t) k;
+                        continue;
+                }
+                k = tls_open(c, p + done, n - done);
+                if (k < 0)
+                        break;
+                done += (size_t) k;
+        }
+        if (c->ooff < c->olen)  /* our own bytes still waiting */
+                (void) tls_flush_buffer(c);
+        /* Bytes first; an error or the end at the next call. */
+        c->end_deferred = done > 0 && (c->peer_closed || c->recv_errno);
+        if (done > 0)
+                return (ssize_t) done;
+        if (c->peer_closed)
+                return 0;
+        if (c->recv_errno)
+                return -c->recv_errno;
+        c->events = POLLIN | (c->ooff < c->olen ? POLLOUT : 0);
+        return -EAGAIN;
+}
+
+/*
+ * Whether a receive would return without the socket: opened bytes, an end
+ * or error not yet returned, or a whole record in ibuf (or a header already
+ * known to be bad).  Not a part of a record: the rest has to come through
+ * the socket, and the caller waits for it.
+ */
+static bool tls_pending(VfmigStreamConn *c)
+{
+        size_t avail = c->ilen - c->ioff, clen;
+        const uint8_t *h = c->ibuf + c->ioff;
+
+        if (c->poff < c->pend || c->end_deferred)
+                return true;
+        if (c->peer_closed || c->recv_errno || avail < TLS_HEADER)
+                return false;
+        clen = (size_t) h[3] << 8 | h[4];
+        return h[0] != TLS_CT_APPLICATION_DATA || clen > TLS_CIPHERTEXT_MAX || clen < 1 + TLS_TAG ||
+               avail >= TLS_HEADER + clen;
+}
+
+/* close_notify: 0 once sealed, -EAGAIN when the buffer has no room yet. */
+static int tls_seal_close_notify(VfmigStreamConn *c)
+{
+        static const uint8_t alert[2] = { GNUTLS_AL_WARNING, GNUTLS_A_CLOSE_NOTIFY };
+        int r = tls_room(c, sizeof(alert));
+
+        if (r == -EAGAIN) {
+                c->events = POLLOUT;
+                return r;
+        }
+        if (r < 0)
+                return conn_fail(c, -EPIPE, "TLS close: %s", g_strerror(-r));
+        return tls_seal(c, TLS_CT_ALERT, alert, sizeof(alert));
+}
+
 int vfmig_stream_conn_handshake(VfmigStreamConn *c)
 {
         int r, f;
@@ -567,17 +944,15 @@ int vfmig_stream_conn_handshake(VfmigStreamConn *c)
         if (f < 0 && f != -EAGAIN)
                 return conn_fail(c, f, "TLS handshake (%s) failed, sending: %s", c->server ? "server" : "client",
                                  g_strerror(-f));
+        r = tls_take_records(c);
+        if (r < 0)
+                return r;
         c->handshaken = true;
         if (f == -EAGAIN) {
                 c->events = POLLOUT;
                 return -EAGAIN;
         }
         return 0;
-}
-
-static ssize_t send_error(VfmigStreamConn *c, int e)
-{
-        return conn_fail(c, -e, "send: %s", g_strerror(e));
 }
 
 int vfmig_stream_conn_flush(VfmigStreamConn *c)
@@ -598,10 +973,7 @@ int vfmig_stream_conn_flush(VfmigStreamConn *c)
 
 ssize_t vfmig_stream_conn_send(VfmigStreamConn *c, const void *buf, size_t n)
 {
-        const uint8_t *p = buf;
-        size_t done = 0;
         ssize_t k;
-        int r;
 
         if (!c->connected || (c->tls && !c->handshaken))
                 return conn_fail(c, -ENOTCONN, "send before the connection is established");
@@ -617,60 +989,7 @@ ssize_t vfmig_stream_conn_send(VfmigStreamConn *c, const void *buf, size_t n)
         }
         if (c->send_errno)
                 return send_error(c, c->send_errno);
-
-        if (n > c->osize / 2 && c->osize < TLS_BUF_MAX) {
-                /* Bulk data: a larger buffer, fewer calls. */
-                uint8_t *bigger;
-
-                c->osize = MIN(TLS_BUF_MAX, c->osize * 4);
-                bigger = g_malloc(c->osize);
-                memcpy(bigger, c->obuf + c->ooff, c->olen - c->ooff);
-                c->olen -= c->ooff;
-                c->ooff = 0;
-                g_free(c->obuf);
-                c->obuf = bigger;
-        }
-        /* Encrypt record after record into the buffer while it has room for
-         * a whole one; send it whenever it fills up. */
-        while (done < n) {
-                if (c->osize - c->olen < TLS_RECORD_WIRE_MAX) {
-                        r = tls_flush_buffer(c);
-                        if (r == -EAGAIN)
-                                break;
-                        if (r < 0)
-                                return send_error(c, -r);
-                }
-                do
-                        k = gnutls_record_send(c->session, p + done, n - done);
-                while (k == GNUTLS_E_INTERRUPTED);
-                if (k == GNUTLS_E_AGAIN) {
-                        if (done > 0)
-                                break;
-                        return wait_tls(c);
-                }
-                if (k < 0)
-                        return conn_fail(c, k == GNUTLS_E_PUSH_ERROR ? -EPIPE : -EPROTO, "TLS send: %s",
-                                         c->send_errno ? g_strerror(c->send_errno) : gnutls_strerror((int) k));
-                done += (size_t) k;
-        }
-        /* What is encrypted goes out now if the socket takes it (else at the
-         * next send, flush or shutdown). */
-        r = tls_flush_buffer(c);
-        if (r < 0 && r != -EAGAIN)
-                return send_error(c, -r);
-        if (done == 0) {
-                c->events = POLLOUT;
-                return -EAGAIN;
-        }
-        return (ssize_t) done;
-}
-
-static ssize_t tls_recv_error(VfmigStreamConn *c, ssize_t k)
-{
-        if (k == GNUTLS_E_PREMATURE_TERMINATION || k == GNUTLS_E_PULL_ERROR)
-                return conn_fail(c, -ECONNRESET, "TLS receive: the connection ended without close_notify (%s)",
-                                 gnutls_strerror((int) k));
-        return conn_fail(c, -EPROTO, "TLS receive: %s", gnutls_strerror((int) k));
+        return tls_send_records(c, buf, n);
 }
 
 /*
@@ -733,49 +1052,18 @@ static ssize_t plain_recv(VfmigStreamConn *c, void *buf, size_t n)
 
 ssize_t vfmig_stream_conn_recv(VfmigStreamConn *c, void *buf, size_t n)
 {
-        uint8_t *p = buf;
-        size_t done = 0;
-        ssize_t k = GNUTLS_E_AGAIN;
-
         if (!c->connected || (c->tls && !c->handshaken))
                 return conn_fail(c, -ENOTCONN, "receive before the connection is established");
         if (!c->tls)
                 return plain_recv(c, buf, n);
-        if (c->peer_closed)
-                return 0;
-
-        /* One record per gnutls_record_recv(): go on while there is room and
-         * ciphertext (read ahead or in the socket). */
-        while (done < n) {
-                do
-                        k = gnutls_record_recv(c->session, p + done, n - done);
-                while (k == GNUTLS_E_INTERRUPTED);
-                if (k > 0) {
-                        done += (size_t) k;
-                        continue;
-                }
-                if (k == 0)
-                        c->peer_closed = true;
-                else if (k != GNUTLS_E_AGAIN && done == 0)
-                        return tls_recv_error(c, k);
-                /* An error after some bytes: those first, the error again next time. */
-                break;
-        }
-        /* GnuTLS may have answered something (a key update) while reading. */
-        if (c->ooff < c->olen)
-                (void) tls_flush_buffer(c);
-        if (done > 0)
-                return (ssize_t) done;
-        if (k == 0)
-                return 0;
-        return wait_tls(c);
+        return tls_recv_records(c, buf, n);
 }
 
 bool vfmig_stream_conn_pending(VfmigStreamConn *c)
 {
         if (!c->tls)
                 return c->ioff < c->ilen;
-        return c->handshaken && (gnutls_record_check_pending(c->session) > 0 || c->ioff < c->ilen);
+        return c->handshaken && tls_pending(c);
 }
 
 int vfmig_stream_conn_shutdown(VfmigStreamConn *c)
@@ -784,14 +1072,11 @@ int vfmig_stream_conn_shutdown(VfmigStreamConn *c)
                 int r;
 
                 if (!c->bye_sent) {
-                        do
-                                r = gnutls_bye(c->session, GNUTLS_SHUT_WR);
-                        while (r == GNUTLS_E_INTERRUPTED);
-                        if (r == GNUTLS_E_AGAIN)
-                                return wait_tls(c);
+                        if (c->send_errno)
+                                return conn_fail(c, -EPIPE, "TLS close: %s", g_strerror(c->send_errno));
+                        r = tls_seal_close_notify(c);
                         if (r < 0)
-                                return conn_fail(c, -EPIPE, "TLS close: %s",
-                                                 c->send_errno ? g_strerror(c->send_errno) : gnutls_strerror(r));
+                                return r;
                         c->bye_sent = true;
                 }
                 /* Everything queued, close_notify last, before the FIN. */

@@ -17,7 +17,8 @@ Checked: the target vfmigd killed (SIGKILL) at several offsets of the stream,
 and the source vfmigd killed likewise (the survivor unwinds; the killed one,
 restarted, reports the interrupted job failed and its device reset);
 a corrupted and a truncated stream relayed by the test between SaveToFd and
-ReceiveFromFd; a replayed ticket (after a success and after a failure: over
+ReceiveFromFd, in plaintext and over TLS (a changed record fails to
+authenticate, a cut one ends without close_notify); a replayed ticket (after a success and after a failure: over
 TCP against a new listener, and in fd mode) and an expired ticket; Cancel of
 a streaming source and of a streaming target; a target device rejecting the
 data (ERROR -> reset, reported); a target that stops reading the stream, and
@@ -346,16 +347,17 @@ class Faults(unittest.TestCase):
 
     # --- the stream relayed by the test ---------------------------------------------------------
 
-    def relayed(self, **relay_opts):
-        """SaveToFd -> Relay -> ReceiveFromFd, plaintext."""
+    def relayed(self, tls=False, **relay_opts):
+        """SaveToFd -> Relay -> ReceiveFromFd, in plaintext or over TLS."""
         self.reserve()
         a, a2 = socket.socketpair()
         b, b2 = socket.socketpair()
-        plain = {'plaintext': GLib.Variant('b', True)}
+        opts = ({'ticket': GLib.Variant('s', random_ticket())} if tls else
+                {'plaintext': GLib.Variant('b', True)})
         try:
-            dst_job = self.dst.call(self.reservation, RESERVATION, 'ReceiveFromFd', '(ha{sv})', (0, plain),
+            dst_job = self.dst.call(self.reservation, RESERVATION, 'ReceiveFromFd', '(ha{sv})', (0, opts),
                                     fds=[b.fileno()])[0]
-            src_job = self.src.call(self.src.device(SRC_DEV), vt.DEVICE, 'SaveToFd', '(ha{sv})', (0, plain),
+            src_job = self.src.call(self.src.device(SRC_DEV), vt.DEVICE, 'SaveToFd', '(ha{sv})', (0, opts),
                                     fds=[a.fileno()])[0]
         finally:
             a.close()
@@ -383,6 +385,32 @@ class Faults(unittest.TestCase):
                 self.setUp()
                 s, d = self.relayed(stop_at=at)
                 self.assert_failed(d, 'source/connection', 'closed')
+                self.assertEqual(s['State'], 'failed')
+                self.assert_unwound()
+                self.tearDown()
+
+    def test_tls_corrupted_stream(self):
+        """TLS records changed on the wire: in the handshake the handshake fails;
+        in a data record the target refuses it (bad_record_mac) before writing
+        any byte of it to the device; both unwind."""
+        for at, side, words in ((100, 'target:', ('handshake',)),
+                                (40 << 20, 'source/connection', ('failed authentication', 'bad_record_mac'))):
+            with self.subTest(at=at):
+                self.setUp()
+                s, d = self.relayed(tls=True, corrupt_at=at)
+                self.assert_failed(d, side, *words)
+                self.assertEqual(s['State'], 'failed')
+                self.assertLess(d['BytesTransferred'], 40 << 20)
+                self.assert_unwound()
+                self.tearDown()
+
+    def test_tls_truncated_stream(self):
+        """A TLS connection cut inside a record: no close_notify, the target fails."""
+        for at in (40 << 20) + 7, (40 << 20) + 16000:
+            with self.subTest(at=at):
+                self.setUp()
+                s, d = self.relayed(tls=True, stop_at=at)
+                self.assert_failed(d, 'source/connection', 'without close_notify', 'inside a record')
                 self.assertEqual(s['State'], 'failed')
                 self.assert_unwound()
                 self.tearDown()

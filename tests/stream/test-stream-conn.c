@@ -3,16 +3,22 @@
  * test-stream-conn — tickets and PSK derivation, replay and expiry helpers,
  * TLS 1.3 PSK over a socketpair and TCP loopback (right ticket works, a wrong
  * one fails the handshake on both sides, a plaintext peer is refused), and
- * the checks on fds handed in.
+ * the checks on fds handed in.  The records after the handshake are the
+ * connection's own (stream-conn.c): they are checked against GnuTLS's own
+ * record layer as the peer, in both roles and both directions, and a
+ * tampered, replayed or cut record is refused.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <gnutls/gnutls.h>
+#include <pthread.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <sys/uio.h>
 
 #include "stream-conn.h"
 #include "stream-ticket.h"
@@ -362,6 +368,391 @@ static void test_tls_plaintext_peer(void)
         vfmig_psk_clear(&psk);
 }
 
+/* ---- the records against GnuTLS's own record layer ---- */
+
+typedef struct GnutlsPeer {
+        int fd;                 /* blocking */
+        bool server;
+        const VfmigPsk *psk;
+        size_t expect, reply;   /* bytes to read from us, then to send back */
+        bool read_ok, saw_close_notify;
+        int error;              /* a GnuTLS error, 0 */
+} GnutlsPeer;
+
+static int peer_psk_cb(gnutls_session_t session, const char *username, gnutls_datum_t *key)
+{
+        const VfmigPsk *psk = gnutls_session_get_ptr(session);
+
+        if (strcmp(username, psk->identity) != 0)
+                return -1;
+        key->data = gnutls_malloc(VFMIG_PSK_KEY_BYTES);
+        key->size = VFMIG_PSK_KEY_BYTES;
+        memcpy(key->data, psk->key, VFMIG_PSK_KEY_BYTES);
+        return 0;
+}
+
+static uint8_t pattern(size_t i, unsigned seed)
+{
+        return (uint8_t) (i * 31 + seed + (i >> 14));
+}
+
+/* A TLS 1.3 PSK peer that uses nothing of ours but the priority string:
+ * GnuTLS's record layer reads our records and writes the ones we read. */
+static void *gnutls_peer(void *userdata)
+{
+        GnutlsPeer *p = userdata;
+        gnutls_session_t s;
+        gnutls_psk_server_credentials_t sc = NULL;
+        gnutls_psk_client_credentials_t cc = NULL;
+        gnutls_datum_t key = { (unsigned char *) p->psk->key, VFMIG_PSK_KEY_BYTES };
+        g_autofree uint8_t *buf = g_malloc(65536);
+        size_t got = 0;
+        ssize_t k;
+        int r;
+
+        g_assert_cmpint(gnutls_init(&s, (p->server ? GNUTLS_SERVER : GNUTLS_CLIENT) | GNUTLS_NO_TICKETS), ==, 0);
+        gnutls_session_set_ptr(s, (void *) p->psk);
+        g_assert_cmpint(gnutls_priority_set_direct(s, vfmig_stream_tls_priority(), NULL), ==, 0);
+        if (p->server) {
+                g_assert_cmpint(gnutls_psk_allocate_server_credentials(&sc), ==, 0);
+                gnutls_psk_set_server_credentials_function(sc, peer_psk_cb);
+                g_assert_cmpint(gnutls_credentials_set(s, GNUTLS_CRD_PSK, sc), ==, 0);
+        } else {
+                g_assert_cmpint(gnutls_psk_allocate_client_credentials(&cc), ==, 0);
+                g_assert_cmpint(gnutls_psk_set_client_credentials(cc, p->psk->identity, &key, GNUTLS_PSK_KEY_RAW), ==, 0);
+                g_assert_cmpint(gnutls_credentials_set(s, GNUTLS_CRD_PSK, cc), ==, 0);
+        }
+        gnutls_transport_set_int(s, p->fd);
+        do
+                r = gnutls_handshake(s);
+        while (r < 0 && !gnutls_error_is_fatal(r));
+        if (r < 0) {
+                p->error = r;
+                goto out;
+        }
+        p->read_ok = true;
+        while (got < p->expect) {
+                k = gnutls_record_recv(s, buf, MIN(65536, p->expect - got));
+                if (k <= 0) {
+                        p->error = k < 0 ? (int) k : GNUTLS_E_PREMATURE_TERMINATION;
+                        p->read_ok = false;
+                        goto out;
+                }
+                for (ssize_t i = 0; i < k; i++)
+                        if (buf[i] != pattern(got + (size_t) i, 1))
+                                p->read_ok = false;
+                got += (size_t) k;
+        }
+        for (size_t sent = 0; sent < p->reply; sent += (size_t) k) {
+                size_t n = MIN(65536, p->reply - sent);
+
+                for (size_t i = 0; i < n; i++)
+                        buf[i] = pattern(sent + i, 2);
+                k = gnutls_record_send(s, buf, n);
+                if (k < 0) {
+                        p->error = (int) k;
+                        goto out;
+                }
+        }
+        g_assert_cmpint(gnutls_bye(s, GNUTLS_SHUT_WR), ==, 0);
+        k = gnutls_record_recv(s, buf, 1);      /* our close_notify: 0 */
+        p->saw_close_notify = k == 0;
+        if (k < 0)
+                p->error = (int) k;
+out:
+        gnutls_deinit(s);
+        if (sc)
+                gnutls_psk_free_server_credentials(sc);
+        if (cc)
+                gnutls_psk_free_client_credentials(cc);
+        return NULL;
+}
+
+static void wait_conn(VfmigStreamConn *c)
+{
+        struct pollfd p = { vfmig_stream_conn_fd(c), vfmig_stream_conn_events(c), 0 };
+
+        (void) poll(&p, 1, 100);
+}
+
+static void interop(bool we_are_server)
+{
+        g_autofree char *t = NULL;
+        g_autoptr(VfmigStreamConn) c = NULL;
+        const size_t up = 5 * 1024 * 1024 + 77, down = 300 * 1024 + 3;
+        g_autofree uint8_t *src = g_malloc(up), *dst = g_malloc(down);
+        size_t sent = 0, got = 0;
+        GnutlsPeer peer = { .server = !we_are_server, .expect = up, .reply = down };
+        VfmigPsk psk;
+        pthread_t th;
+        int sv[2], r = -EAGAIN;
+        ssize_t k;
+
+        g_assert_cmpint(vfmig_ticket_new(&t), ==, 0);
+        g_assert_cmpint(vfmig_psk_derive(t, "res", &psk), ==, 0);
+        pair(sv);
+        g_assert_cmpint(fcntl(sv[1], F_SETFL, 0), ==, 0);      /* the peer blocks */
+        peer.fd = sv[1];
+        peer.psk = &psk;
+        g_assert_cmpint(vfmig_stream_conn_new_tls(sv[0], we_are_server, &psk, &c), ==, 0);
+        pthread_create(&th, NULL, gnutls_peer, &peer);
+
+        for (unsigned i = 0; i < 200 && r == -EAGAIN; i++)
+                if ((r = vfmig_stream_conn_handshake(c)) == -EAGAIN)
+                        wait_conn(c);
+        g_assert_cmpint(r, ==, 0);
+        for (size_t i = 0; i < up; i++)
+                src[i] = pattern(i, 1);
+        /* Odd sizes: records of every length, not only full ones. */
+        for (unsigned i = 0; sent < up && i < 100000; i++) {
+                k = vfmig_stream_conn_send(c, src + sent, MIN(up - sent, 1000 + 7919 * (size_t) (i % 23)));
+                if (k == -EAGAIN)
+                        wait_conn(c);
+                else {
+                        g_assert_cmpint(k, >, 0);
+                        sent += (size_t) k;
+                }
+        }
+        while ((r = vfmig_stream_conn_flush(c)) == -EAGAIN)
+                wait_conn(c);
+        g_assert_cmpint(r, ==, 0);
+        for (unsigned i = 0; i < 100000; i++) {
+                k = vfmig_stream_conn_recv(c, dst + got, MIN(down - got + 1, 20000));
+                if (k == -EAGAIN) {
+                        wait_conn(c);
+                        continue;
+                }
+                if (k == 0)     /* the peer's close_notify, after all its bytes */
+                        break;
+                g_assert_cmpint(k, >, 0);
+                got += (size_t) k;
+        }
+        g_assert_cmpuint(got, ==, down);
+        for (size_t i = 0; i < down; i++)
+                g_assert_cmpuint(dst[i], ==, pattern(i, 2));
+        while ((r = vfmig_stream_conn_shutdown(c)) == -EAGAIN)
+                wait_conn(c);
+        g_assert_cmpint(r, ==, 0);
+        pthread_join(th, NULL);
+        g_test_message("peer: error %d (%s)", peer.error, peer.error ? gnutls_strerror(peer.error) : "none");
+        g_assert_cmpint(peer.error, ==, 0);
+        g_assert_true(peer.read_ok);
+        g_assert_true(peer.saw_close_notify);
+        close(sv[1]);
+        vfmig_psk_clear(&psk);
+}
+
+static void test_tls_records_against_gnutls_server(void)
+{
+        interop(false);
+}
+
+static void test_tls_records_against_gnutls_client(void)
+{
+        interop(true);
+}
+
+/* Read everything the socket holds now (after a short wait for more). */
+static size_t drain(int fd, uint8_t *buf, size_t size)
+{
+        size_t n = 0;
+
+        for (unsigned quiet = 0; quiet < 20 && n < size; ) {
+                ssize_t k = read(fd, buf + n, size - n);
+
+                if (k > 0) {
+                        n += (size_t) k;
+                        quiet = 0;
+                } else {
+                        g_usleep(1000);
+                        quiet++;
+                }
+        }
+        return n;
+}
+
+/* A handshake between our client and server through the test's hands (two
+ * socketpairs, bytes passed on as they come), then records the test has
+ * taken off the wire changed before they reach the server. */
+typedef struct Relayed {
+        VfmigStreamConn *c, *s;
+        int c_wire, s_wire;     /* the test's ends */
+} Relayed;
+
+static void relay_some(int from, int to)
+{
+        uint8_t buf[65536];
+        ssize_t k = read(from, buf, sizeof(buf));
+
+        if (k > 0)
+                g_assert_cmpint(write(to, buf, (size_t) k), ==, k);
+}
+
+static void relayed_pair(Relayed *x)
+{
+        g_autofree char *t = NULL;
+        VfmigPsk psk;
+        int a[2], b[2], rc = -EAGAIN, rs = -EAGAIN;
+
+        g_assert_cmpint(vfmig_ticket_new(&t), ==, 0);
+        g_assert_cmpint(vfmig_psk_derive(t, "res", &psk), ==, 0);
+        pair(a);
+        pair(b);
+        g_assert_cmpint(vfmig_stream_conn_new_tls(a[0], false, &psk, &x->c), ==, 0);
+        g_assert_cmpint(vfmig_stream_conn_new_tls(b[0], true, &psk, &x->s), ==, 0);
+        x->c_wire = a[1];
+        x->s_wire = b[1];
+        for (unsigned i = 0; i < 400 && (rc == -EAGAIN || rs == -EAGAIN); i++) {
+                if (rc == -EAGAIN)
+                        rc = vfmig_stream_conn_handshake(x->c);
+                if (rs == -EAGAIN)
+                        rs = vfmig_stream_conn_handshake(x->s);
+                relay_some(x->c_wire, x->s_wire);
+                relay_some(x->s_wire, x->c_wire);
+                g_usleep(500);
+        }
+        g_assert_cmpint(rc, ==, 0);
+        g_assert_cmpint(rs, ==, 0);
+        vfmig_psk_clear(&psk);
+}
+
+static void relayed_done(Relayed *x)
+{
+        vfmig_stream_conn_free(x->c);
+        vfmig_stream_conn_free(x->s);
+        close(x->c_wire);
+        close(x->s_wire);
+}
+
+/* What the server makes of the wire bytes w[0, n): the bytes it hands out
+ * before it stops, and how it stops. */
+static ssize_t server_reads(Relayed *x, const uint8_t *w, size_t n, bool close_after, size_t *ret_got)
+{
+        uint8_t buf[65536];
+        ssize_t k = -EAGAIN;
+
+        g_assert_cmpint(write(x->s_wire, w, n), ==, (ssize_t) n);
+        if (close_after)
+                shutdown(x->s_wire, SHUT_WR);
+        *ret_got = 0;
+        for (unsigned i = 0; i < 200; i++) {
+                k = vfmig_stream_conn_recv(x->s, buf, sizeof(buf));
+                if (k > 0) {
+                        *ret_got += (size_t) k;
+                        continue;
+                }
+                if (k != -EAGAIN)
+                        break;
+                g_usleep(1000);
+        }
+        return k;
+}
+
+static void test_tls_records_refused(void)
+{
+        const size_t n = 40000;         /* three records: 16384, 16384, 7232 bytes */
+        const size_t R = 5 + 16384 + 1 + 16;    /* a full record on the wire */
+        g_autofree uint8_t *data = g_malloc(n), *w = g_malloc(4 * n), *v = g_malloc(4 * n);
+        size_t wn, got;
+        ssize_t k;
+
+        for (size_t i = 0; i < n; i++)
+                data[i] = pattern(i, 3);
+
+        /* Untouched: all of it, then the end. */
+        {
+                Relayed x;
+
+                relayed_pair(&x);
+                g_assert_cmpint(vfmig_stream_conn_send(x.c, data, n), ==, n);
+                g_assert_cmpint(vfmig_stream_conn_shutdown(x.c), ==, 0);
+                wn = drain(x.c_wire, w, 4 * n);
+                g_assert_cmpuint(wn, ==, n + 3 * (5 + 1 + 16) + (5 + 3 + 16));
+                g_assert_cmpint(server_reads(&x, w, wn, true, &got), ==, 0);
+                g_assert_cmpuint(got, ==, n);
+                relayed_done(&x);
+        }
+        /* One bit changed in the second record's ciphertext, its tag, its
+         * header (authenticated too): the first record's bytes, then
+         * bad_record_mac, and it sticks. */
+        for (unsigned where = 0; where < 3; where++) {
+                size_t at = where == 0 ? R + 5 + 100 : where == 1 ? 2 * R - 1 : R + 4;
+                Relayed x;
+
+                relayed_pair(&x);
+                g_assert_cmpint(vfmig_stream_conn_send(x.c, data, n), ==, n);
+                wn = drain(x.c_wire, w, 4 * n);
+                g_assert_cmpuint(wn, ==, n + 3 * (5 + 1 + 16));
+                w[at] ^= 0x01;
+                k = server_reads(&x, w, wn, false, &got);
+                g_test_message("changed byte %zu: %zd %s", at, k, vfmig_stream_conn_error(x.s));
+                g_assert_cmpint(k, ==, -EPROTO);
+                g_assert_nonnull(strstr(vfmig_stream_conn_error(x.s), "failed authentication"));
+                g_assert_cmpuint(got, ==, 16384);
+                g_assert_cmpint(vfmig_stream_conn_recv(x.s, w, 16), ==, -EPROTO);
+                relayed_done(&x);
+        }
+        /* The first record twice (a replay inside the connection), or the
+         * third in place of the second: the sequence number is in the
+         * nonce, so neither opens. */
+        for (unsigned swap = 0; swap < 2; swap++) {
+                Relayed x;
+                size_t vn;
+
+                relayed_pair(&x);
+                g_assert_cmpint(vfmig_stream_conn_send(x.c, data, n), ==, n);
+                wn = drain(x.c_wire, w, 4 * n);
+                memcpy(v, w, R);
+                if (swap) {
+                        memcpy(v + R, w + 2 * R, wn - 2 * R);
+                        vn = R + (wn - 2 * R);
+                } else {
+                        memcpy(v + R, w, R);
+                        vn = 2 * R;
+                }
+                k = server_reads(&x, v, vn, false, &got);
+                g_assert_cmpint(k, ==, -EPROTO);
+                g_assert_cmpuint(got, ==, 16384);
+                relayed_done(&x);
+        }
+        /* Part of a record read ahead is not "pending": the caller must wait
+         * for the socket (else its event loop spins on it); the rest of the
+         * record then opens. */
+        {
+                Relayed x;
+                uint8_t buf[65536];
+
+                relayed_pair(&x);
+                g_assert_cmpint(vfmig_stream_conn_send(x.c, data, n), ==, n);
+                wn = drain(x.c_wire, w, 4 * n);
+                g_assert_cmpint(write(x.s_wire, w, R + 1000), ==, (ssize_t) (R + 1000));
+                g_usleep(2000);
+                g_assert_cmpint(vfmig_stream_conn_recv(x.s, buf, 100), ==, 100);
+                g_assert_true(vfmig_stream_conn_pending(x.s));          /* the opened record's rest */
+                g_assert_cmpint(vfmig_stream_conn_recv(x.s, buf, sizeof(buf)), ==, 16384 - 100);
+                g_assert_cmpint(vfmig_stream_conn_recv(x.s, buf, sizeof(buf)), ==, -EAGAIN);
+                g_assert_false(vfmig_stream_conn_pending(x.s));         /* 1000 bytes of the next one */
+                g_assert_cmpint(write(x.s_wire, w + R + 1000, wn - R - 1000), ==, (ssize_t) (wn - R - 1000));
+                g_usleep(2000);
+                g_assert_cmpint(vfmig_stream_conn_recv(x.s, buf, sizeof(buf)), ==, n - 16384);
+                relayed_done(&x);
+        }
+        /* Cut inside the second record, then the end of the connection: the
+         * first record's bytes, then an end without close_notify. */
+        {
+                Relayed x;
+
+                relayed_pair(&x);
+                g_assert_cmpint(vfmig_stream_conn_send(x.c, data, n), ==, n);
+                wn = drain(x.c_wire, w, 4 * n);
+                k = server_reads(&x, w, R + 1000, true, &got);
+                g_assert_cmpint(k, ==, -ECONNRESET);
+                g_assert_nonnull(strstr(vfmig_stream_conn_error(x.s), "without close_notify"));
+                g_assert_cmpuint(got, ==, 16384);
+                relayed_done(&x);
+        }
+}
+
 static void test_tcp_loopback(void)
 {
         g_autofree char *t = NULL, *ep = NULL;
@@ -489,6 +880,9 @@ int main(int argc, char **argv)
         g_test_add_func("/stream/tls/batching", test_tls_batching);
         g_test_add_func("/stream/tls/wrong-key-same-identity", test_tls_wrong_key_same_identity);
         g_test_add_func("/stream/tls/plaintext-peer", test_tls_plaintext_peer);
+        g_test_add_func("/stream/tls/records-vs-gnutls-server", test_tls_records_against_gnutls_server);
+        g_test_add_func("/stream/tls/records-vs-gnutls-client", test_tls_records_against_gnutls_client);
+        g_test_add_func("/stream/tls/records-refused", test_tls_records_refused);
         g_test_add_func("/stream/tls/tcp-loopback", test_tcp_loopback);
         g_test_add_func("/stream/endpoint", test_endpoint);
         g_test_add_func("/stream/fd-checks", test_fd_checks);
