@@ -5,20 +5,26 @@
 #include "util.h"
 #include "vfmig-names.h"
 
-VfmigDevice *vfmig_device_new(const char *name, VfmigDeviceKind kind)
+VfmigDevice *vfmig_device_new_full(const char *name, VfmigDeviceKind kind, const char *driver,
+                                   const char *mdev_type, const char *parent)
 {
         VfmigDevice *d = g_new0(VfmigDevice, 1);
 
         d->name = g_strdup(name);
         d->kind = kind;
-        d->driver = g_strdup("");
-        d->mdev_type = g_strdup("");
-        d->parent = g_strdup("");
+        d->driver = g_strdup(driver ? driver : "");
+        d->mdev_type = g_strdup(mdev_type ? mdev_type : "");
+        d->parent = g_strdup(parent ? parent : "");
         d->sysfs_path = g_strdup("");
         d->iommu_group = -1;
         d->numa_node = -1;
         d->attributes = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
         return d;
+}
+
+VfmigDevice *vfmig_device_new(const char *name, VfmigDeviceKind kind)
+{
+        return vfmig_device_new_full(name, kind, NULL, NULL, NULL);
 }
 
 void vfmig_device_free(VfmigDevice *d)

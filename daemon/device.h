@@ -51,6 +51,9 @@ typedef struct VfmigMdevParent {
 } VfmigMdevParent;
 
 VfmigDevice *vfmig_device_new(const char *name, VfmigDeviceKind kind);
+/* The same with its driver, mdev type and parent (NULL: ""). */
+VfmigDevice *vfmig_device_new_full(const char *name, VfmigDeviceKind kind, const char *driver,
+                                   const char *mdev_type, const char *parent);
 void vfmig_device_free(VfmigDevice *d);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(VfmigDevice, vfmig_device_free)
 

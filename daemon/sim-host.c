@@ -15,6 +15,12 @@
  * (freed at once), strictly: UTF-8 only, no control characters in strings,
  * integers that fit 64 bits, nesting at most JV_DEPTH_MAX deep.  A key given
  * twice in one object: the last value counts (as with json-glib).
+ *
+ * The text is read in place: it must be writable and end in a NUL (as
+ * g_file_get_contents() leaves it).  A string without escapes, nearly every
+ * one, is not copied: its closing quote becomes its terminating NUL.  The
+ * NUL after the text stops every scan, so the hot loops need no bounds
+ * check of their own.
  */
 #define JV_DEPTH_MAX 64
 
@@ -37,67 +43,99 @@ struct Jv {
         };
 };
 
+#define ARENA_BLOCK ((size_t) 64 * 1024)
+
+typedef struct ArenaBlock ArenaBlock;
+struct ArenaBlock {
+        ArenaBlock *prev;
+        size_t size;                    /* of data */
+        char data[];
+};
+
 typedef struct Arena {
-        GSList *blocks;
+        ArenaBlock *head;               /* the newest block */
         char *p;
         size_t left;
 } Arena;
 
-static void *arena_alloc(Arena *a, size_t n)
+static G_GNUC_NO_INLINE void *arena_grow(Arena *a, size_t n)
+{
+        size_t sz = MAX(n, ARENA_BLOCK);
+        ArenaBlock *b = g_malloc(sizeof(ArenaBlock) + sz);
+
+        b->prev = a->head;
+        b->size = sz;
+        a->head = b;
+        a->p = b->data + n;
+        a->left = sz - n;
+        return b->data;
+}
+
+static inline void *arena_alloc(Arena *a, size_t n)
 {
         void *r;
 
         n = (n + 7) & ~(size_t) 7;
-        if (n > a->left) {
-                size_t sz = MAX(n, (size_t) 256 * 1024);
-                char *b = g_malloc(sz);
-                a->blocks = g_slist_prepend(a->blocks, b);
-                a->p = b;
-                a->left = sz;
-        }
+        if (G_UNLIKELY(n > a->left))
+                return arena_grow(a, n);
         r = a->p;
         a->p += n;
         a->left -= n;
         return r;
 }
 
-/* Everything allocated after a mark is given back (its blocks freed, the
- * current one rewound): the memory is used again for the next piece. */
+/* Everything allocated after a mark is given back: the memory is used again
+ * for the next piece. */
 typedef struct ArenaMark {
-        GSList *blocks;
+        ArenaBlock *head;
         char *p;
         size_t left;
 } ArenaMark;
 
 static ArenaMark arena_mark(const Arena *a)
 {
-        return (ArenaMark) { .blocks = a->blocks, .p = a->p, .left = a->left };
+        return (ArenaMark) { .head = a->head, .p = a->p, .left = a->left };
 }
 
 static void arena_release(Arena *a, ArenaMark m)
 {
-        while (a->blocks && a->blocks != m.blocks) {
-                GSList *b = a->blocks;
-                a->blocks = g_slist_remove_link(a->blocks, b);
-                g_free(b->data);
-                g_slist_free_1(b);
+        ArenaBlock *keep = a->head;
+
+        if (keep == m.head) {
+                a->p = m.p;
+                a->left = m.left;
+                return;
         }
-        a->p = m.p;
-        a->left = m.left;
+        /* A piece that did not fit where the mark was: keep its newest block
+         * for the next pieces, from its start, rather than allocating and
+         * freeing a block for each of them. */
+        while (keep->prev != m.head) {
+                ArenaBlock *b = keep->prev;
+                keep->prev = b->prev;
+                g_free(b);
+        }
+        a->p = keep->data;
+        a->left = keep->size;
 }
 
 static void arena_clear(Arena *a)
 {
-        g_slist_free_full(a->blocks, g_free);
+        while (a->head) {
+                ArenaBlock *b = a->head;
+                a->head = b->prev;
+                g_free(b);
+        }
         *a = (Arena) { 0 };
 }
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(Arena, arena_clear)
 
 typedef struct JReader {
-        const char *start, *p, *end;
+        const char *start, *end;        /* *end is the NUL after the text */
+        char *p;
         Arena *arena;
-        GPtrArray *stack;               /* children being collected (pointers) */
-        GString *buf;                   /* a string being decoded */
+        void **stack;                   /* children being collected (pointers) */
+        size_t stack_len, stack_size;
+        GString *buf;                   /* a string with escapes being decoded */
         char *error;                    /* "LINE:COL: Parse error: ..." */
         /* The elements of the top-level member stream_key, when an array, are
          * handed to on_element one by one as they are read and not kept
@@ -108,6 +146,13 @@ typedef struct JReader {
         void *userdata;
 } JReader;
 
+/* Bytes that end the plain run of a string: the quote, a backslash, control
+ * characters (the NUL after the text among them) and non-ASCII. */
+static const guint8 string_stop[256] = {
+        [0x00 ... 0x1f] = 1, ['"'] = 1, ['\\'] = 1, [0x80 ... 0xff] = 1,
+};
+static const guint8 space[256] = { [' '] = 1, ['\t'] = 1, ['\n'] = 1, ['\r'] = 1 };
+
 static Jv *jr_fail(JReader *r, const char *what)
 {
         guint line = 1, col = 0;
@@ -116,7 +161,8 @@ static Jv *jr_fail(JReader *r, const char *what)
                 return NULL;
         /* As json-glib counts: LINE from 1; COL the offending character's
          * place in its line from 1, or at the end of the text the number of
-         * characters of the last line (0 right after a newline). */
+         * characters of the last line (0 right after a newline).  Strings
+         * terminated in place changed a quote into a NUL, never a newline. */
         for (const char *q = r->start; q < r->p && q < r->end; q++) {
                 if (*q == '\n')
                         line++, col = 0;
@@ -129,13 +175,22 @@ static Jv *jr_fail(JReader *r, const char *what)
         return NULL;
 }
 
-static void jr_space(JReader *r)
+static inline void jr_space(JReader *r)
 {
-        while (r->p < r->end && (*r->p == ' ' || *r->p == '\t' || *r->p == '\n' || *r->p == '\r'))
+        while (space[(guint8) *r->p])
                 r->p++;
 }
 
-static Jv *jv_new(JReader *r, JvType t)
+static inline void jr_push(JReader *r, void *v)
+{
+        if (G_UNLIKELY(r->stack_len == r->stack_size)) {
+                r->stack_size = MAX(r->stack_size * 2, (size_t) 64);
+                r->stack = g_renew(void *, r->stack, r->stack_size);
+        }
+        r->stack[r->stack_len++] = v;
+}
+
+static inline Jv *jv_new(JReader *r, JvType t)
 {
         Jv *v = arena_alloc(r->arena, sizeof(Jv));
 
@@ -156,24 +211,15 @@ static int hex4(const char *p)
         return v;
 }
 
-/* At the opening quote.  The decoded text, NUL-terminated, in the arena. */
-static const char *jr_string(JReader *r)
+/* A string that is not plain printable ASCII: run is its first character.
+ * Without escapes it is still terminated in place; with them it is decoded
+ * into the arena (a decoded "\n" must not land in the text, whose newlines
+ * locate errors). */
+static G_GNUC_NO_INLINE const char *jr_string_slow(JReader *r, char *run)
 {
-        const char *q = ++r->p, *run = q;
-        bool high = false;
-        char *out;
+        char *q = run, *first = run, *out;
+        bool high = false, escaped = false;
 
-        /* The usual case: printable ASCII up to the closing quote, copied as is. */
-        while (q < r->end && (unsigned char) *q >= 0x20 && (unsigned char) *q < 0x80 && *q != '"' && *q != '\\')
-                q++;
-        if (q < r->end && *q == '"') {
-                out = arena_alloc(r->arena, (size_t) (q - run) + 1);
-                memcpy(out, run, (size_t) (q - run));
-                out[q - run] = '\0';
-                r->p = q + 1;
-                return out;
-        }
-        q = run;
         g_string_truncate(r->buf, 0);
         for (;;) {
                 unsigned char c;
@@ -191,6 +237,7 @@ static const char *jr_string(JReader *r)
                         q++;
                         continue;
                 }
+                escaped = true;
                 g_string_append_len(r->buf, run, q - run);
                 if (q + 1 >= r->end)
                         return r->p = q, jr_fail(r, "unterminated string"), NULL;
@@ -229,13 +276,36 @@ static const char *jr_string(JReader *r)
                 q += 2;
                 run = q;
         }
+        if (!escaped) {
+                if (high && !g_utf8_validate_len(first, (gsize) (q - first), NULL))
+                        return r->p = first, jr_fail(r, "a string is not valid UTF-8"), NULL;
+                *q = '\0';
+                r->p = q + 1;
+                return first;
+        }
         g_string_append_len(r->buf, run, q - run);
         if (high && !g_utf8_validate_len(r->buf->str, r->buf->len, NULL))
-                return jr_fail(r, "a string is not valid UTF-8"), NULL;
+                return r->p = first, jr_fail(r, "a string is not valid UTF-8"), NULL;
         r->p = q + 1;
         out = arena_alloc(r->arena, r->buf->len + 1);
         memcpy(out, r->buf->str, r->buf->len + 1);
         return out;
+}
+
+/* At the opening quote.  The decoded text, NUL-terminated. */
+static inline const char *jr_string(JReader *r)
+{
+        char *run = r->p + 1, *q = run;
+
+        /* The usual case: printable ASCII up to the closing quote. */
+        while (!string_stop[(guint8) *q])
+                q++;
+        if (G_LIKELY(*q == '"')) {
+                *q = '\0';
+                r->p = q + 1;
+                return run;
+        }
+        return jr_string_slow(r, run);
 }
 
 static Jv *jr_number(JReader *r)
@@ -260,7 +330,7 @@ static Jv *jr_number(JReader *r)
                 while (q < r->end && g_ascii_isdigit(*q))
                         q++;
                 if (q == f)
-                        return r->p = q, jr_fail(r, "a number needs digits after the point");
+                        return r->p = (char *) q, jr_fail(r, "a number needs digits after the point");
         }
         if (q < r->end && (*q == 'e' || *q == 'E')) {
                 const char *e;
@@ -272,7 +342,7 @@ static Jv *jr_number(JReader *r)
                 while (q < r->end && g_ascii_isdigit(*q))
                         q++;
                 if (q == e)
-                        return r->p = q, jr_fail(r, "a number needs digits in its exponent");
+                        return r->p = (char *) q, jr_fail(r, "a number needs digits in its exponent");
         }
         if (!real && q - digits <= 18) {
                 /* at most 18 digits: fits without overflow */
@@ -281,7 +351,7 @@ static Jv *jr_number(JReader *r)
                         x = x * 10 + (*c - '0');
                 v = jv_new(r, JV_INT);
                 v->i = *r->p == '-' ? -x : x;
-                r->p = q;
+                r->p = (char *) q;
                 return v;
         }
         {
@@ -299,7 +369,7 @@ static Jv *jr_number(JReader *r)
                 if (errno == ERANGE || !end || *end)
                         return jr_fail(r, "number out of range");
         }
-        r->p = q;
+        r->p = (char *) q;
         return v;
 }
 
@@ -315,46 +385,38 @@ static bool jr_word(JReader *r, const char *w)
 
 static Jv *jr_value(JReader *r, guint depth);
 
-/* Pops the children collected since mark into the arena. */
-static Jv **jr_take(JReader *r, guint mark)
-{
-        guint n = r->stack->len - mark;
-        Jv **a = arena_alloc(r->arena, MAX(n, 1u) * sizeof(void *));
-
-        memcpy(a, r->stack->pdata + mark, n * sizeof(void *));
-        g_ptr_array_set_size(r->stack, mark);
-        return a;
-}
-
 static Jv *jr_array(JReader *r, guint depth)
 {
-        guint mark = r->stack->len;
+        size_t mark = r->stack_len;
         Jv *v;
 
         r->p++;
         jr_space(r);
-        if (r->p < r->end && *r->p == ']')
+        if (*r->p == ']')
                 r->p++;
         else
                 for (;;) {
                         Jv *e = jr_value(r, depth + 1);
                         if (!e)
                                 return NULL;
-                        g_ptr_array_add(r->stack, e);
+                        jr_push(r, e);
                         jr_space(r);
-                        if (r->p < r->end && *r->p == ',') {
+                        if (*r->p == ',') {
                                 r->p++;
                                 continue;
                         }
-                        if (r->p < r->end && *r->p == ']') {
+                        if (*r->p == ']') {
                                 r->p++;
                                 break;
                         }
                         return jr_fail(r, "expected ',' or ']' in an array");
                 }
         v = jv_new(r, JV_ARRAY);
-        v->n = r->stack->len - mark;
-        v->items = jr_take(r, mark);
+        v->n = (guint) (r->stack_len - mark);
+        v->items = arena_alloc(r->arena, MAX(v->n, 1u) * sizeof(Jv *));
+        if (v->n > 0)
+                memcpy(v->items, r->stack + mark, v->n * sizeof(Jv *));
+        r->stack_len = mark;
         return v;
 }
 
@@ -366,7 +428,7 @@ static Jv *jr_array_streamed(JReader *r, guint depth)
         r->on_element(NULL, 0, r->userdata);   /* an array begins (again) */
         r->p++;
         jr_space(r);
-        if (r->p < r->end && *r->p == ']')
+        if (*r->p == ']')
                 r->p++;
         else
                 for (;;) {
@@ -377,11 +439,11 @@ static Jv *jr_array_streamed(JReader *r, guint depth)
                         r->on_element(e, n++, r->userdata);
                         arena_release(r->arena, mark);
                         jr_space(r);
-                        if (r->p < r->end && *r->p == ',') {
+                        if (*r->p == ',') {
                                 r->p++;
                                 continue;
                         }
-                        if (r->p < r->end && *r->p == ']') {
+                        if (*r->p == ']') {
                                 r->p++;
                                 break;
                         }
@@ -395,58 +457,57 @@ static Jv *jr_array_streamed(JReader *r, guint depth)
 
 static Jv *jr_object(JReader *r, guint depth)
 {
-        guint mark = r->stack->len;
+        size_t mark = r->stack_len;
         Jv *v;
 
         r->p++;
         jr_space(r);
-        if (r->p < r->end && *r->p == '}')
+        if (*r->p == '}')
                 r->p++;
         else
                 for (;;) {
                         const char *key;
                         Jv *e;
 
-                        if (r->p >= r->end || *r->p != '"')
+                        if (*r->p != '"')
                                 return jr_fail(r, "expected a member name in quotes");
                         key = jr_string(r);
                         if (!key)
                                 return NULL;
                         jr_space(r);
-                        if (r->p >= r->end || *r->p != ':')
+                        if (*r->p != ':')
                                 return jr_fail(r, "expected ':' after a member name");
                         r->p++;
                         jr_space(r);
-                        if (depth == 0 && r->on_element && r->p < r->end && *r->p == '[' &&
-                            strcmp(key, r->stream_key) == 0)
+                        if (depth == 0 && r->on_element && *r->p == '[' && strcmp(key, r->stream_key) == 0)
                                 e = jr_array_streamed(r, depth + 1);
                         else
                                 e = jr_value(r, depth + 1);
                         if (!e)
                                 return NULL;
-                        g_ptr_array_add(r->stack, (char *) key);
-                        g_ptr_array_add(r->stack, e);
+                        jr_push(r, (char *) key);
+                        jr_push(r, e);
                         jr_space(r);
-                        if (r->p < r->end && *r->p == ',') {
+                        if (*r->p == ',') {
                                 r->p++;
                                 jr_space(r);
                                 continue;
                         }
-                        if (r->p < r->end && *r->p == '}') {
+                        if (*r->p == '}') {
                                 r->p++;
                                 break;
                         }
                         return jr_fail(r, "expected ',' or '}' in an object");
                 }
         v = jv_new(r, JV_OBJECT);
-        v->n = (r->stack->len - mark) / 2;
+        v->n = (guint) ((r->stack_len - mark) / 2);
         v->o.keys = arena_alloc(r->arena, MAX(v->n, 1u) * sizeof(char *));
         v->o.vals = arena_alloc(r->arena, MAX(v->n, 1u) * sizeof(Jv *));
         for (guint i = 0; i < v->n; i++) {
-                v->o.keys[i] = r->stack->pdata[mark + 2 * i];
-                v->o.vals[i] = r->stack->pdata[mark + 2 * i + 1];
+                v->o.keys[i] = r->stack[mark + 2 * i];
+                v->o.vals[i] = r->stack[mark + 2 * i + 1];
         }
-        g_ptr_array_set_size(r->stack, mark);
+        r->stack_len = mark;
         return v;
 }
 
@@ -490,16 +551,17 @@ static Jv *jr_value(JReader *r, guint depth)
         }
 }
 
-/* The whole text as one value, or NULL with *error. */
-static Jv *jv_parse(const char *text, size_t len, Arena *arena, const char *stream_key,
+/* The whole text as one value, or NULL with *error.  text[len] must be a
+ * NUL, and the text is changed (strings are terminated in place). */
+static Jv *jv_parse(char *text, size_t len, Arena *arena, const char *stream_key,
                     void (*on_element)(Jv *e, guint index, void *userdata), void *userdata, char **error)
 {
-        g_autoptr(GPtrArray) stack = g_ptr_array_sized_new(256);
         g_autoptr(GString) buf = g_string_sized_new(256);
-        JReader r = { .start = text, .p = text, .end = text + len, .arena = arena, .stack = stack, .buf = buf,
+        JReader r = { .start = text, .p = text, .end = text + len, .arena = arena, .buf = buf,
                       .stream_key = stream_key, .on_element = on_element, .userdata = userdata };
         Jv *v;
 
+        g_assert(text[len] == '\0');
         if (len >= 3 && memcmp(text, "\xef\xbb\xbf", 3) == 0)
                 r.p += 3;   /* a UTF-8 byte order mark */
         v = jr_value(&r, 0);
@@ -510,6 +572,7 @@ static Jv *jv_parse(const char *text, size_t len, Arena *arena, const char *stre
         }
         if (!v)
                 *error = g_steal_pointer(&r.error);
+        g_free(r.stack);
         return v;
 }
 
@@ -520,14 +583,6 @@ static Jv *jv_member(const Jv *o, const char *key)
                 if (o->o.keys[i][0] == key[0] && strcmp(o->o.keys[i], key) == 0)
                         return o->o.vals[i];
         return NULL;
-}
-
-static bool strv_has(const char *const *v, const char *s)
-{
-        for (; *v; v++)
-                if ((*v)[0] == s[0] && strcmp(*v, s) == 0)
-                        return true;
-        return false;
 }
 
 typedef struct Ctx {
@@ -559,23 +614,50 @@ static bool fail(Ctx *c, const char *where, const char *fmt, ...)
         return false;
 }
 
-static bool check_keys(Ctx *c, const char *where, const Jv *o, const char *const *allowed)
+/*
+ * The members of one object, each looked up once: v[i] is the value of the
+ * allowed name keys[i] (the last one given), or NULL.  Looking every key up
+ * by name, and every name up in the allowed list, was most of the cost of a
+ * device.
+ */
+#define MEMBERS_MAX 16
+
+typedef struct Members {
+        const char *const *keys;        /* NULL-terminated, at most MEMBERS_MAX */
+        const Jv *v[MEMBERS_MAX];
+} Members;
+
+/* A member of another name than keys[] is refused: the first one in the file. */
+static bool bind_members(Ctx *c, const char *where, const Jv *o, const char *const *keys, Members *m)
 {
-        for (guint i = 0; i < o->n; i++)
-                if (!strv_has(allowed, o->o.keys[i]))
-                        return fail(c, where, "unknown key \"%s\"", o->o.keys[i]);
+        guint nk = 0, next = 0;
+
+        m->keys = keys;
+        while (keys[nk])
+                nk++;
+        g_assert(nk <= MEMBERS_MAX);
+        memset(m->v, 0, sizeof m->v);
+        for (guint i = 0; i < o->n; i++) {
+                const char *k = o->o.keys[i];
+                guint t = 0, j = next;
+
+                /* Files list the members in about the order of keys[]: the
+                 * search starts after the last one found. */
+                for (; t < nk; t++, j = j + 1 == nk ? 0 : j + 1)
+                        if (keys[j][0] == k[0] && strcmp(keys[j], k) == 0)
+                                break;
+                if (t == nk)
+                        return fail(c, where, "unknown key \"%s\"", k);
+                m->v[j] = o->o.vals[i];
+                next = j + 1 == nk ? 0 : j + 1;
+        }
         return true;
 }
 
-static Jv *member(const Jv *o, const char *key)
+/* A string member, validated and borrowed from the tree (NULL when absent). */
+static bool get_text(Ctx *c, const char *where, const char *key, const Jv *n,
+                     bool required, size_t max, bool multiline, const char **out)
 {
-        return jv_member(o, key);
-}
-
-static bool get_string_full(Ctx *c, const char *where, const Jv *o, const char *key,
-                            bool required, size_t max, bool multiline, char **out)
-{
-        Jv *n = member(o, key);
         const char *s;
 
         if (!n) {
@@ -588,22 +670,43 @@ static bool get_string_full(Ctx *c, const char *where, const Jv *o, const char *
         s = n->s;
         if (!(multiline ? vfmig_text_is_valid(s, max) : vfmig_string_is_valid(s, max)))
                 return fail(c, where, "\"%s\" must be printable text of at most %zu bytes", key, max);
-        g_free(*out);
-        *out = g_strdup(s);
+        *out = s;
         return true;
 }
 
-static bool get_string(Ctx *c, const char *where, const Jv *o, const char *key,
+/* The same, copied into *out (replacing it) when present. */
+static bool get_string_full(Ctx *c, const char *where, const Members *m, guint k,
+                            bool required, size_t max, bool multiline, char **out)
+{
+        const char *s = NULL;
+
+        if (!get_text(c, where, m->keys[k], m->v[k], required, max, multiline, &s))
+                return false;
+        if (s) {
+                g_free(*out);
+                *out = g_strdup(s);
+        }
+        return true;
+}
+
+static bool get_string(Ctx *c, const char *where, const Members *m, guint k,
                        bool required, size_t max, char **out)
 {
-        return get_string_full(c, where, o, key, required, max, false, out);
+        return get_string_full(c, where, m, k, required, max, false, out);
+}
+
+static bool get_str(Ctx *c, const char *where, const Members *m, guint k,
+                    bool required, size_t max, const char **out)
+{
+        return get_text(c, where, m->keys[k], m->v[k], required, max, false, out);
 }
 
 /* PCI IDs are written as in sysfs: "0x15b3". */
-static bool get_hex(Ctx *c, const char *where, const Jv *o, const char *key,
+static bool get_hex(Ctx *c, const char *where, const Members *m, guint k,
                     bool required, uint32_t max, uint32_t *out)
 {
-        Jv *n = member(o, key);
+        const char *key = m->keys[k];
+        const Jv *n = m->v[k];
         const char *s;
         guint64 v = 0;
         size_t len;
@@ -633,10 +736,11 @@ static bool get_hex(Ctx *c, const char *where, const Jv *o, const char *key,
         return true;
 }
 
-static bool get_int(Ctx *c, const char *where, const Jv *o, const char *key,
+static bool get_int(Ctx *c, const char *where, const Members *m, guint k,
                     gint64 min, gint64 max, gint64 *out)
 {
-        Jv *n = member(o, key);
+        const char *key = m->keys[k];
+        const Jv *n = m->v[k];
         gint64 v;
 
         if (!n)
@@ -651,39 +755,44 @@ static bool get_int(Ctx *c, const char *where, const Jv *o, const char *key,
         return true;
 }
 
-static bool get_object(Ctx *c, const char *where, const Jv *o, const char *key, const Jv **out)
+static bool get_typed(Ctx *c, const char *where, const Members *m, guint k, JvType type, const char *what,
+                      const Jv **out)
 {
-        Jv *n = member(o, key);
+        const Jv *n = m->v[k];
 
         *out = NULL;
         if (!n)
                 return true;
-        if (n->type != JV_OBJECT)
-                return fail(c, where, "\"%s\" must be an object", key);
+        if (n->type != type)
+                return fail(c, where, "\"%s\" must be %s", m->keys[k], what);
         *out = n;
         return true;
 }
 
-static bool get_array(Ctx *c, const char *where, const Jv *o, const char *key, const Jv **out)
+static bool get_object(Ctx *c, const char *where, const Members *m, guint k, const Jv **out)
 {
-        Jv *n = member(o, key);
+        return get_typed(c, where, m, k, JV_OBJECT, "an object", out);
+}
 
-        *out = NULL;
+static bool get_array(Ctx *c, const char *where, const Members *m, guint k, const Jv **out)
+{
+        return get_typed(c, where, m, k, JV_ARRAY, "an array", out);
+}
+
+static bool get_bool(Ctx *c, const char *where, const Members *m, guint k, bool *out)
+{
+        const Jv *n = m->v[k];
+
         if (!n)
                 return true;
-        if (n->type != JV_ARRAY)
-                return fail(c, where, "\"%s\" must be an array", key);
-        *out = n;
+        if (n->type != JV_BOOL)
+                return fail(c, where, "\"%s\" must be true or false", m->keys[k]);
+        *out = n->b;
         return true;
 }
 
-static bool parse_attributes(Ctx *c, const char *where, const Jv *o, GHashTable *into)
+static bool parse_attributes(Ctx *c, const char *where, const Jv *attrs, GHashTable *into)
 {
-        g_autofree char *w = NULL;
-        const Jv *attrs;
-
-        if (!get_object(c, where, o, "attributes", &attrs))
-                return false;
         if (!attrs)
                 return true;
         for (guint i = 0; i < attrs->n; i++) {
@@ -692,11 +801,11 @@ static bool parse_attributes(Ctx *c, const char *where, const Jv *o, GHashTable 
 
                 if (!vfmig_device_name_is_valid(name) || val->type != JV_STRING ||
                     !vfmig_string_is_valid(val->s, 256)) {
-                        g_autofree char *v = NULL;
-                        w = g_strdup_printf("%s.attributes", where);
+                        g_autofree char *w = g_strdup_printf("%s.attributes", where);
+                        const char *v = NULL;
                         if (!vfmig_device_name_is_valid(name))
                                 return fail(c, w, "attribute name \"%s\" is not valid", name);
-                        return get_string(c, w, attrs, name, true, 256, &v);
+                        return get_text(c, w, name, val, true, 256, false, &v);
                 }
                 g_hash_table_replace(into, g_strdup(name), g_strdup(val->s));
         }
@@ -705,12 +814,7 @@ static bool parse_attributes(Ctx *c, const char *where, const Jv *o, GHashTable 
 
 static void sim_spec_free(void *p)
 {
-        SimDeviceSpec *s = p;
-
-        if (!s)
-                return;
-        g_free(s->stream_type);
-        g_free(s);
+        g_free(p);
 }
 
 static SimDeviceSpec *sim_spec_copy(const SimDeviceSpec *s)
@@ -721,7 +825,6 @@ static SimDeviceSpec *sim_spec_copy(const SimDeviceSpec *s)
                 return NULL;
         n = g_new0(SimDeviceSpec, 1);
         *n = *s;
-        n->stream_type = g_strdup(s->stream_type);
         n->config.stream_type = n->stream_type;
         n->config.name = NULL;
         return n;
@@ -750,39 +853,39 @@ static SimInstanceTemplate *template_get(GHashTable *templates, const char *pare
         return t;
 }
 
-static bool get_bool(Ctx *c, const char *where, const Jv *o, const char *key, bool *out)
+/* "DWHERE.migration", as long as it fits. */
+static void where_append(char *buf, size_t size, const char *where, const char *suffix)
 {
-        Jv *n = member(o, key);
+        size_t a = MIN(strlen(where), size - 1), b = MIN(strlen(suffix), size - 1 - a);
 
-        if (!n)
-                return true;
-        if (n->type != JV_BOOL)
-                return fail(c, where, "\"%s\" must be true or false", key);
-        *out = n->b;
-        return true;
+        memcpy(buf, where, a);
+        memcpy(buf + a, suffix, b);
+        buf[a + b] = '\0';
 }
 
-/* The simulated device's behaviour: the "migration" object and "open-error". */
-static bool parse_sim_spec(Ctx *c, const char *dwhere, const Jv *dev, const Jv *mig, VfmigDevice *d)
+/* The simulated device's behaviour: the "migration" object and "open-error"
+ * (open_error_node: its value, or NULL). */
+static bool parse_sim_spec(Ctx *c, const char *dwhere, const Jv *open_error_node, const Jv *mig, VfmigDevice *d)
 {
         static const char *const keys[] = {
                 "flags", "dma-logging", "data-size", "state-size", "dirty-rate",
                 "stream-type", "stream-version", "fill-seed", "comment", NULL
         };
+        enum { FLAGS, DMA_LOGGING, DATA_SIZE, STATE_SIZE, DIRTY_RATE, STREAM_TYPE, STREAM_VERSION, FILL_SEED };
         static const struct { const char *name; uint64_t bit; } flag_names[] = {
                 { "stop-copy", VFMIG_MIGRATION_STOP_COPY },
                 { "p2p", VFMIG_MIGRATION_P2P },
                 { "pre-copy", VFMIG_MIGRATION_PRE_COPY },
         };
         char where[160];
-        g_autofree char *open_error = NULL;
+        const char *open_error = NULL, *stream_type = NULL;
         SimDeviceSpec *spec;
+        Members m;
         const Jv *flags;
         gint64 size = 1 << 20, rate = 0, version = 1, seed = 1;
         bool data_size = true;
 
-        g_snprintf(where, sizeof where, "%s.migration", dwhere);
-        if (!get_string(c, dwhere, dev, "open-error", false, 32, &open_error))
+        if (!get_text(c, dwhere, "open-error", open_error_node, false, 32, false, &open_error))
                 return false;
         if (open_error && strcmp(open_error, "group-in-use") != 0 && strcmp(open_error, "group-not-viable") != 0)
                 return fail(c, dwhere, "\"open-error\" must be \"group-in-use\" or \"group-not-viable\"");
@@ -793,23 +896,25 @@ static bool parse_sim_spec(Ctx *c, const char *dwhere, const Jv *dev, const Jv *
         d->backend_data = spec;
         d->backend_free = sim_spec_free;
         spec->open_error = !open_error ? 0 : strcmp(open_error, "group-in-use") == 0 ? -EBUSY : -EPERM;
-        spec->stream_type = g_strdup("none");
+        strcpy(spec->stream_type, "none");
         spec->config.memory_size = 4096;
         spec->config.stream_version = 1;
         spec->config.stream_type = spec->stream_type;
         if (!mig)
                 return true;
 
-        if (!check_keys(c, where, mig, keys) ||
-            !get_array(c, where, mig, "flags", &flags) ||
-            !get_bool(c, where, mig, "dma-logging", &spec->config.dma_logging) ||
-            !get_bool(c, where, mig, "data-size", &data_size) ||
-            !get_int(c, where, mig, "state-size", 1, G_GINT64_CONSTANT(1) << 40, &size) ||
-            !get_int(c, where, mig, "dirty-rate", 0, G_GINT64_CONSTANT(1) << 40, &rate) ||
-            !get_int(c, where, mig, "stream-version", 0, UINT32_MAX, &version) ||
-            !get_int(c, where, mig, "fill-seed", 0, G_MAXINT64, &seed) ||
-            !get_string(c, where, mig, "stream-type", true, 31, &spec->stream_type))
+        where_append(where, sizeof where, dwhere, ".migration");
+        if (!bind_members(c, where, mig, keys, &m) ||
+            !get_array(c, where, &m, FLAGS, &flags) ||
+            !get_bool(c, where, &m, DMA_LOGGING, &spec->config.dma_logging) ||
+            !get_bool(c, where, &m, DATA_SIZE, &data_size) ||
+            !get_int(c, where, &m, STATE_SIZE, 1, G_GINT64_CONSTANT(1) << 40, &size) ||
+            !get_int(c, where, &m, DIRTY_RATE, 0, G_GINT64_CONSTANT(1) << 40, &rate) ||
+            !get_int(c, where, &m, STREAM_VERSION, 0, UINT32_MAX, &version) ||
+            !get_int(c, where, &m, FILL_SEED, 0, G_MAXINT64, &seed) ||
+            !get_str(c, where, &m, STREAM_TYPE, true, sizeof spec->stream_type - 1, &stream_type))
                 return false;
+        strcpy(spec->stream_type, stream_type);
         for (guint i = 0; flags && i < flags->n; i++) {
                 const Jv *n = flags->items[i];
                 const char *f = n->type == JV_STRING ? n->s : NULL;
@@ -825,13 +930,28 @@ static bool parse_sim_spec(Ctx *c, const char *dwhere, const Jv *dev, const Jv *
         }
         if (spec->config.migration_flags && !(spec->config.migration_flags & VFMIG_MIGRATION_STOP_COPY))
                 return fail(c, where, "\"flags\" must include \"stop-copy\" (the kernel requires it)");
-        spec->config.stream_type = spec->stream_type;
         spec->config.no_data_size = !data_size;
         spec->config.memory_size = (uint64_t) size;
         spec->config.dirty_rate = (uint64_t) rate;
         spec->config.stream_version = (uint32_t) version;
         spec->config.fill_seed = (uint64_t) seed;
         return true;
+}
+
+/* "devices[INDEX]" (g_snprintf() cost as much as the rest of a device). */
+static void device_where(char where[static 32], guint index)
+{
+        char digits[16];
+        size_t n = 0;
+
+        do
+                digits[n++] = (char) ('0' + index % 10);
+        while ((index /= 10) > 0);
+        memcpy(where, "devices[", 8);
+        for (size_t i = 0; i < n; i++)
+                where[8 + i] = digits[n - 1 - i];
+        where[8 + n] = ']';
+        where[9 + n] = '\0';
 }
 
 static VfmigDevice *parse_device(Ctx *c, const Jv *node, guint index)
@@ -841,71 +961,70 @@ static VfmigDevice *parse_device(Ctx *c, const Jv *node, guint index)
                 "subsystem-device-id", "revision", "iommu-group", "numa-node", "mdev-type",
                 "parent", "attributes", "migration", "open-error", "comment", NULL
         };
+        enum {
+                NAME, KIND, DRIVER, VENDOR_ID, DEVICE_ID, SUBSYSTEM_VENDOR_ID, SUBSYSTEM_DEVICE_ID, REVISION,
+                IOMMU_GROUP, NUMA_NODE, MDEV_TYPE, PARENT, ATTRIBUTES, MIGRATION, OPEN_ERROR,
+        };
         char where[32];
-        g_autofree char *name = NULL, *kind = NULL;
+        const char *name = NULL, *kind = NULL, *driver = NULL, *mdev_type = NULL, *parent = NULL;
         g_autoptr(VfmigDevice) d = NULL;
-        uint32_t x = 0;
-        gint64 i;
-        const Jv *o = node, *mig;
+        VfmigDeviceKind k;
+        uint32_t vendor = 0, device = 0, subvendor = 0, subdevice = 0, revision = 0;
+        gint64 group = -1, numa = -1;
+        const Jv *attrs, *mig;
+        Members m;
 
-        g_snprintf(where, sizeof where, "devices[%u]", index);
+        device_where(where, index);
         if (node->type != JV_OBJECT)
                 return fail(c, where, "must be an object"), NULL;
-        if (!check_keys(c, where, o, keys) ||
-            !get_string(c, where, o, "name", true, VFMIG_NAME_MAX, &name) ||
-            !get_string(c, where, o, "kind", true, 16, &kind))
+        if (!bind_members(c, where, node, keys, &m) ||
+            !get_str(c, where, &m, NAME, true, VFMIG_NAME_MAX, &name) ||
+            !get_str(c, where, &m, KIND, true, 16, &kind))
                 return NULL;
         if (!vfmig_device_name_is_valid(name))
                 return fail(c, where, "\"name\" = \"%s\" is not a device name (PCI address or UUID)", name), NULL;
         if (strcmp(kind, VFMIG_KIND_PCI) == 0) {
                 if (!vfmig_pci_address_is_valid(name))
                         return fail(c, where, "\"name\" = \"%s\" is not a PCI address like 0000:17:00.1", name), NULL;
-                d = vfmig_device_new(name, VFMIG_DEVICE_PCI);
+                k = VFMIG_DEVICE_PCI;
         } else if (strcmp(kind, VFMIG_KIND_MDEV) == 0) {
                 if (!vfmig_uuid_is_valid(name))
                         return fail(c, where, "\"name\" = \"%s\" is not an mdev UUID", name), NULL;
-                d = vfmig_device_new(name, VFMIG_DEVICE_MDEV);
+                k = VFMIG_DEVICE_MDEV;
         } else
                 return fail(c, where, "\"kind\" must be \"pci\" or \"mdev\", not \"%s\"", kind), NULL;
 
-        if (!get_string(c, where, o, "driver", d->kind == VFMIG_DEVICE_PCI, VFMIG_NAME_MAX, &d->driver))
+        if (!get_str(c, where, &m, DRIVER, k == VFMIG_DEVICE_PCI, VFMIG_NAME_MAX, &driver))
                 return NULL;
-        if (d->kind == VFMIG_DEVICE_PCI) {
-                if (!get_hex(c, where, o, "vendor-id", true, 0xffff, &x))
+        if (k == VFMIG_DEVICE_PCI) {
+                if (!get_hex(c, where, &m, VENDOR_ID, true, 0xffff, &vendor) ||
+                    !get_hex(c, where, &m, DEVICE_ID, true, 0xffff, &device) ||
+                    !get_hex(c, where, &m, SUBSYSTEM_VENDOR_ID, false, 0xffff, &subvendor) ||
+                    !get_hex(c, where, &m, SUBSYSTEM_DEVICE_ID, false, 0xffff, &subdevice) ||
+                    !get_hex(c, where, &m, REVISION, false, 0xff, &revision))
                         return NULL;
-                d->vendor_id = x;
-                if (!get_hex(c, where, o, "device-id", true, 0xffff, &x))
-                        return NULL;
-                d->device_id = x, x = 0;
-                if (!get_hex(c, where, o, "subsystem-vendor-id", false, 0xffff, &x))
-                        return NULL;
-                d->subsystem_vendor_id = x, x = 0;
-                if (!get_hex(c, where, o, "subsystem-device-id", false, 0xffff, &x))
-                        return NULL;
-                d->subsystem_device_id = x, x = 0;
-                if (!get_hex(c, where, o, "revision", false, 0xff, &x))
-                        return NULL;
-                d->revision = x;
         } else {
-                if (!get_string(c, where, o, "mdev-type", true, VFMIG_NAME_MAX, &d->mdev_type) ||
-                    !get_string(c, where, o, "parent", true, VFMIG_NAME_MAX, &d->parent))
+                if (!get_str(c, where, &m, MDEV_TYPE, true, VFMIG_NAME_MAX, &mdev_type) ||
+                    !get_str(c, where, &m, PARENT, true, VFMIG_NAME_MAX, &parent))
                         return NULL;
-                if (!vfmig_device_name_is_valid(d->mdev_type))
-                        return fail(c, where, "\"mdev-type\" = \"%s\" is not a valid type id", d->mdev_type), NULL;
+                if (!vfmig_device_name_is_valid(mdev_type))
+                        return fail(c, where, "\"mdev-type\" = \"%s\" is not a valid type id", mdev_type), NULL;
         }
-        i = -1;
-        if (!get_int(c, where, o, "iommu-group", -1, INT32_MAX, &i))
+        if (!get_int(c, where, &m, IOMMU_GROUP, -1, INT32_MAX, &group) ||
+            !get_int(c, where, &m, NUMA_NODE, -1, 1023, &numa) ||
+            !get_object(c, where, &m, ATTRIBUTES, &attrs))
                 return NULL;
-        d->iommu_group = (int32_t) i;
-        i = -1;
-        if (!get_int(c, where, o, "numa-node", -1, 1023, &i))
-                return NULL;
-        d->numa_node = (int32_t) i;
-        if (!parse_attributes(c, where, o, d->attributes))
-                return NULL;
-        if (!get_object(c, where, o, "migration", &mig))
-                return NULL;
-        if (!parse_sim_spec(c, where, o, mig, d))
+        d = vfmig_device_new_full(name, k, driver, mdev_type, parent);
+        d->vendor_id = (uint16_t) vendor;
+        d->device_id = (uint16_t) device;
+        d->subsystem_vendor_id = (uint16_t) subvendor;
+        d->subsystem_device_id = (uint16_t) subdevice;
+        d->revision = (uint8_t) revision;
+        d->iommu_group = (int32_t) group;
+        d->numa_node = (int32_t) numa;
+        if (!parse_attributes(c, where, attrs, d->attributes) ||
+            !get_object(c, where, &m, MIGRATION, &mig) ||
+            !parse_sim_spec(c, where, m.v[OPEN_ERROR], mig, d))
                 return NULL;
         return g_steal_pointer(&d);
 }
@@ -916,31 +1035,33 @@ static VfmigMdevType *parse_type(Ctx *c, const char *pwhere, const Jv *node, gui
                 "id", "name", "device-api", "description", "available-instances",
                 "attributes", "migration", "comment", NULL
         };
+        enum { ID, NAME, DEVICE_API, DESCRIPTION, AVAILABLE_INSTANCES, ATTRIBUTES, MIGRATION };
         g_autofree char *where = g_strdup_printf("%s.types[%u]", pwhere, index);
-        g_autofree char *id = NULL;
+        const char *id = NULL;
         VfmigMdevType *t;
-        const Jv *o = node, *mig;
+        const Jv *mig;
+        Members m;
         gint64 avail = 0;
 
         if (node->type != JV_OBJECT)
                 return fail(c, where, "must be an object"), NULL;
-        if (!check_keys(c, where, o, keys) ||
-            !get_string(c, where, o, "id", true, VFMIG_NAME_MAX, &id))
+        if (!bind_members(c, where, node, keys, &m) ||
+            !get_str(c, where, &m, ID, true, VFMIG_NAME_MAX, &id))
                 return NULL;
         if (!vfmig_device_name_is_valid(id))
                 return fail(c, where, "\"id\" = \"%s\" is not a valid type id", id), NULL;
         t = vfmig_mdev_type_new(id);
-        if (!get_string(c, where, o, "name", false, 256, &t->name) ||
-            !get_string(c, where, o, "device-api", true, 64, &t->device_api) ||
-            !get_string_full(c, where, o, "description", false, 1024, true, &t->description) ||
-            !get_int(c, where, o, "available-instances", 0, 1 << 20, &avail)) {
+        if (!get_string(c, where, &m, NAME, false, 256, &t->name) ||
+            !get_string(c, where, &m, DEVICE_API, true, 64, &t->device_api) ||
+            !get_string_full(c, where, &m, DESCRIPTION, false, 1024, true, &t->description) ||
+            !get_int(c, where, &m, AVAILABLE_INSTANCES, 0, 1 << 20, &avail)) {
                 vfmig_mdev_type_free(t);
                 return NULL;
         }
         t->available_instances = (uint32_t) avail;
 
         /* The migration behaviour of the instances vfmigd creates of this type. */
-        if (!get_object(c, where, o, "migration", &mig)) {
+        if (!get_object(c, where, &m, MIGRATION, &mig)) {
                 vfmig_mdev_type_free(t);
                 return NULL;
         }
@@ -948,7 +1069,7 @@ static VfmigMdevType *parse_type(Ctx *c, const char *pwhere, const Jv *node, gui
                 g_autoptr(VfmigDevice) probe = vfmig_device_new(id, VFMIG_DEVICE_MDEV);
                 SimInstanceTemplate *tpl;
 
-                if (!parse_sim_spec(c, where, o, mig, probe)) {
+                if (!parse_sim_spec(c, where, NULL, mig, probe)) {
                         vfmig_mdev_type_free(t);
                         return NULL;
                 }
@@ -964,21 +1085,23 @@ static VfmigMdevType *parse_type(Ctx *c, const char *pwhere, const Jv *node, gui
 static VfmigMdevParent *parse_parent(Ctx *c, const Jv *node, guint index)
 {
         static const char *const keys[] = { "name", "driver", "types", "comment", NULL };
+        enum { NAME, DRIVER, TYPES };
         g_autofree char *where = g_strdup_printf("mdev-parents[%u]", index);
-        g_autofree char *name = NULL;
+        const char *name = NULL;
         g_autoptr(VfmigMdevParent) p = NULL;
-        const Jv *types, *o = node;
+        const Jv *types;
+        Members m;
 
         if (node->type != JV_OBJECT)
                 return fail(c, where, "must be an object"), NULL;
-        if (!check_keys(c, where, o, keys) ||
-            !get_string(c, where, o, "name", true, VFMIG_NAME_MAX, &name))
+        if (!bind_members(c, where, node, keys, &m) ||
+            !get_str(c, where, &m, NAME, true, VFMIG_NAME_MAX, &name))
                 return NULL;
         if (!vfmig_device_name_is_valid(name))
                 return fail(c, where, "\"name\" = \"%s\" is not a device name", name), NULL;
         p = vfmig_mdev_parent_new(name);
-        if (!get_string(c, where, o, "driver", true, VFMIG_NAME_MAX, &p->driver) ||
-            !get_array(c, where, o, "types", &types))
+        if (!get_string(c, where, &m, DRIVER, true, VFMIG_NAME_MAX, &p->driver) ||
+            !get_array(c, where, &m, TYPES, &types))
                 return NULL;
         if (!types || types->n == 0)
                 return fail(c, where, "\"types\" must be a non-empty array"), NULL;
@@ -1119,6 +1242,7 @@ int sim_host_load(const char *path, SimHost **ret, char **error)
         static const char *const keys[] = {
                 "host", "kernel-release", "devices", "mdev-parents", "comment", NULL
         };
+        enum { HOST, KERNEL_RELEASE, DEVICES, MDEV_PARENTS };
         g_autoptr(GError) gerr = NULL;
         g_autoptr(SimHost) h = NULL;
         g_autofree char *text = NULL, *perr = NULL;
@@ -1127,6 +1251,7 @@ int sim_host_load(const char *path, SimHost **ret, char **error)
         Ctx c = { .file = path };
         g_auto(DeviceStream) ds = { .c = { .file = path } };
         const Jv *devices, *parents, *o;
+        Members m;
 
         if (!g_file_get_contents(path, &text, &len, &gerr)) {
                 *error = g_strdup_printf("%s: %s", path, gerr->message);
@@ -1149,11 +1274,11 @@ int sim_host_load(const char *path, SimHost **ret, char **error)
         h->templates = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, template_free);
         c.templates = h->templates;
 
-        if (!check_keys(&c, "(top)", o, keys) ||
-            !get_string(&c, "(top)", o, "host", true, VFMIG_NAME_MAX, &h->host_name) ||
-            !get_string(&c, "(top)", o, "kernel-release", false, VFMIG_NAME_MAX, &h->kernel_release) ||
-            !get_array(&c, "(top)", o, "devices", &devices) ||
-            !get_array(&c, "(top)", o, "mdev-parents", &parents))
+        if (!bind_members(&c, "(top)", o, keys, &m) ||
+            !get_string(&c, "(top)", &m, HOST, true, VFMIG_NAME_MAX, &h->host_name) ||
+            !get_string(&c, "(top)", &m, KERNEL_RELEASE, false, VFMIG_NAME_MAX, &h->kernel_release) ||
+            !get_array(&c, "(top)", &m, DEVICES, &devices) ||
+            !get_array(&c, "(top)", &m, MDEV_PARENTS, &parents))
                 goto out;
         if (!devices) {
                 fail(&c, "(top)", "missing required key \"devices\"");
@@ -1238,15 +1363,10 @@ VfmigDevice *sim_host_new_instance(SimHost *h, const VfmigMdevParent *p, const c
         g_autofree char *key = g_strdup_printf("%s/%s", p->name, type_id);
         const SimInstanceTemplate *t = g_hash_table_lookup(h->templates, key);
         const VfmigDevice *id = sim_host_identity(h, p->name);
-        VfmigDevice *d = vfmig_device_new(uuid, VFMIG_DEVICE_MDEV);
+        VfmigDevice *d = vfmig_device_new_full(uuid, VFMIG_DEVICE_MDEV, t && t->driver ? t->driver : "vfio_mdev",
+                                               type_id, p->name);
         SimDeviceSpec *spec;
 
-        g_free(d->driver);
-        d->driver = g_strdup(t && t->driver ? t->driver : "vfio_mdev");
-        g_free(d->mdev_type);
-        d->mdev_type = g_strdup(type_id);
-        g_free(d->parent);
-        d->parent = g_strdup(p->name);
         d->iommu_group = h->next_iommu_group++;
         if (id) {
                 /* An mdev carries the PCI identity of its parent, as on a real host. */
@@ -1262,7 +1382,7 @@ VfmigDevice *sim_host_new_instance(SimHost *h, const VfmigMdevParent *p, const c
         else {
                 spec = g_new0(SimDeviceSpec, 1);
                 /* the stream header holds at most 31 characters of type */
-                spec->stream_type = g_strndup(type_id, 31);
+                g_strlcpy(spec->stream_type, type_id, sizeof spec->stream_type);
                 spec->config.migration_flags = VFMIG_MIGRATION_STOP_COPY | VFMIG_MIGRATION_P2P;
                 spec->config.memory_size = 1 << 20;
                 spec->config.stream_version = 1;

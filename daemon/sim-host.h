@@ -17,7 +17,7 @@
  * VfmigDevice's backend_data. */
 typedef struct SimDeviceSpec {
         VfmigSimDeviceConfig config;    /* config.stream_type points at stream_type */
-        char *stream_type;
+        char stream_type[32];           /* the stream header holds at most 31 characters */
         int open_error;                 /* 0, -EBUSY (group held elsewhere), -EPERM (group not viable) */
 } SimDeviceSpec;
 
