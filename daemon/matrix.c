@@ -74,6 +74,7 @@ typedef struct ParentRec {
         char *name;
         Inputs *identity;           /* given, or bare (name + driver) */
         GPtrArray *types;           /* char* type ids with an entry */
+        GArray *available;          /* uint32_t: available_instances of each of types */
         GHashTable *children;       /* mdev device keys with this parent (set) */
 } ParentRec;
 
@@ -217,6 +218,39 @@ static uint64_t hash64(const void *p, size_t n, uint64_t h)
 #define SEED0 UINT64_C(0xcbf29ce484222325)
 #define SEED1 UINT64_C(0x84222325cbf29ce4)
 
+/* hash64() with SEED0 and SEED1 in one pass over the bytes. */
+static void hash64_pair(const void *p, size_t n, uint64_t out[2])
+{
+        const guint8 *b = p;
+        uint64_t h[2] = { SEED0, SEED1 };
+        size_t i = 0;
+
+        for (int k = 0; k < 2; k++)
+                h[k] ^= n * UINT64_C(0x9e3779b97f4a7c15);
+        for (; i + 8 <= n; i += 8) {
+                uint64_t w;
+                memcpy(&w, b + i, 8);
+                for (int k = 0; k < 2; k++) {
+                        h[k] ^= w;
+                        h[k] *= UINT64_C(0x100000001b3);
+                        h[k] ^= h[k] >> 29;
+                }
+        }
+        for (; i < n; i++)
+                for (int k = 0; k < 2; k++) {
+                        h[k] ^= b[i];
+                        h[k] *= UINT64_C(0x100000001b3);
+                }
+        for (int k = 0; k < 2; k++) {
+                h[k] ^= h[k] >> 30;
+                h[k] *= UINT64_C(0xbf58476d1ce4e5b9);
+                h[k] ^= h[k] >> 27;
+                h[k] *= UINT64_C(0x94d049bb133111eb);
+                h[k] ^= h[k] >> 31;
+                out[k] = h[k];
+        }
+}
+
 static Inputs *inputs_ref(Inputs *in)
 {
         if (in)
@@ -239,32 +273,52 @@ static bool inputs_equal(const Inputs *a, const Inputs *b)
 
 #define HEAD_LEN 10   /* kind, vendor, device, subvendor, subdevice (LE), revision */
 
-static void put_str(guint8 **p, const char *s)
+static void put_str(guint8 **p, const char *s, size_t n)
 {
-        size_t n = strlen(s ? s : "") + 1;
-
-        memcpy(*p, s ? s : "", n);
+        memcpy(*p, s, n);
         *p += n;
 }
+
+typedef struct Attr {
+        const char *name, *value;
+        size_t name_len, value_len;     /* with the NUL */
+} Attr;
 
 /* name_override: the parent's name for a parent identity. */
 static Inputs *inputs_new(const VfmigDevice *d, const char *name_override)
 {
         const char *name = name_override ? name_override : (d->name ? d->name : "");
-        g_autofree gpointer *keys = NULL;
-        guint n = 0;
-        size_t len = HEAD_LEN + strlen(name) + 1 + strlen(d->driver ? d->driver : "") + 1 +
-                     strlen(d->mdev_type ? d->mdev_type : "") + 1 + strlen(d->parent ? d->parent : "") + 1;
+        const char *driver = d->driver ? d->driver : "", *mdev_type = d->mdev_type ? d->mdev_type : "";
+        const char *parent = d->parent ? d->parent : "";
+        size_t name_len = strlen(name) + 1, driver_len = strlen(driver) + 1;
+        size_t type_len = strlen(mdev_type) + 1, parent_len = strlen(parent) + 1;
+        size_t len = HEAD_LEN + name_len + driver_len + type_len + parent_len;
+        Attr few[8], *attrs = few;
+        g_autofree Attr *many = NULL;
+        guint n = d->attributes ? g_hash_table_size(d->attributes) : 0;
         Inputs *in;
         guint8 *p;
 
-        if (d->attributes && g_hash_table_size(d->attributes) > 0) {
-                keys = g_hash_table_get_keys_as_array(d->attributes, &n);
-                if (n > 1)
-                        qsort(keys, n, sizeof(gpointer), str_ptr_cmp);
-                for (guint i = 0; i < n; i++)
-                        len += strlen(keys[i]) + 1 +
-                               strlen((const char *) g_hash_table_lookup(d->attributes, keys[i])) + 1;
+        if (n > 0) {
+                GHashTableIter it;
+                gpointer k, v;
+                guint i = 0;
+
+                if (n > G_N_ELEMENTS(few))
+                        attrs = many = g_new(Attr, n);
+                g_hash_table_iter_init(&it, d->attributes);
+                while (g_hash_table_iter_next(&it, &k, &v)) {
+                        Attr a = { k, v, strlen(k) + 1, strlen(v) + 1 };
+                        guint j = i++;
+
+                        /* sorted by name as they come: a device has a few */
+                        while (j > 0 && strcmp(attrs[j - 1].name, a.name) > 0) {
+                                attrs[j] = attrs[j - 1];
+                                j--;
+                        }
+                        attrs[j] = a;
+                        len += a.name_len + a.value_len;
+                }
         }
         in = g_malloc(sizeof(Inputs) + len);
         in->n_ref = 1;
@@ -277,17 +331,16 @@ static Inputs *inputs_new(const VfmigDevice *d, const char *name_override)
         *p++ = (guint8) (d->subsystem_vendor_id & 0xff), *p++ = (guint8) (d->subsystem_vendor_id >> 8);
         *p++ = (guint8) (d->subsystem_device_id & 0xff), *p++ = (guint8) (d->subsystem_device_id >> 8);
         *p++ = d->revision;
-        put_str(&p, name);
-        put_str(&p, d->driver);
-        put_str(&p, d->mdev_type);
-        put_str(&p, d->parent);
+        put_str(&p, name, name_len);
+        put_str(&p, driver, driver_len);
+        put_str(&p, mdev_type, type_len);
+        put_str(&p, parent, parent_len);
         for (guint i = 0; i < n; i++) {
-                put_str(&p, keys[i]);
-                put_str(&p, g_hash_table_lookup(d->attributes, keys[i]));
+                put_str(&p, attrs[i].name, attrs[i].name_len);
+                put_str(&p, attrs[i].value, attrs[i].value_len);
         }
         g_assert((size_t) (p - in->data) == len);
-        in->hash[0] = hash64(in->data, len, SEED0);
-        in->hash[1] = hash64(in->data, len, SEED1);
+        hash64_pair(in->data, len, in->hash);
         return in;
 }
 
@@ -349,11 +402,10 @@ static void entry_compute_digest(MatrixEntry *e)
                 e->kind, e->flags,
                 e->dev ? e->dev->hash[0] : 0, e->dev ? e->dev->hash[1] : 0,
                 e->pid ? e->pid->hash[0] : 1, e->pid ? e->pid->hash[1] : 1,
-                hash64(e->key, strlen(e->key), SEED0), hash64(e->key, strlen(e->key), SEED1),
         };
 
-        e->digest[0] = hash64(buf, sizeof buf, SEED0);
-        e->digest[1] = hash64(buf, sizeof buf, SEED1);
+        hash64_pair(e->key, strlen(e->key), buf + 6);
+        hash64_pair(buf, sizeof buf, e->digest);
 }
 
 static void acc_add(Matrix *m, const MatrixEntry *e, int sign)
@@ -636,11 +688,10 @@ static GHashTable *children_set(Matrix *m, const char *parent, bool create)
         return set;
 }
 
-/* Put e in the table (replacing an entry of its key) and in the index. */
-static void table_put(Matrix *m, MatrixEntry *e)
+/* Put e in the table in place of old (the entry of its key, or NULL) and in
+ * the index. */
+static void table_put_over(Matrix *m, MatrixEntry *e, MatrixEntry *old)
 {
-        MatrixEntry *old = g_hash_table_lookup(m->entries, e->key);
-
         find_cache_drop(m);
         if (old) {
                 index_remove(m, old);
@@ -657,6 +708,12 @@ static void table_put(Matrix *m, MatrixEntry *e)
         acc_add(m, e, +1);
         if (e->acceptor)
                 index_insert(m, e);
+}
+
+/* Put e in the table (replacing an entry of its key) and in the index. */
+static void table_put(Matrix *m, MatrixEntry *e)
+{
+        table_put_over(m, e, g_hash_table_lookup(m->entries, e->key));
 }
 
 static void table_remove(Matrix *m, MatrixEntry *e)
@@ -745,10 +802,8 @@ static MatrixEntry *entry_new_creatable(const char *parent, const char *type, ui
  * has its key.  Evaluates unless deferred.  Returns whether the content
  * changed.  Takes ne.
  */
-static bool install(Matrix *m, MatrixEntry *ne)
+static bool install_over(Matrix *m, MatrixEntry *ne, MatrixEntry *oe)
 {
-        MatrixEntry *oe = g_hash_table_lookup(m->entries, ne->key);
-
         if (oe && oe->kind == ne->kind && memcmp(oe->digest, ne->digest, sizeof oe->digest) == 0) {
                 /* Same inputs: at most the availability moved. */
                 bool changed = oe->available != ne->available;
@@ -759,7 +814,7 @@ static bool install(Matrix *m, MatrixEntry *ne)
                 return changed;
         }
         if (m->deferred) {
-                table_put(m, ne);
+                table_put_over(m, ne, oe);
                 m->deferred_dirty = true;
                 return true;
         }
@@ -776,8 +831,14 @@ static bool install(Matrix *m, MatrixEntry *ne)
                 matrix_entry_unref(ne);
                 return false;
         }
-        table_put(m, ne);
+        table_put_over(m, ne, oe);
         return true;
+}
+
+/* The same for the entry of ne's key. */
+static bool install(Matrix *m, MatrixEntry *ne)
+{
+        return install_over(m, ne, g_hash_table_lookup(m->entries, ne->key));
 }
 
 /* ---- lifetime --------------------------------------------------------------- */
@@ -787,6 +848,7 @@ static void parent_rec_free(ParentRec *r)
         g_free(r->name);
         inputs_unref(r->identity);
         g_ptr_array_unref(r->types);
+        g_array_unref(r->available);
         if (r->children)
                 g_hash_table_unref(r->children);
         g_free(r);
@@ -1028,7 +1090,7 @@ bool matrix_update_device(Matrix *m, const VfmigDevice *dev, const VfmigDevice *
         } else if (parent_or_NULL) {
                 pid = inputs_new(parent_or_NULL, NULL);
         }
-        if (install(m, entry_new_device(inputs_new(dev, NULL), pid, flags))) {
+        if (install_over(m, entry_new_device(inputs_new(dev, NULL), pid, flags), old)) {
                 bump(m);
                 return true;
         }
@@ -1048,10 +1110,43 @@ bool matrix_remove_device(Matrix *m, const char *name)
         return true;
 }
 
+/*
+ * Whether p, with identity ident, is what r already holds: the same identity
+ * and the same types (the valid ones, each once, in order) with the same
+ * availability.  Then an update would change nothing: inventories tell every
+ * parent again when one of them changes (at the start, once per parent).
+ */
+static bool parent_unchanged(const ParentRec *r, const VfmigMdevParent *p, const Inputs *ident)
+{
+        guint n = 0;
+
+        if (!inputs_equal(r->identity, ident))
+                return false;
+        for (guint i = 0; p->types && i < p->types->len; i++) {
+                const VfmigMdevType *t = p->types->pdata[i];
+                bool again = false;
+
+                if (!key_ok(t->id))
+                        continue;
+                if (n < r->types->len && strcmp(r->types->pdata[n], t->id) == 0) {
+                        if (g_array_index(r->available, uint32_t, n) != t->available_instances)
+                                return false;
+                        n++;
+                        continue;
+                }
+                for (guint j = 0; j < n && !again; j++)
+                        again = strcmp(r->types->pdata[j], t->id) == 0;
+                if (!again)
+                        return false;
+        }
+        return n == r->types->len;
+}
+
 bool matrix_update_parent(Matrix *m, const VfmigMdevParent *p, const VfmigDevice *parent_identity_or_NULL)
 {
         Inputs *ident;
-        g_autoptr(GPtrArray) types = g_ptr_array_new_with_free_func(g_free);
+        g_autoptr(GPtrArray) types = NULL;
+        g_autoptr(GArray) available = NULL;
         ParentRec *r;
         bool changed = false, ident_changed = true;
 
@@ -1060,17 +1155,22 @@ bool matrix_update_parent(Matrix *m, const VfmigMdevParent *p, const VfmigDevice
         if (parent_identity_or_NULL) {
                 ident = inputs_new(parent_identity_or_NULL, p->name);
         } else {
-                g_autoptr(VfmigDevice) bare = vfmig_device_new(p->name, VFMIG_DEVICE_PCI);
-                g_free(bare->driver);
-                bare->driver = g_strdup(p->driver ? p->driver : "");
+                g_autoptr(VfmigDevice) bare = vfmig_device_new_full(p->name, VFMIG_DEVICE_PCI, p->driver, NULL, NULL);
                 ident = inputs_new(bare, NULL);
         }
 
         r = parent_rec(m, p->name);
+        if (r && parent_unchanged(r, p, ident)) {
+                inputs_unref(ident);
+                return false;
+        }
+        types = g_ptr_array_new_with_free_func(g_free);
+        available = g_array_new(false, false, sizeof(uint32_t));
         if (!r) {
                 r = g_new0(ParentRec, 1);
                 r->name = g_strdup(p->name);
                 r->types = g_ptr_array_new_with_free_func(g_free);
+                r->available = g_array_new(false, false, sizeof(uint32_t));
                 gpointer stolen_key = NULL;
                 if (g_hash_table_steal_extended(m->orphans, p->name, &stolen_key, (gpointer *) &r->children))
                         g_free(stolen_key);
@@ -1089,6 +1189,7 @@ bool matrix_update_parent(Matrix *m, const VfmigMdevParent *p, const VfmigDevice
                     g_ptr_array_find_with_equal_func(types, t->id, g_str_equal, NULL))
                         continue;
                 g_ptr_array_add(types, g_strdup(t->id));
+                g_array_append_val(available, t->available_instances);
                 changed |= install(m, entry_new_creatable(p->name, t->id, t->available_instances, ident));
         }
         for (guint i = 0; i < r->types->len; i++) {
@@ -1107,6 +1208,8 @@ bool matrix_update_parent(Matrix *m, const VfmigMdevParent *p, const VfmigDevice
         }
         g_ptr_array_unref(r->types);
         r->types = g_steal_pointer(&types);
+        g_array_unref(r->available);
+        r->available = g_steal_pointer(&available);
         inputs_unref(r->identity);
         r->identity = ident;
 
