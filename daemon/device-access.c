@@ -76,9 +76,12 @@ void access_config_done(AccessConfig *c)
 
 static bool matches(char **patterns, const VfmigDevice *d)
 {
-        g_autofree char *drv = g_strconcat("driver:", d->driver, NULL);
-        g_autofree char *type = g_strconcat("type:", d->mdev_type, NULL);
+        g_autofree char *drv = NULL, *type = NULL;
 
+        if (!patterns || !*patterns)
+                return false;   /* most configurations: nothing to build the strings for */
+        drv = g_strconcat("driver:", d->driver, NULL);
+        type = g_strconcat("type:", d->mdev_type, NULL);
         for (char **p = patterns; p && *p; p++)
                 if (fnmatch(*p, d->name, 0) == 0 || fnmatch(*p, drv, 0) == 0 ||
                     (d->mdev_type[0] && fnmatch(*p, type, 0) == 0))
