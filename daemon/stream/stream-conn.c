@@ -716,18 +716,8 @@ static ssize_t tls_send_records(VfmigStreamConn *c, const uint8_t *p, size_t n)
         return (ssize_t) done;
 }
 
-static int tls_recv_fail(VfmigStreamConn *c, int e, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
-static int tls_recv_fail(VfmigStreamConn *c, int e, const char *fmt, ...)
-{
-        va_list ap;
-
-        g_free(c->error);
-        va_start(ap, fmt);
-        c->error = g_strdup_vprintf(fmt, ap);
-        va_end(ap);
-        c->recv_errno = -e;
-        return e;
-}
+/* A failure of receiving: conn_fail(), and it sticks (recv_errno). */
+#define tls_recv_fail(c, e, ...) ((c)->recv_errno = -(e), conn_fail((c), (e), __VA_ARGS__))
 
 /* More ciphertext into ibuf (nothing opened is pending there): 0, -EAGAIN,
  * or an error (an end of the connection before close_notify among them). */
