@@ -11,7 +11,9 @@
  *          socket copy of the same bytes";
  *   fd   — the stream pumps in plaintext over the (fd-checked) socket;
  *   tls  — the stream pumps over TLS 1.3 PSK.
- * Also single-core AES-128-GCM (GnuTLS) as the other TLS bound.  Device
+ * Also single-core AES-128-GCM (GnuTLS), encrypting and decrypting, as the
+ * other TLS bound, and from it the ceiling any TLS transfer can reach on
+ * this machine (tls_ceiling, below).  Device
  * memory is made and faulted in before the clock starts.  Memory: how far
  * the anonymous RSS grows during a 64 MiB and a 1 GiB transfer above its
  * level when the transfer starts (the simulated devices' memory, anonymous
@@ -25,6 +27,17 @@
  * thread per GiB (the busier side bounds the throughput) and how often each
  * side waited in poll().
  *
+ * The TLS ceiling: a TLS transfer does at least what the raw copy does on
+ * each side (its CPU time per GiB, measured in the same round) plus the
+ * cipher (encrypting on the source, decrypting on the target, each measured
+ * alone on one core).  With one thread per side the busier side bounds it;
+ * however the work were spread over threads, both sides together cannot use
+ * more CPU time than the machine's CPUs have (both ends run here):
+ *   ceiling = min(1 / max(src_raw + enc, tgt_raw + dec),
+ *                 cpus / (src_raw + enc + tgt_raw + dec))
+ * tls_vs_ceiling says how much of that the stream reaches, and
+ * tls_target_reachable whether 0.8 x raw lies under the ceiling at all.
+ *
  * Output: "name value" lines.  Options: --size-mib N (throughput state size,
  * default 512), --runs N (rounds, default 3), --record-kib N (data per
  * record, default 1024), --rss-gib N (default 1; 0 skips it), --modes LIST
@@ -35,6 +48,8 @@
 #include <gnutls/crypto.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -427,7 +442,9 @@ static double median(double *v, unsigned n)
         return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
-static double aes_gcm_mbps(size_t total)
+/* Single-core AES-128-GCM in TLS record sized chunks, like the TLS mode:
+ * MB/s encrypting (decrypt false) or decrypting (true), with the tag. */
+static double aes_gcm_mbps(size_t total, bool decrypt)
 {
         gnutls_cipher_hd_t h;
         uint8_t key[16] = { 1 }, iv[12] = { 2 }, tag[16];
@@ -440,14 +457,37 @@ static double aes_gcm_mbps(size_t total)
                 die("cipher", EIO);
         t0 = now_s();
         for (size_t done = 0; done < total; done += 16384) {
-                /* TLS record sized chunks, like the TLS mode encrypts. */
+                uint8_t *p = buf + (done % MIB);
+
                 gnutls_cipher_set_iv(h, iv, sizeof(iv));
-                gnutls_cipher_encrypt2(h, buf + (done % MIB), 16384, buf + (done % MIB), 16384);
+                if (decrypt)
+                        gnutls_cipher_decrypt2(h, p, 16384, p, 16384);
+                else
+                        gnutls_cipher_encrypt2(h, p, 16384, p, 16384);
                 gnutls_cipher_tag(h, tag, sizeof(tag));
         }
         t1 = now_s();
         gnutls_cipher_deinit(h);
         return (double) total / MIB / (t1 - t0);
+}
+
+static unsigned cpus_usable(void)
+{
+        cpu_set_t set;
+
+        if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0)
+                return (unsigned) CPU_COUNT(&set);
+        return 1;
+}
+
+/* The most MB/s a TLS transfer can reach here (see the top of the file),
+ * from ms of CPU per GiB: the raw copy's per side, the cipher's alone. */
+static double tls_ceiling_mbps(double src_raw, double tgt_raw, double enc, double dec, unsigned cpus)
+{
+        double src = src_raw + enc, tgt = tgt_raw + dec;
+        double per_gib_ms = MAX(MAX(src, tgt), (src + tgt) / cpus);
+
+        return 1024.0 * 1000.0 / per_gib_ms;
 }
 
 static long peak_during(Mode mode, uint64_t mem)
@@ -467,9 +507,12 @@ static const char *const mode_name[] = { "raw", "fd", "tls" };
 int main(int argc, char **argv)
 {
         unsigned size_mib = 512, runs = 3, rss_gib = 1, modes = 7;
-        double v[3][MAX_RUNS] = { { 0 } }, aes[MAX_RUNS], r_fd[MAX_RUNS], r_tls[MAX_RUNS], r_bound[MAX_RUNS];
+        double v[3][MAX_RUNS] = { { 0 } }, aes[MAX_RUNS], aes_dec[MAX_RUNS], r_fd[MAX_RUNS], r_tls[MAX_RUNS],
+               r_bound[MAX_RUNS], ceiling[MAX_RUNS], r_ceiling[MAX_RUNS];
+        unsigned cpus = cpus_usable();
+        bool reachable = true;
         double cpu[3][2][MAX_RUNS] = { { { 0 } } }, waits[3][2][MAX_RUNS] = { { { 0 } } };
-        double med[3] = { 0 }, aes_med;
+        double med[3] = { 0 }, aes_med, aes_dec_med;
         long base_kb, small_kb, big_kb;
 
         for (int i = 1; i + 1 < argc; i += 2) {
@@ -516,15 +559,23 @@ int main(int argc, char **argv)
                                 waits[m][side][i] = (double) last_waits[side] / size_mib;
                         }
                 }
-                aes[i] = aes_gcm_mbps(256u * MIB);
+                aes[i] = aes_gcm_mbps(256u * MIB, false);
+                aes_dec[i] = aes_gcm_mbps(256u * MIB, true);
                 r_fd[i] = v[MODE_FD][i] / v[MODE_RAW][i];
                 r_tls[i] = v[MODE_TLS][i] / v[MODE_RAW][i];
                 r_bound[i] = v[MODE_TLS][i] / MIN(v[MODE_RAW][i], aes[i]);
+                /* ms per GiB = 1024 * 1000 / MB/s (MB here is MiB, as everywhere in this file). */
+                ceiling[i] = tls_ceiling_mbps(cpu[MODE_RAW][0][i], cpu[MODE_RAW][1][i], 1024e3 / aes[i],
+                                              1024e3 / aes_dec[i], cpus);
+                r_ceiling[i] = v[MODE_TLS][i] / ceiling[i];
+                if (0.8 * v[MODE_RAW][i] > ceiling[i])
+                        reachable = false;
         }
         for (unsigned m = 0; m < 3; m++)
                 if (modes & (1u << m))
                         med[m] = median(v[m], runs);
         aes_med = median(aes, runs);
+        aes_dec_med = median(aes_dec, runs);
 
         printf("stream.state_mib %u\n", size_mib);
         printf("stream.runs %u\n", runs);
@@ -539,11 +590,18 @@ int main(int argc, char **argv)
                                mode_name[m], median(cpu[m][0], runs), median(cpu[m][1], runs),
                                median(waits[m][0], runs), median(waits[m][1], runs));
         printf("stream.aes128gcm_1core_MBps %.0f\n", aes_med);
+        printf("stream.aes128gcm_decrypt_1core_MBps %.0f\n", aes_dec_med);
+        printf("stream.cpus %u\n", cpus);
         if ((modes & 3) == 3)
                 printf("stream.fd_vs_raw %.2f\n", median(r_fd, runs));
         if ((modes & 5) == 5) {
                 printf("stream.tls_vs_raw %.2f\n", median(r_tls, runs));
                 printf("stream.tls_vs_bound %.2f\n", median(r_bound, runs));
+                printf("stream.tls_ceiling_MBps %.0f\n", median(ceiling, runs));
+                printf("stream.tls_vs_ceiling %.2f\n", median(r_ceiling, runs));
+                /* 1 when 0.8 x raw lay under the ceiling in every round: only
+                 * then can the TLS target be met on this machine at all. */
+                printf("stream.tls_target_reachable %d\n", reachable);
         }
         printf("stream.crc32c_hw %d\n", vfmig_crc32c_hw_available());
         printf("stream.tls_cipher %s\n", tls_cipher);
