@@ -41,9 +41,10 @@ struct MatrixEntry {
         char *mdev_type;            /* NULL for a PCI device */
         uint32_t available;         /* creatable: available_instances */
         bool pending;               /* recorded, not evaluated yet (deferred) */
+        bool planned;               /* matrix_load(): found in the cache (only while it reads) */
         VfmigAcceptor *acceptor;    /* NULL: no rule / cannot migrate (reason) */
         char *reason;
-        char *class_key;            /* with an acceptor: rule, kind, own profile */
+        char *class_key;            /* with an acceptor: rule, kind, own profile (a GRefString) */
         /* Inputs, private to the matrix. */
         Inputs *dev;                /* device entries: the identity */
         Inputs *pid;                /* the parent's identity (mdev, creatable), or NULL; shared */
@@ -104,6 +105,7 @@ struct Matrix {
         uint64_t saved_generation;
         MatrixStats stats;
         FindCache *find_cache[FIND_CACHE_SIZE];   /* the last answers, most recent first */
+        GString *scratch;           /* class keys are built here */
 };
 
 /* ---- the query cache --------------------------------------------------------- */
@@ -172,12 +174,13 @@ static const char *nz(const char *s)
  * (the creatable key's separator) and no newline (the cache's). */
 static bool key_ok(const char *s)
 {
+        static const guint8 bad[256] = { [0x00 ... 0x20] = 1, ['/'] = 1, [0x7f] = 1 };
         size_t n = 0;
 
         if (!s || !*s)
                 return false;
         for (; s[n]; n++)
-                if ((unsigned char) s[n] <= 0x20 || s[n] == 0x7f || s[n] == '/' || n >= KEY_MAX)
+                if (bad[(guint8) s[n]] || n >= KEY_MAX)
                         return false;
         return true;
 }
@@ -438,7 +441,7 @@ static void entry_clear_result(MatrixEntry *e)
 {
         g_clear_pointer(&e->acceptor, vfmig_acceptor_free);
         g_clear_pointer(&e->reason, g_free);
-        g_clear_pointer(&e->class_key, g_free);
+        g_clear_pointer(&e->class_key, g_ref_string_release);
 }
 
 void matrix_entry_unref(MatrixEntry *e)
@@ -507,14 +510,17 @@ static char *profile_key(const VfmigProfile *p)
         return g_string_free(s, false);
 }
 
-static char *class_key_for(const VfmigAcceptor *a, MatrixEntryKind kind)
+/* A GRefString (the members of a class restored from the cache share one),
+ * built in the matrix's scratch buffer. */
+static char *class_key_for(Matrix *m, const VfmigAcceptor *a, MatrixEntryKind kind)
 {
-        GString *s = g_string_sized_new(160);
+        GString *s = m->scratch;
 
+        g_string_truncate(s, 0);
         g_string_append_printf(s, "%s\x1f%c\x1f", vfmig_acceptor_get_rule_id(a),
                                kind == MATRIX_ENTRY_CREATABLE ? 'c' : 'd');
         append_profile_key(s, vfmig_acceptor_get_profile(a));
-        return g_string_free(s, false);
+        return g_ref_string_new_len(s->str, (gssize) s->len);
 }
 
 /* Everything a reader of the matrix can see of an entry. */
@@ -752,7 +758,7 @@ static void evaluate(Matrix *m, MatrixEntry *e)
                 view_clear(&pv);
         }
         if (r >= 0) {
-                e->class_key = class_key_for(e->acceptor, e->kind);
+                e->class_key = class_key_for(m, e->acceptor, e->kind);
                 return;
         }
         if (r == -ENOENT)
@@ -890,6 +896,7 @@ Matrix *matrix_new(VfmigRuleSet *rs, const char *host_name)
         m->parents = g_hash_table_new_full(g_str_hash, g_str_equal, NULL, (GDestroyNotify) parent_rec_free);
         m->orphans = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, (GDestroyNotify) g_hash_table_unref);
         m->cache_generation = -1;
+        m->scratch = g_string_sized_new(256);
         return m;
 }
 
@@ -910,6 +917,7 @@ void matrix_free(Matrix *m)
         g_free(m->kernel_release);
         g_free(m->fingerprint);
         g_free(m->saved_fp);
+        g_string_free(m->scratch, true);
         g_free(m);
 }
 
@@ -1820,39 +1828,63 @@ static char *front_code(GPtrArray *keys)
         return g_string_free(s, false);
 }
 
-/* The keys of a front-coded list (owned strings), or NULL when damaged. */
-static GPtrArray *front_decode(const char *s)
+/* The keys of a front-coded list, one after another in one buffer. */
+typedef struct KeyList {
+        char *buf;
+        const char **keys;
+        guint n;
+} KeyList;
+
+static void key_list_clear(KeyList *l)
 {
-        g_autoptr(GPtrArray) out = g_ptr_array_new_with_free_func(g_free);
-        const char *prev = "";
+        g_free(l->buf);
+        g_free(l->keys);
+        *l = (KeyList) { 0 };
+}
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(KeyList, key_list_clear)
+
+/* false when damaged.  One allocation for the keys, not one per key: a
+ * warm start decodes thousands. */
+static bool front_decode(const char *s, KeyList *out)
+{
+        g_autoptr(GString) buf = g_string_sized_new(2 * strlen(s) + 16);
+        g_autoptr(GArray) at = g_array_new(false, false, sizeof(gsize));
+        gsize prev = 0, prev_len = 0;   /* the previous key in buf ("" at first) */
 
         while (*s) {
                 const char *nl = strchr(s, '\n');
                 size_t len = nl ? (size_t) (nl - s) : strlen(s), n;
                 char c = s[0];
-                char *k;
+                gsize here = buf->len;
                 if (c >= '0' && c <= '9')
                         n = (size_t) (c - '0');
                 else if (c >= 'a' && c <= 'z')
                         n = (size_t) (c - 'a' + 10);
                 else
-                        return NULL;
-                if (n > strlen(prev) || len < 1 || n + len - 1 == 0 || n + len - 1 > 2 * KEY_MAX + 1)
-                        return NULL;
-                k = g_malloc(n + len);
-                memcpy(k, prev, n);
-                memcpy(k + n, s + 1, len - 1);
-                k[n + len - 1] = '\0';
-                g_ptr_array_add(out, k);
-                prev = k;
+                        return false;
+                if (n > prev_len || len < 1 || n + len - 1 == 0 || n + len - 1 > 2 * KEY_MAX + 1)
+                        return false;
+                g_string_set_size(buf, here + n + len);
+                memcpy(buf->str + here, buf->str + prev, n);
+                memcpy(buf->str + here + n, s + 1, len - 1);
+                buf->str[here + n + len - 1] = '\0';
+                g_array_append_val(at, here);
+                prev = here;
+                prev_len = n + len - 1;
                 s += len;
                 if (nl) {
                         s++;
                         if (!*s)
-                                return NULL;   /* a trailing separator */
+                                return false;   /* a trailing separator */
                 }
         }
-        return g_steal_pointer(&out);
+        out->n = at->len;
+        out->buf = g_string_free(g_steal_pointer(&buf), false);
+        out->keys = g_new(const char *, out->n + 1);
+        for (guint i = 0; i < out->n; i++)
+                out->keys[i] = out->buf + g_array_index(at, gsize, i);
+        out->keys[out->n] = NULL;
+        return true;
 }
 
 static char *cache_to_json(Matrix *m)
@@ -2118,11 +2150,16 @@ typedef struct Planned {
         MatrixEntry *e;
         guint group;             /* G_MAXUINT: unmatched */
         char *reason;            /* unmatched: the reason, owned */
+        VfmigAcceptor *acceptor; /* owned until committed */
 } Planned;
 
 static void planned_clear(gpointer p)
 {
-        g_free(((Planned *) p)->reason);
+        Planned *pl = p;
+
+        pl->e->planned = false;
+        g_free(pl->reason);
+        vfmig_acceptor_free(pl->acceptor);
 }
 
 #define BAD(...) do { *why = g_strdup_printf(__VA_ARGS__); goto out; } while (0)
@@ -2134,11 +2171,9 @@ static int try_load(Matrix *m, const char *path, const char *expected, char **wh
         g_autoptr(GError) err = NULL;
         g_autofree char *text = NULL;
         g_autoptr(GPtrArray) profiles = g_ptr_array_new_with_free_func((GDestroyNotify) vfmig_profile_free);
-        g_autoptr(GArray) plan = g_array_new(false, false, sizeof(Planned));
+        g_autoptr(GArray) plan = g_array_sized_new(false, false, sizeof(Planned), g_hash_table_size(m->entries));
         g_array_set_clear_func(plan, planned_clear);
-        g_autoptr(GHashTable) seen = g_hash_table_new(g_direct_hash, g_direct_equal);
-        g_autoptr(GPtrArray) acceptors = g_ptr_array_new_with_free_func((GDestroyNotify) vfmig_acceptor_free);
-        g_autoptr(GPtrArray) class_keys = g_ptr_array_new_with_free_func(g_free);
+        g_autoptr(GPtrArray) class_keys = g_ptr_array_new_with_free_func((GDestroyNotify) g_ref_string_release);
         JsonObject *root;
         JsonArray *groups, *unmatched, *parr;
         JsonNode *n;
@@ -2226,27 +2261,31 @@ static int try_load(Matrix *m, const char *path, const char *expected, char **wh
                 JsonNode *pi = member(g, "profile", JSON_NODE_VALUE, G_TYPE_INT64);
                 JsonNode *cr = member(g, "creatable", JSON_NODE_VALUE, G_TYPE_BOOLEAN);
                 const char *tn = string_of(member(g, "targets", JSON_NODE_VALUE, G_TYPE_STRING), MATRIX_CACHE_MAX);
-                g_autoptr(GPtrArray) targets = NULL;
+                g_auto(KeyList) targets = { 0 };
+                bool creatable;
                 if (!g || !string_of(member(g, "rule", JSON_NODE_VALUE, G_TYPE_STRING), 64) || !pi || !cr || !tn)
                         BAD("groups[%u]: needs \"rule\", \"profile\", \"creatable\" and \"targets\"", i);
                 if (json_node_get_int(pi) < 0 || json_node_get_int(pi) >= (gint64) profiles->len)
                         BAD("groups[%u].profile: %" G_GINT64_FORMAT " is not a profile index", i,
                             json_node_get_int(pi));
-                targets = front_decode(tn);
-                if (!targets)
+                if (!front_decode(tn, &targets))
                         BAD("groups[%u].targets: damaged target list", i);
-                for (guint j = 0; j < targets->len; j++) {
-                        const char *key = targets->pdata[j];
-                        MatrixEntry *e = key_ok(key) || strchr(key, '/') ? g_hash_table_lookup(m->entries, key) : NULL;
+                creatable = json_node_get_boolean(cr);
+                for (guint j = 0; j < targets.n; j++) {
+                        /* A key that is not a valid name is on no host: the
+                         * table has none (no need to check it first). */
+                        const char *key = targets.keys[j];
+                        MatrixEntry *e = g_hash_table_lookup(m->entries, key);
                         Planned pl = { .e = e, .group = i };
                         if (!e)
                                 BAD("groups[%u].targets[%u]: %s is not on this host", i, j, key);
-                        if ((e->kind == MATRIX_ENTRY_CREATABLE) != json_node_get_boolean(cr))
+                        if ((e->kind == MATRIX_ENTRY_CREATABLE) != creatable)
                                 BAD("groups[%u].targets[%u]: %s is of the other kind", i, j, key);
                         if (!e->pending)
                                 continue;
-                        if (!g_hash_table_add(seen, e))
+                        if (e->planned)
                                 BAD("groups[%u].targets[%u]: %s is listed twice", i, j, key);
+                        e->planned = true;
                         g_array_append_val(plan, pl);
                 }
         }
@@ -2255,14 +2294,13 @@ static int try_load(Matrix *m, const char *path, const char *expected, char **wh
                 JsonObject *u = JSON_NODE_HOLDS_OBJECT(un) ? json_node_get_object(un) : NULL;
                 const char *tmpl = string_of(member(u, "reason", JSON_NODE_VALUE, G_TYPE_STRING), REASON_MAX);
                 const char *tn = string_of(member(u, "targets", JSON_NODE_VALUE, G_TYPE_STRING), MATRIX_CACHE_MAX);
-                g_autoptr(GPtrArray) targets = NULL;
+                g_auto(KeyList) targets = { 0 };
                 if (!tmpl || !*tmpl || !tn)
                         BAD("unmatched[%u]: needs \"reason\" and \"targets\" strings", i);
-                targets = front_decode(tn);
-                if (!targets)
+                if (!front_decode(tn, &targets))
                         BAD("unmatched[%u].targets: damaged target list", i);
-                for (guint j = 0; j < targets->len; j++) {
-                        const char *key = targets->pdata[j];
+                for (guint j = 0; j < targets.n; j++) {
+                        const char *key = targets.keys[j];
                         MatrixEntry *e = g_hash_table_lookup(m->entries, key);
                         g_autoptr(GString) reason = NULL;
                         Planned pl = { .e = e, .group = G_MAXUINT };
@@ -2270,8 +2308,9 @@ static int try_load(Matrix *m, const char *path, const char *expected, char **wh
                                 BAD("unmatched[%u].targets[%u]: %s is not on this host", i, j, key);
                         if (!e->pending)
                                 continue;
-                        if (!g_hash_table_add(seen, e))
+                        if (e->planned)
                                 BAD("unmatched[%u].targets[%u]: %s is listed twice", i, j, key);
+                        e->planned = true;
                         reason = g_string_new(tmpl);
                         g_string_replace(reason, "\x01", key, 0);
                         pl.reason = g_string_free(g_steal_pointer(&reason), false);
@@ -2285,7 +2324,7 @@ static int try_load(Matrix *m, const char *path, const char *expected, char **wh
                 while (g_hash_table_iter_next(&it, NULL, &v))
                         if (((MatrixEntry *) v)->pending) {
                                 pending++;
-                                if (!g_hash_table_contains(seen, v))
+                                if (!((MatrixEntry *) v)->planned)
                                         BAD("%s is not in the cache", ((MatrixEntry *) v)->key);
                         }
         }
@@ -2296,15 +2335,12 @@ static int try_load(Matrix *m, const char *path, const char *expected, char **wh
                 g_autofree VfmigAcceptor **first = g_new0(VfmigAcceptor *, json_array_get_length(groups) + 1);
                 g_autofree char **gkeys = g_new0(char *, json_array_get_length(groups) + 1);
                 for (guint i = 0; i < plan->len; i++) {
-                        const Planned *pl = &g_array_index(plan, Planned, i);
+                        Planned *pl = &g_array_index(plan, Planned, i);
                         const MatrixEntry *e = pl->e;
                         const char *device = e->kind == MATRIX_ENTRY_DEVICE ? e->key : NULL;
                         VfmigAcceptor *a;
-                        if (pl->group == G_MAXUINT) {
-                                g_ptr_array_add(acceptors, NULL);
-                                g_ptr_array_add(class_keys, NULL);
+                        if (pl->group == G_MAXUINT)
                                 continue;
-                        }
                         if (!first[pl->group]) {
                                 JsonObject *g = json_array_get_object_element(groups, pl->group);
                                 g_autofree char *aerr = NULL;
@@ -2313,13 +2349,12 @@ static int try_load(Matrix *m, const char *path, const char *expected, char **wh
                                                               device, e->parent, e->mdev_type, &a, &aerr) < 0)
                                         BAD("groups[%u]: %s", pl->group, aerr);
                                 first[pl->group] = a;
-                                gkeys[pl->group] = class_key_for(a, e->kind);
-                                g_ptr_array_add(class_keys, gkeys[pl->group]);   /* owned here once */
+                                gkeys[pl->group] = class_key_for(m, a, e->kind);
+                                g_ptr_array_add(class_keys, gkeys[pl->group]);   /* a reference held here */
                         } else {
                                 a = vfmig_acceptor_new_like(first[pl->group], device, e->parent, e->mdev_type);
-                                g_ptr_array_add(class_keys, NULL);
                         }
-                        g_ptr_array_add(acceptors, a);
+                        pl->acceptor = a;
                 }
 
                 /* Commit. */
@@ -2327,16 +2362,16 @@ static int try_load(Matrix *m, const char *path, const char *expected, char **wh
                 guint last_group = G_MAXUINT;
                 m->bulk = true;
                 for (guint i = 0; i < plan->len; i++) {
-                        const Planned *pl = &g_array_index(plan, Planned, i);
+                        Planned *pl = &g_array_index(plan, Planned, i);
                         MatrixEntry *e = pl->e;
                         e->pending = false;
                         m->stats.restored++;
                         if (pl->group == G_MAXUINT) {
-                                e->reason = g_steal_pointer(&g_array_index(plan, Planned, i).reason);
+                                e->reason = g_steal_pointer(&pl->reason);
                                 continue;
                         }
-                        e->acceptor = g_steal_pointer(&acceptors->pdata[i]);
-                        e->class_key = g_strdup(gkeys[pl->group]);
+                        e->acceptor = g_steal_pointer(&pl->acceptor);
+                        e->class_key = g_ref_string_acquire(gkeys[pl->group]);
                         if (last && last_group == pl->group) {
                                 class_append(m, last, e);
                         } else {
