@@ -797,6 +797,8 @@ static ssize_t tls_open(VfmigStreamConn *c, uint8_t *dst, size_t room)
                                      "(bad_record_mac): %s", c->rd.seq, gnutls_strerror(r));
         c->rd.seq++;
         c->ioff += TLS_HEADER + clen;
+        if (plen > TLS_PLAINTEXT_MAX + 1)       /* RFC 8446 §5.4: content, type and padding */
+                return tls_recv_fail(c, -EPROTO, "TLS receive: a record of %zu bytes inside (record_overflow)", plen);
         while (plen > 0 && out[plen - 1] == 0)  /* padding */
                 plen--;
         if (plen == 0)
