@@ -177,8 +177,15 @@ static Jv *jr_fail(JReader *r, const char *what)
 
 static inline void jr_space(JReader *r)
 {
-        while (space[(guint8) *r->p])
-                r->p++;
+        char *p = r->p;
+
+        /* Pretty-printed files: a newline, then an indentation of spaces. */
+        if (*p == '\n')
+                while (*++p == ' ')
+                        ;
+        while (space[(guint8) *p])
+                p++;
+        r->p = p;
 }
 
 static inline void jr_push(JReader *r, void *v)
@@ -297,7 +304,8 @@ static inline const char *jr_string(JReader *r)
 {
         char *run = r->p + 1, *q = run;
 
-        /* The usual case: printable ASCII up to the closing quote. */
+        /* The usual case: printable ASCII up to the closing quote (most
+         * are short: a byte at a time beats eight at a time). */
         while (!string_stop[(guint8) *q])
                 q++;
         if (G_LIKELY(*q == '"')) {
@@ -711,6 +719,20 @@ static bool get_hex(Ctx *c, const char *where, const Members *m, guint k,
         guint64 v = 0;
         size_t len;
 
+        if (n && n->type == JV_STRING && n->s[0] == '0' && n->s[1] == 'x') {
+                /* The usual "0x15b3": up to 8 hex digits and nothing else
+                 * is valid exactly when it is not above max; anything
+                 * else takes the checks below, with their messages. */
+                size_t i = 2;
+
+                for (s = n->s; i < 10 && g_ascii_isxdigit(s[i]); i++)
+                        v = v * 16 + (guint64) g_ascii_xdigit_value(s[i]);
+                if (i > 2 && s[i] == '\0' && v <= max) {
+                        *out = (uint32_t) v;
+                        return true;
+                }
+                v = 0;
+        }
         if (!n) {
                 if (required)
                         return fail(c, where, "missing required key \"%s\"", key);
