@@ -787,7 +787,7 @@ static ssize_t tls_open(VfmigStreamConn *c, uint8_t *dst, size_t room)
                 if (r < 0)
                         return r;
         }
-        plen = clen - TLS_TAG;
+        plen = clen - TLS_TAG;  /* content, type and padding: all of it lands in out */
         out = room >= plen ? dst : hdr + TLS_HEADER;
         tls_nonce(&c->rd, nonce);
         r = gnutls_aead_cipher_decrypt(c->rd.aead, nonce, TLS_NONCE, hdr, TLS_HEADER, TLS_TAG,
