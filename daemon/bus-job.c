@@ -627,6 +627,9 @@ static int method_cancel(sd_bus_message *m, void *userdata, sd_bus_error *error)
         if (r == -ESTALE)
                 return sd_bus_error_setf(error, VFMIG_ERROR_BUSY, "Job %s has already %s", id,
                                          job_state_to_string(j->state));
+        if (r == -EINPROGRESS)
+                return sd_bus_error_setf(error, VFMIG_ERROR_BUSY, "Job %s has sent the whole state: the target's "
+                                         "answer decides how it ends", id);
         if (r < 0)
                 return set_error(error, r, NULL);
         return sd_bus_reply_method_return(m, NULL);

@@ -1917,6 +1917,11 @@ int job_cancel(Job *j, const char *why)
 
         if (job_state_is_final(j->state))
                 return -ESTALE;
+        /* After END the target may already hold (and, with resume-running,
+         * run) the state: resuming the source now could leave the devices
+         * running on both hosts.  Only the target's answer ends it. */
+        if (j->kind == JOB_SAVE && p->sender && vfmig_stream_sender_end_queued(p->sender))
+                return -EINPROGRESS;
         if (p->cancel_requested)
                 return 0;
         p->cancel_requested = true;

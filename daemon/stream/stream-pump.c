@@ -137,6 +137,12 @@ int vfmig_stream_sender_keepalive(VfmigStreamSender *s, uint64_t remaining)
         return 0;
 }
 
+bool vfmig_stream_sender_end_queued(VfmigStreamSender *s)
+{
+        return !s->aborted && (s->state == SS_CLOSING || s->state == SS_WAIT_RESULT || s->state == SS_DONE) &&
+               vfmig_stream_writer_finished(s->writer);
+}
+
 int vfmig_stream_sender_abort(VfmigStreamSender *s, int error, const char *reason)
 {
         int r;

@@ -67,6 +67,11 @@ int vfmig_stream_sender_keepalive(VfmigStreamSender *s, uint64_t remaining);
  * with DONE. */
 int vfmig_stream_sender_abort(VfmigStreamSender *s, int error, const char *reason);
 
+/* Whether the END record is queued (the whole state is on its way and the
+ * target may take it): from then on only the target's answer can say how
+ * the migration ends, and an abort would tell the target nothing. */
+bool vfmig_stream_sender_end_queued(VfmigStreamSender *s);
+
 /* One step.  0 with *ret set, or a negative errno (with a message): the
  * device, the connection, or the target's answer (its errno). */
 int vfmig_stream_sender_step(VfmigStreamSender *s, VfmigPumpStatus *ret);

@@ -49,11 +49,15 @@ class Relay:
     test holds, flipping the byte at corrupt_at, stopping after stop_at bytes, or
     pausing after pause_at bytes until resume() (all offsets of the a -> b bytes).
     When either direction ends, both sockets are shut down, as a peer's close
-    would be seen over one connection."""
+    would be seen over one connection; with half_close, the end of one
+    direction is passed on as such (the source closes its side after END and
+    then reads the target's answer), and both close when both have ended."""
 
-    def __init__(self, a, b, corrupt_at=None, stop_at=None, pause_at=None):
+    def __init__(self, a, b, corrupt_at=None, stop_at=None, pause_at=None, half_close=False):
         self.a, self.b = a, b
         self.corrupt_at, self.stop_at, self.pause_at = corrupt_at, stop_at, pause_at
+        self.half_close = half_close
+        self.ended = 0
         self.paused = threading.Event()
         self._resume = threading.Event()
         self.done = threading.Event()
@@ -63,9 +67,16 @@ class Relay:
         for t in self.threads:
             t.start()
 
-    def _close(self):
+    def _close(self, to=None):
         with self.lock:
             if self.done.is_set():
+                return
+            self.ended += 1
+            if self.half_close and to is not None and self.ended < 2:
+                try:
+                    to.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass
                 return
             for s in (self.a, self.b):
                 try:
@@ -104,7 +115,7 @@ class Relay:
                     self._resume.wait()
         except OSError:
             pass
-        self._close()
+        self._close(self.b)
 
     def _backward(self):
         try:
@@ -115,7 +126,7 @@ class Relay:
                 self.a.sendall(buf)
         except OSError:
             pass
-        self._close()
+        self._close(self.a)
 
     def resume(self):
         self._resume.set()
@@ -190,7 +201,10 @@ class Faults(unittest.TestCase):
         for host in (self.src, self.dst):          # what a failed test before left running
             for path, j in host.jobs().items():
                 if j['State'] not in FINAL:
-                    host.call(path, JOB, 'Cancel')
+                    try:
+                        host.call(path, JOB, 'Cancel')
+                    except GLib.Error as e:     # it ended meanwhile, or its answer is on the way
+                        self.assertEqual(error_name(e), 'org.vfmig1.Error.Busy', str(e))
                     self.wait_final(host, path)
         for host, dev in ((self.src, SRC_DEV), (self.dst, DST_DEV), (self.dst, REJECT_DEV)):
             if host.state(dev) != 'running':
@@ -294,11 +308,11 @@ class Faults(unittest.TestCase):
             log = f.read()
         self.assertIn(f'{kind} of {dev} interrupted by a restart', log)
 
-    def proxied(self, pause_at, opts=None):
+    def proxied(self, pause_at, opts=None, half_close=False):
         """Migrate through a Proxy paused after pause_at bytes: (proxy, src_job, dst_job)."""
         self.reserve()
         endpoint, ticket, dst_job = self.prepare()
-        proxy = Proxy(endpoint, pause_at=pause_at)
+        proxy = Proxy(endpoint, pause_at=pause_at, half_close=half_close)
         self.addCleanup(proxy.close)
         src_job = self.migrate(proxy.endpoint, ticket, opts)
         wait_until(lambda: proxy.relay and proxy.relay.paused.is_set(), timeout=60, what=f'{pause_at} bytes')
@@ -509,6 +523,26 @@ class Faults(unittest.TestCase):
         self.assert_failed(d, 'source')
         self.assertIn('cancel', d['Error'])
         self.assert_unwound()
+
+    def test_cancel_source_after_end_refused(self):
+        """Once the END record is on its way the target may take (and with
+        resume-running run) the state: Cancel of the source is refused (Busy)
+        and changes nothing; the target's answer ends both jobs."""
+        proxy, src_job, dst_job = self.proxied(STATE_SIZE, half_close=True)    # all but the last bytes
+        # every data record written (into the socket buffers behind the
+        # paused relay): END goes out in the same step
+        wait_until(lambda: self.src.job(src_job)['BytesTransferred'] >= STATE_SIZE, what='all data records sent')
+        pump(0.3)
+        with self.assertRaises(GLib.Error) as e:
+            self.src.call(src_job, JOB, 'Cancel')
+        self.assertEqual(error_name(e.exception), 'org.vfmig1.Error.Busy')
+        self.assertIn('whole state', str(e.exception))
+        self.assertEqual(self.src.state(SRC_DEV), 'stop-copy')
+        proxy.relay.resume()
+        s = self.wait_final(self.src, src_job)
+        d = self.wait_final(self.dst, dst_job)
+        self.assertEqual((s['State'], d['State']), ('completed', 'completed'), (s['Error'], d['Error']))
+        self.assertEqual(self.dst.memory(DST_DEV), self.src.memory(SRC_DEV))
 
     def test_cancel_streaming_target(self):
         proxy, src_job, dst_job = self.proxied(32 << 20)

@@ -44,6 +44,17 @@ The steps run in order:
      ("stream version 2, this host accepts 1..1"); B resets T1 (RUNNING, its
      memory cleared), A's S1 is back in RUNNING with its pattern, both jobs
      fail, the reservation is kept
+  4a-4f  faults on the real kernel, S1 -> T1, each unwound the same way
+     (S1 running with its pattern unless A was killed, T1 reset: running,
+     memory cleared, the reservation active, neither daemon holding more
+     FDs than before): a corrupted stream (a byte of the data record changed
+     in the relay: B refuses it, StreamInvalid); with A held in the middle
+     of its stream and T1 in RESUMING: the stream cut, Cancel of the
+     target, Cancel of the source, A killed (SIGKILL) and restarted (it
+     resets S1 and reports the job failed); Cancel of the source once its
+     END is written refused (Busy), both jobs then completing; a wrong
+     ticket: refused in the handshake before either device moves, B's
+     listener still waiting
   5  Release, both daemons exit 0 on SIGTERM, the instances are removed
 
 Needs VFMIG_BUILD_ROOT, VFMIG_SOURCE_ROOT, DBUS_SYSTEM_BUS_ADDRESS (A's
@@ -161,8 +172,8 @@ class Host:
 
     def __init__(self, role, address, allow, tmp, log_path):
         d = os.path.join(tmp, role)
-        os.makedirs(os.path.join(d, 'state'))
-        os.makedirs(os.path.join(d, 'cache'))
+        os.makedirs(os.path.join(d, 'state'), exist_ok=True)     # kept when a daemon is restarted
+        os.makedirs(os.path.join(d, 'cache'), exist_ok=True)
         self.role = role
         self.address = address
         self.conf = os.path.join(d, 'vfmigd.conf')
@@ -293,16 +304,33 @@ class Host:
 
 class Relay(threading.Thread):
     """Copies bytes between two sockets both ways; what comes from `a` is
-    held back until `gate` is set."""
+    held back until `gate` is set, but for its first `allow` bytes; the byte
+    at offset `corrupt_at` of what comes from `a` is changed; cut() ends both
+    connections at once, as a network failure would.  With backlog, while
+    gated it stops reading from `a` when that much waits: the sender blocks
+    in the middle of its stream."""
 
-    def __init__(self, a, b):
+    def __init__(self, a, b, corrupt_at=None, backlog=None):
         super().__init__(daemon=True)
         self.a, self.b = a, b
         self.gate = threading.Event()
         self.stopping = threading.Event()
+        self.allow = 0
+        self.backlog = backlog      # while gated, read no more from a than this ahead
+        self.corrupt_at = corrupt_at
         self.from_a = 0
         self.from_b = 0
+        self.to_b = 0
         self.error = None
+
+    def cut(self):
+        self.stopping.set()
+        self.join(10)
+        for s in (self.a, self.b):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def run(self):
         try:
@@ -317,8 +345,10 @@ class Relay(threading.Thread):
         a2b, b2a = bytearray(), bytearray()
         a_eof = b_eof = a_shut = b_shut = False
         while not self.stopping.is_set() and not (a_shut and b_shut):
-            rl = ([a] if not a_eof else []) + ([b] if not b_eof else [])
-            wl = ([b] if a2b and self.gate.is_set() and not b_shut else []) + ([a] if b2a and not a_shut else [])
+            read_a = not a_eof and (self.backlog is None or self.gate.is_set() or len(a2b) < self.backlog)
+            rl = ([a] if read_a else []) + ([b] if not b_eof else [])
+            room = None if self.gate.is_set() else max(0, self.allow - self.to_b)
+            wl = ([b] if a2b and room != 0 and not b_shut else []) + ([a] if b2a and not a_shut else [])
             r, w, _ = select.select(rl, wl, [], 0.05)
             for s, buf, other_side in ((a, a2b, 'a'), (b, b2a, 'b')):
                 if s not in r:
@@ -328,6 +358,9 @@ class Relay(threading.Thread):
                 except (ConnectionResetError, BlockingIOError):
                     d = b''
                 if d:
+                    if s is a and self.corrupt_at is not None and self.from_a <= self.corrupt_at < self.from_a + len(d):
+                        d = bytearray(d)
+                        d[self.corrupt_at - self.from_a] ^= 0x5a
                     buf += d
                     if other_side == 'a':
                         self.from_a += len(d)
@@ -340,7 +373,10 @@ class Relay(threading.Thread):
             for s, buf in ((b, a2b), (a, b2a)):
                 if s in w:
                     try:
-                        del buf[:s.send(buf)]
+                        n = s.send(buf if s is a or room is None else buf[:room])
+                        del buf[:n]
+                        if s is b:
+                            self.to_b += n
                     except (BrokenPipeError, ConnectionResetError):
                         buf.clear()
                         if s is a:
@@ -353,6 +389,14 @@ class Relay(threading.Thread):
             if b_eof and not b2a and not a_shut:
                 a.shutdown(socket.SHUT_WR)
                 a_shut = True
+        # Both ways ended (or stopping): what either side still sends fails
+        # now, as it would against a closed connection, instead of filling
+        # a socket nobody reads.
+        for s in (a, b):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
 
 class MigrateOnRealKernel(unittest.TestCase):
@@ -631,6 +675,210 @@ class MigrateOnRealKernel(unittest.TestCase):
         # The source is back in running with its memory.
         self.assertEqual(self.A.state(self.S1), 'running')
         self.assertEqual(self.A.read_memory(self.S1, SIZE[SMALL]), data)
+        self.assertEqual(self.B.get(res, RESERVATION, 'State'), 'active')
+
+    # ---- faults on the real kernel ------------------------------------------
+
+    def fds(self, host):
+        return len(os.listdir(f'/proc/{host.proc.pid}/fd'))
+
+    def fault_setup(self):
+        """S1 running with a fresh pattern, T1 running with a marker; the FD
+        counts of both daemons before the fault."""
+        res = self.small_reservation()
+        self.make_running(self.A, self.S1)
+        self.make_running(self.B, self.T1)
+        data = pattern(51, SIZE[SMALL])
+        self.A.write_memory(self.S1, data)
+        self.B.write_memory(self.T1, pattern(52, SIZE[SMALL]))
+        pump(0.2)
+        return res, data, {h.role: self.fds(h) for h in self.hosts}
+
+    def relayed(self, res, hold=False, **relay_kw):
+        """S1 (A) -> T1 (B) in plaintext through a Relay this process holds.
+        hold: A's socket takes little and the relay reads little ahead, so
+        that A blocks in the middle of its stream (before END)."""
+        a_daemon, a_test = socket.socketpair()
+        b_daemon, b_test = socket.socketpair()
+        if hold:
+            a_daemon.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+            relay_kw['backlog'] = 8192
+        relay = Relay(a_test, b_test, **relay_kw)
+        relay.start()
+        plain = {'plaintext': GLib.Variant('b', True)}
+        try:
+            dst_job = self.B.call(res, RESERVATION, 'ReceiveFromFd', '(ha{sv})', (0, plain),
+                                  fds=[b_daemon.fileno()])[0]
+            src_job = self.A.call(self.A.device(self.S1), vt.DEVICE, 'SaveToFd', '(ha{sv})', (0, plain),
+                                  fds=[a_daemon.fileno()])[0]
+        finally:
+            a_daemon.close()
+            b_daemon.close()
+        return relay, src_job, dst_job
+
+    def hold_inside_data(self, relay, src_job):
+        """B given the first 30000 bytes (the header and part of the data
+        record): T1 in RESUMING with part of S1's state written into it, A
+        blocked in the middle of its stream."""
+        relay.allow = 30000
+        wait_until(lambda: relay.to_b == relay.allow, what='the relay to pass on 30000 bytes')
+        wait_until(lambda: self.B.state(self.T1) == 'resuming', what='T1 to be in RESUMING')
+        pump(0.3)
+        self.assertLess(relay.from_a, STREAM_HEADER + SIZE[SMALL], 'A was not held inside its stream')
+        self.assertEqual(self.A.job(src_job)['State'], 'switchover')
+
+    def end_relay(self, relay):
+        relay.gate.set()
+        relay.stopping.set()
+        relay.join(10)
+        relay.a.close()
+        relay.b.close()
+        self.assertIsNone(relay.error)
+
+    def assert_unwound(self, res, data, fds, src_memory=True):
+        pump(0.3)
+        self.assertEqual(self.A.state(self.S1), 'running')
+        if src_memory:
+            self.assertEqual(self.A.read_memory(self.S1, SIZE[SMALL]), data, 'S1 lost its state')
+        self.assertEqual(self.B.state(self.T1), 'running')
+        self.assertEqual(self.B.read_memory(self.T1, SIZE[SMALL]), bytes(SIZE[SMALL]), 'T1 was not reset')
+        self.assertEqual(self.B.get(res, RESERVATION, 'State'), 'active')
+        for h in self.hosts:
+            if h.role in fds:
+                self.assertLessEqual(self.fds(h), fds[h.role], f'vfmigd {h.role} holds more FDs than before')
+
+    def test_4a_corrupted_stream(self):
+        res, data, fds = self.fault_setup()
+        relay, src_job, dst_job = self.relayed(res, corrupt_at=8000)   # inside the data record
+        relay.gate.set()
+        try:
+            s = self.A.wait_final(src_job)
+            d = self.B.wait_final(dst_job)
+        finally:
+            self.end_relay(relay)
+        note(f'corrupted: source "{s["Error"]}"; target "{d["Error"]}"')
+        self.assertEqual((s['State'], d['State']), ('failed', 'failed'))
+        self.assertTrue(d['Error'].startswith('org.vfmig1.Error.StreamInvalid: target: invalid stream'), d['Error'])
+        self.assert_unwound(res, data, fds)
+
+    def test_4b_truncated_stream(self):
+        res, data, fds = self.fault_setup()
+        relay, src_job, dst_job = self.relayed(res, hold=True)
+        try:
+            self.hold_inside_data(relay, src_job)
+            relay.cut()
+            s = self.A.wait_final(src_job)
+            d = self.B.wait_final(dst_job)
+        finally:
+            self.end_relay(relay)
+        note(f'cut: source "{s["Error"]}"; target "{d["Error"]}"')
+        self.assertEqual((s['State'], d['State']), ('failed', 'failed'))
+        self.assertIn('truncated', d['Error'])
+        self.assert_unwound(res, data, fds)
+
+    def test_4c_cancel_target_mid_stream(self):
+        res, data, fds = self.fault_setup()
+        relay, src_job, dst_job = self.relayed(res, hold=True)
+        try:
+            self.hold_inside_data(relay, src_job)
+            self.B.call(dst_job, JOB, 'Cancel')
+            d = self.B.wait_final(dst_job)
+            relay.gate.set()
+            s = self.A.wait_final(src_job)
+        finally:
+            self.end_relay(relay)
+        note(f'target cancelled: source "{s["Error"]}"; target "{d["Error"]}"')
+        self.assertEqual((s['State'], d['State']), ('failed', 'cancelled'))
+        self.assertIn('cancelled on the target', s['Error'])
+        self.assert_unwound(res, data, fds)
+
+    def test_4d_cancel_source_mid_stream(self):
+        res, data, fds = self.fault_setup()
+        relay, src_job, dst_job = self.relayed(res, hold=True)
+        try:
+            self.hold_inside_data(relay, src_job)
+            self.A.call(src_job, JOB, 'Cancel')
+            relay.gate.set()
+            s = self.A.wait_final(src_job)
+            d = self.B.wait_final(dst_job)
+        finally:
+            self.end_relay(relay)
+        note(f'source cancelled: source "{s["Error"]}"; target "{d["Error"]}"')
+        self.assertEqual((s['State'], d['State']), ('cancelled', 'failed'))
+        self.assertIn('cancelled on the source', d['Error'])
+        self.assert_unwound(res, data, fds)
+
+    def test_4d_cancel_source_after_end_refused(self):
+        """The whole stream (END included) written, B given part of it: the
+        state may already be the target's, so Cancel of the source is refused
+        and the target's answer ends both jobs."""
+        res, data, fds = self.fault_setup()
+        relay, src_job, dst_job = self.relayed(res)
+        try:
+            wait_until(lambda: relay.from_a > STREAM_HEADER + SIZE[SMALL], what='the whole stream in the relay')
+            pump(0.3)
+            relay.allow = 30000
+            wait_until(lambda: self.B.state(self.T1) == 'resuming', what='T1 to be in RESUMING')
+            with self.assertRaises(GLib.Error) as e:
+                self.A.call(src_job, JOB, 'Cancel')
+            self.assertIn('org.vfmig1.Error.Busy', str(e.exception))
+            self.assertEqual(self.A.state(self.S1), 'stop-copy')
+            relay.gate.set()
+            s = self.A.wait_final(src_job)
+            d = self.B.wait_final(dst_job)
+        finally:
+            self.end_relay(relay)
+        self.assertEqual((s['State'], d['State']), ('completed', 'completed'), (s['Error'], d['Error']))
+        self.assertEqual(self.B.read_memory(self.T1, SIZE[SMALL]), data)
+        self.make_running(self.A, self.S1)
+        self.make_running(self.B, self.T1)
+
+    def test_4e_source_killed_mid_stream(self):
+        res, data, fds = self.fault_setup()
+        relay, src_job, dst_job = self.relayed(res, hold=True)
+        try:
+            self.hold_inside_data(relay, src_job)
+            self.A.kill()
+            relay.gate.set()
+            d = self.B.wait_final(dst_job)
+        finally:
+            self.end_relay(relay)
+        note(f'source killed: target "{d["Error"]}"')
+        self.assertEqual(d['State'], 'failed')
+        self.assertIn('source', d['Error'])
+        # A again, on the same state directory: it finds the job it left.
+        a = Host('A', self.A.address, [self.S1, self.S2], self.tmp, LOG_A[:-4] + '-restarted.log')
+        type(self).A = a
+        self.hosts[0] = a
+        a.wait_status(self.S1, 'managed')
+        jobs = [j for j in a.jobs().values() if j['Devices'] == [self.S1] and j['Kind'] == 'save']
+        self.assertEqual(len(jobs), 1, jobs)
+        self.assertEqual(jobs[0]['State'], 'failed')
+        self.assertTrue(jobs[0]['Error'].startswith('org.vfmig1.Error.DeviceFailed') and
+                        'restarted' in jobs[0]['Error'], jobs[0]['Error'])
+        del fds['A']
+        # S1 was in STOP_COPY when A died: reset, so running and cleared.
+        self.assert_unwound(res, data, fds, src_memory=False)
+
+    def test_4f_wrong_ticket(self):
+        res, data, fds = self.fault_setup()
+        marker = self.B.read_memory(self.T1, SIZE[SMALL])
+        endpoint, ticket, dst_job = self.prepare(res)
+        wrong = ticket[:-4] + ('AAAA' if not ticket.endswith('AAAA') else 'BBBB')
+        src_job = self.migrate(self.S1, endpoint, wrong)
+        s = self.A.wait_final(src_job)
+        note(f'wrong ticket: source "{s["Error"]}"')
+        self.assertEqual(s['State'], 'failed')
+        self.assertTrue(s['Error'].startswith('org.vfmig1.Error.AccessDenied'), s['Error'])
+        # Neither device moved; B still waits for the right ticket.
+        self.assertEqual(self.A.state(self.S1), 'running')
+        self.assertEqual(self.A.read_memory(self.S1, SIZE[SMALL]), data)
+        self.assertEqual(self.B.state(self.T1), 'running')
+        self.assertEqual(self.B.read_memory(self.T1, SIZE[SMALL]), marker)
+        pump(0.3)
+        self.assertEqual(self.B.job(dst_job)['State'], 'waiting')
+        self.B.call(dst_job, JOB, 'Cancel')
+        self.assertEqual(self.B.wait_final(dst_job)['State'], 'cancelled')
         self.assertEqual(self.B.get(res, RESERVATION, 'State'), 'active')
 
     def test_5_release(self):
