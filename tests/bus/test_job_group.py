@@ -298,7 +298,7 @@ class Group(unittest.TestCase):
         (org.vfmig1.migrate), which is not running on the test bus: refused."""
         devs = [a for a, _ in PAIRS[:2]]
         r = vt.run_as_nobody(['busctl', '--system', 'call', vt.BUS_NAME, vt.ROOT_PATH, vt.MANAGER, 'MigrateGroup',
-                              'asssa{sv}', '2'] + devs + ['127.0.0.1:1', random_ticket(), '0'],
+                              'asssa{sv}', '2'] + devs + ['127.0.0.1:1', 'A' * 43, '0'],   # no leading '-'
                              env=dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=self.addr1))
         self.assertNotEqual(r.returncode, 0)
         self.assertIn('org.vfmig1.migrate', r.stderr)
