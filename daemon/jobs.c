@@ -41,6 +41,8 @@ struct Jobs {
         CompatService *compat;
         char *host_name;
         GHashTable *jobs;               /* id -> Job* */
+        GHashTable *live;               /* id -> Job*: the unfinished ones (busy devices are looked up here:
+                                         * up to a thousand finished jobs stay visible for minutes) */
         char *state_path;               /* jobs.json: the unfinished jobs, for crash recovery */
         VfmigTicketSet *used_tickets;
         unsigned next_id;
@@ -206,6 +208,7 @@ Jobs *jobs_new(sd_event *event, DeviceAccess *access, Reservations *reservations
         s->compat = compat;
         s->host_name = g_strdup(host_name);
         s->jobs = g_hash_table_new(g_str_hash, g_str_equal);
+        s->live = g_hash_table_new(g_str_hash, g_str_equal);
         s->used_tickets = vfmig_ticket_set_new();
         s->next_id = 1;
         s->state_path = jobs_state_path();
@@ -228,6 +231,7 @@ void jobs_free(Jobs *s)
 
         if (!s)
                 return;
+        g_hash_table_remove_all(s->live);
         g_hash_table_iter_init(&it, s->jobs);
         while (g_hash_table_iter_next(&it, NULL, (void **) &j)) {
                 if (!job_state_is_final(j->state)) {
@@ -242,6 +246,7 @@ void jobs_free(Jobs *s)
         g_hash_table_remove_all(s->jobs);
         jobs_save_state(s);            /* the running jobs were unwound: nothing to recover */
         g_hash_table_unref(s->jobs);
+        g_hash_table_unref(s->live);
         g_free(s->state_path);
         vfmig_ticket_set_free(s->used_tickets);
         sd_event_unref(s->event);
@@ -281,12 +286,11 @@ char *jobs_busy_hook(const char *device, void *userdata)
         GHashTableIter it;
         Job *j;
 
-        if (!s)
+        if (!s || !device)
                 return NULL;
-        g_hash_table_iter_init(&it, s->jobs);
+        g_hash_table_iter_init(&it, s->live);
         while (g_hash_table_iter_next(&it, NULL, (void **) &j))
-                if (!job_state_is_final(j->state) && device && g_strv_contains((const char *const *) j->devices,
-                                                                                 device))
+                if (g_strv_contains((const char *const *) j->devices, device))
                         return g_strdup_printf("job %s (%s, %s)", j->id, job_kind_to_string(j->kind),
                                                job_state_to_string(j->state));
         return NULL;
@@ -310,6 +314,7 @@ static Job *job_new(Jobs *s, JobKind kind, const char *const *devices)
         j->priv->start_usec = now_usec(CLOCK_MONOTONIC);
         j->state = kind == JOB_SAVE ? JOB_PREPARING : JOB_WAITING;
         g_hash_table_insert(s->jobs, j->id, j);
+        g_hash_table_insert(s->live, j->id, j);
         return j;
 }
 
@@ -331,6 +336,8 @@ static void job_set_state(Job *j, JobState st)
         if (j->state == st)
                 return;
         j->state = st;
+        if (job_state_is_final(st))
+                g_hash_table_remove(s->live, j->id);
         if (s->listener && s->listener->changed)
                 s->listener->changed(s, j, s->userdata);
 }
@@ -671,6 +678,7 @@ static void recover_one(Jobs *s, JsonObject *o)
                 j->reservation_id = g_strdup(j->reservations[0]);
         job_reservations_active(j);
         j->state = JOB_FAILED;
+        g_hash_table_remove(s->live, j->id);
         j->error = EIO;
         g_free(j->error_message);
         j->error_message = g_strdup("daemon restarted during the job; devices reset");
