@@ -42,12 +42,13 @@
  * five copies per byte, counted with callgrind in bench-stream), and those
  * copies cost as much as the cipher.  GnuTLS exports the traffic keys of a
  * finished handshake for offloading the record layer (gnutls_record_get_state,
- * what kernel TLS uses); with them the connection seals each record in place
- * in its output buffer and opens it in place in its input buffer, or straight
- * into the caller's buffer when it fits, with GnuTLS's AEAD cipher: the same
- * cipher code, one copy into the output buffer on the way out, none beyond
- * the caller's on the way in.  The records are plain TLS 1.3 records (RFC
- * 8446 §5.2: outer type application_data, inner content type, nonce = IV xor
+ * what kernel TLS uses); with them the connection seals each record from the
+ * caller's buffer straight into its output buffer, and opens it from its
+ * input buffer straight into the caller's (in place, then copied, only when
+ * the caller asks for less than the record holds), with GnuTLS's AEAD
+ * cipher: the same cipher code, no other copy.  The records are plain TLS
+ * 1.3 records (RFC 8446 §5.2: outer type application_data, inner content
+ * type, nonce = IV xor
  * sequence number, the record header as additional data), so any TLS 1.3
  * peer reads and writes them; a test checks both directions against GnuTLS's
  * own record layer.  Post-handshake messages are not taken: without session
@@ -639,6 +640,7 @@ static int tls_seal(VfmigStreamConn *c, uint8_t type, const void *data, size_t n
 {
         uint8_t *rec = c->obuf + c->olen, nonce[TLS_NONCE];
         size_t inner = n + 1, clen = inner + TLS_TAG;
+        giovec_t aad = { rec, TLS_HEADER }, in[2] = { { (void *) data, n }, { &type, 1 } };
         int r;
 
         g_assert(n <= TLS_PLAINTEXT_MAX && c->osize - c->olen >= TLS_HEADER + clen);
@@ -650,11 +652,11 @@ static int tls_seal(VfmigStreamConn *c, uint8_t type, const void *data, size_t n
         rec[2] = 3;
         rec[3] = (uint8_t) (clen >> 8);
         rec[4] = (uint8_t) clen;
-        memcpy(rec + TLS_HEADER, data, n);
-        rec[TLS_HEADER + n] = type;
         tls_nonce(&c->wr, nonce);
-        r = gnutls_aead_cipher_encrypt(c->wr.aead, nonce, TLS_NONCE, rec, TLS_HEADER, TLS_TAG,
-                                       rec + TLS_HEADER, inner, rec + TLS_HEADER, &clen);
+        /* The content and its type byte sealed straight from the caller's
+         * buffer into ours, ciphertext then tag: no copy of the plaintext. */
+        r = gnutls_aead_cipher_encryptv(c->wr.aead, nonce, TLS_NONCE, &aad, 1, TLS_TAG, in, 2,
+                                        rec + TLS_HEADER, &clen);
         if (r < 0)
                 return conn_fail(c, -EPROTO, "TLS send: sealing a record: %s", gnutls_strerror(r));
         c->wr.seq++;
