@@ -5,17 +5,40 @@
 #include "util.h"
 #include "vfmig-names.h"
 
+/* Thousands of devices are made at every start of a large host: one
+ * allocation for a device and its strings instead of six. */
+static char *put_string(char **at, const char *s, size_t n)
+{
+        char *r = *at;
+
+        memcpy(r, s, n);
+        *at += n;
+        return r;
+}
+
 VfmigDevice *vfmig_device_new_full(const char *name, VfmigDeviceKind kind, const char *driver,
                                    const char *mdev_type, const char *parent)
 {
-        VfmigDevice *d = g_new0(VfmigDevice, 1);
+        size_t nn, nd, nt, np;
+        VfmigDevice *d;
+        char *at;
 
-        d->name = g_strdup(name);
+        driver = driver ? driver : "";
+        mdev_type = mdev_type ? mdev_type : "";
+        parent = parent ? parent : "";
+        nn = strlen(name) + 1;
+        nd = strlen(driver) + 1;
+        nt = strlen(mdev_type) + 1;
+        np = strlen(parent) + 1;
+        d = g_malloc0(sizeof(VfmigDevice) + nn + nd + nt + np + 1);
+        at = (char *) (d + 1);
+        d->name = put_string(&at, name, nn);
         d->kind = kind;
-        d->driver = g_strdup(driver ? driver : "");
-        d->mdev_type = g_strdup(mdev_type ? mdev_type : "");
-        d->parent = g_strdup(parent ? parent : "");
-        d->sysfs_path = g_strdup("");
+        d->driver = put_string(&at, driver, nd);
+        d->mdev_type = put_string(&at, mdev_type, nt);
+        d->parent = put_string(&at, parent, np);
+        d->sysfs_path = put_string(&at, "", 1);
+        d->strings_end = at;
         d->iommu_group = -1;
         d->numa_node = -1;
         d->attributes = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
@@ -24,18 +47,54 @@ VfmigDevice *vfmig_device_new_full(const char *name, VfmigDeviceKind kind, const
 
 VfmigDevice *vfmig_device_new(const char *name, VfmigDeviceKind kind)
 {
-        return vfmig_device_new_full(name, kind, NULL, NULL, NULL);
+        VfmigDevice *d = g_new0(VfmigDevice, 1);
+
+        d->name = g_strdup(name);
+        d->kind = kind;
+        d->driver = g_strdup("");
+        d->mdev_type = g_strdup("");
+        d->parent = g_strdup("");
+        d->sysfs_path = g_strdup("");
+        d->iommu_group = -1;
+        d->numa_node = -1;
+        d->attributes = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+        return d;
+}
+
+/* A string of the device's own allocation (not to be freed on its own). */
+static bool string_is_inline(const VfmigDevice *d, const char *s)
+{
+        uintptr_t p = (uintptr_t) s;
+
+        return p >= (uintptr_t) (d + 1) && p < (uintptr_t) d->strings_end;
+}
+
+static void free_string(const VfmigDevice *d, char *s)
+{
+        if (!string_is_inline(d, s))
+                g_free(s);
+}
+
+void vfmig_device_take_string(VfmigDevice *d, char **field, char *value)
+{
+        free_string(d, *field);
+        *field = value;
+}
+
+void vfmig_device_set_string(VfmigDevice *d, char **field, const char *value)
+{
+        vfmig_device_take_string(d, field, g_strdup(value ? value : ""));
 }
 
 void vfmig_device_free(VfmigDevice *d)
 {
         if (!d)
                 return;
-        g_free(d->name);
-        g_free(d->driver);
-        g_free(d->mdev_type);
-        g_free(d->parent);
-        g_free(d->sysfs_path);
+        free_string(d, d->name);
+        free_string(d, d->driver);
+        free_string(d, d->mdev_type);
+        free_string(d, d->parent);
+        free_string(d, d->sysfs_path);
         g_hash_table_unref(d->attributes);
         if (d->backend_free)
                 d->backend_free(d->backend_data);

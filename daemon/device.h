@@ -33,6 +33,9 @@ typedef struct VfmigDevice {
         void *managed;            /* the device-access entry (ManagedDevice*), set by the daemon */
         void *backend_data;       /* opaque per-source data (e.g. sim config), freed with backend_free */
         void (*backend_free)(void *);
+        /* vfmig_device_new_full(): the five strings above as first made
+         * share the device's allocation, up to here (NULL: none do). */
+        const char *strings_end;
 } VfmigDevice;
 
 typedef struct VfmigMdevType {
@@ -50,11 +53,18 @@ typedef struct VfmigMdevParent {
         GPtrArray *types;         /* VfmigMdevType*, sorted by id */
 } VfmigMdevParent;
 
+/* Its strings allocated each on its own: a field may be g_free()d and replaced. */
 VfmigDevice *vfmig_device_new(const char *name, VfmigDeviceKind kind);
-/* The same with its driver, mdev type and parent (NULL: ""). */
+/* The same with its driver, mdev type and parent (NULL: ""), in one
+ * allocation with the device (thousands are made at a start): a field is
+ * replaced only with vfmig_device_set_string()/_take_string(). */
 VfmigDevice *vfmig_device_new_full(const char *name, VfmigDeviceKind kind, const char *driver,
                                    const char *mdev_type, const char *parent);
 void vfmig_device_free(VfmigDevice *d);
+/* Replace one of d's string fields (&d->driver, ...) with a copy of value
+ * (NULL: ""), or with value itself, which must come from g_malloc(). */
+void vfmig_device_set_string(VfmigDevice *d, char **field, const char *value);
+void vfmig_device_take_string(VfmigDevice *d, char **field, char *value);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(VfmigDevice, vfmig_device_free)
 
 /* True when both describe the same device in every field the bus exposes. */

@@ -148,10 +148,8 @@ static VfmigDevice *device_from_sd(sd_device *d)
                 return NULL;
 
         v = vfmig_device_new(sysname, is_mdev ? VFMIG_DEVICE_MDEV : VFMIG_DEVICE_PCI);
-        g_free(v->driver);
-        v->driver = g_strdup(driver ? driver : "");
-        g_free(v->sysfs_path);
-        v->sysfs_path = g_strdup(syspath);
+        vfmig_device_set_string(v, &v->driver, driver);
+        vfmig_device_set_string(v, &v->sysfs_path, syspath);
         v->iommu_group = iommu_group_of(syspath);
 
         if (is_mdev) {
@@ -159,14 +157,11 @@ static VfmigDevice *device_from_sd(sd_device *d)
                 const char *pname = NULL;
                 char *type = link_basename(syspath, "mdev_type");
 
-                if (type) {
-                        g_free(v->mdev_type);
-                        v->mdev_type = type;
-                }
+                if (type)
+                        vfmig_device_take_string(v, &v->mdev_type, type);
                 if (sd_device_get_parent(d, &parent) >= 0 &&
                     sd_device_get_sysname(parent, &pname) >= 0) {
-                        g_free(v->parent);
-                        v->parent = g_strdup(pname);
+                        vfmig_device_set_string(v, &v->parent, pname);
                         /* An mdev inherits the identity of its parent function. */
                         v->vendor_id = attr_hex(parent, "vendor", 0xffff);
                         v->device_id = attr_hex(parent, "device", 0xffff);
@@ -403,10 +398,8 @@ VfmigDevice *udev_identity(const char *syspath)
         (void) sd_device_get_driver(d, &driver);
         (void) sd_device_get_subsystem(d, &subsystem);
         v = vfmig_device_new(sysname, VFMIG_DEVICE_PCI);
-        g_free(v->driver);
-        v->driver = g_strdup(driver ? driver : "");
-        g_free(v->sysfs_path);
-        v->sysfs_path = g_strdup(syspath);
+        vfmig_device_set_string(v, &v->driver, driver);
+        vfmig_device_set_string(v, &v->sysfs_path, syspath);
         if (subsystem && strcmp(subsystem, "pci") == 0) {
                 v->vendor_id = attr_hex(d, "vendor", 0xffff);
                 v->device_id = attr_hex(d, "device", 0xffff);
