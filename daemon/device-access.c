@@ -17,6 +17,9 @@ struct DeviceAccess {
         DeviceReleasedFn on_released;
         void *userdata;
         GHashTable *entries;   /* name -> ManagedDevice* */
+        /* "open (BACKEND)" by backend name (a static string): the message of
+         * every managed device, one copy for thousands of them */
+        GHashTable *open_messages;
         bool quiet;            /* the start's enumeration: "managed" lines at debug level */
 };
 
@@ -107,9 +110,9 @@ static void managed_device_free(ManagedDevice *m)
         if (!m)
                 return;
         close_vfio(m);
-        g_free(m->name);
         g_free(m->driver);
-        g_free(m->status_message);
+        if (!m->status_message_shared)
+                g_free(m->status_message);
         g_free(m);
 }
 
@@ -126,6 +129,7 @@ DeviceAccess *device_access_new(const AccessConfig *config, bool simulate, sd_ev
         a->simulate = simulate;
         a->entries = g_hash_table_new_full(g_str_hash, g_str_equal, NULL,
                                            (GDestroyNotify) managed_device_free);
+        a->open_messages = g_hash_table_new_full(NULL, NULL, NULL, g_free);
         return a;
 }
 
@@ -134,6 +138,7 @@ void device_access_free(DeviceAccess *a)
         if (!a)
                 return;
         g_hash_table_unref(a->entries);
+        g_hash_table_unref(a->open_messages);   /* after the entries that point at them */
         access_config_done(&a->config);
         sd_event_unref(a->event);
         g_free(a);
@@ -142,8 +147,22 @@ void device_access_free(DeviceAccess *a)
 static void set_status(ManagedDevice *m, AccessStatus s, char *message)
 {
         m->status = s;
-        g_free(m->status_message);
+        if (!m->status_message_shared)
+                g_free(m->status_message);
         m->status_message = message;
+        m->status_message_shared = false;
+}
+
+static void set_status_open(DeviceAccess *a, ManagedDevice *m, const char *backend)
+{
+        char *msg = g_hash_table_lookup(a->open_messages, backend);
+
+        if (!msg) {
+                msg = g_strconcat("open (", backend, ")", NULL);
+                g_hash_table_insert(a->open_messages, (gpointer) backend, msg);
+        }
+        set_status(m, ACCESS_MANAGED, msg);
+        m->status_message_shared = true;
 }
 
 /* The simulator's stand-in for a device without migration support. */
@@ -248,7 +267,7 @@ static void open_entry(DeviceAccess *a, ManagedDevice *m, const VfmigDevice *d)
                 m->migration_flags = 0;
         m->dma_logging = vfmig_vfio_has_dma_logging(v);
         watch_request(a, m);
-        set_status(m, ACCESS_MANAGED, g_strconcat("open (", vfmig_vfio_backend(v), ")", NULL));
+        set_status_open(a, m, vfmig_vfio_backend(v));
         log_device(a->quiet ? LOG_DEBUG : LOG_INFO, d->name, "managed through %s", vfmig_vfio_backend(v));
 }
 
@@ -259,8 +278,10 @@ ManagedDevice *device_access_update(DeviceAccess *a, const VfmigDevice *d)
         if (m && streq_ptr(m->driver, d->driver) && m->iommu_group == d->iommu_group)
                 return m;
         if (!m) {
-                m = g_new0(ManagedDevice, 1);
-                m->name = g_strdup(d->name);
+                size_t n = strlen(d->name) + 1;
+
+                m = g_malloc0(sizeof(ManagedDevice) + n);
+                m->name = memcpy(m + 1, d->name, n);
                 m->access = a;
                 g_hash_table_insert(a->entries, m->name, m);
         }

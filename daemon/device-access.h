@@ -43,11 +43,12 @@ void access_config_done(AccessConfig *c);
 bool access_config_allows(const AccessConfig *c, const VfmigDevice *d);
 
 typedef struct ManagedDevice {
-        char *name;
+        char *name;                   /* in the entry's own allocation */
         char *driver;                 /* what it was opened with; a change reopens */
         int32_t iommu_group;
         AccessStatus status;
         char *status_message;         /* one line for operators */
+        bool status_message_shared;   /* ... owned by the DeviceAccess (not to be freed) */
         VfmigVfioDevice *vfio;        /* NULL unless ACCESS_MANAGED */
         uint64_t migration_flags;     /* probed at open */
         bool dma_logging;
