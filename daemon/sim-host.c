@@ -710,6 +710,14 @@ static bool get_str(Ctx *c, const char *where, const Members *m, guint k,
 }
 
 /* PCI IDs are written as in sysfs: "0x15b3". */
+/* A hex digit's value plus one, 0 for any other byte (a table: the library
+ * call per digit was a third of the cost of an id). */
+static const guint8 hex_digit[256] = {
+        ['0'] = 1, ['1'] = 2, ['2'] = 3, ['3'] = 4, ['4'] = 5, ['5'] = 6, ['6'] = 7, ['7'] = 8,
+        ['8'] = 9, ['9'] = 10, ['a'] = 11, ['b'] = 12, ['c'] = 13, ['d'] = 14, ['e'] = 15, ['f'] = 16,
+        ['A'] = 11, ['B'] = 12, ['C'] = 13, ['D'] = 14, ['E'] = 15, ['F'] = 16,
+};
+
 static bool get_hex(Ctx *c, const char *where, const Members *m, guint k,
                     bool required, uint32_t max, uint32_t *out)
 {
@@ -725,8 +733,8 @@ static bool get_hex(Ctx *c, const char *where, const Members *m, guint k,
                  * else takes the checks below, with their messages. */
                 size_t i = 2;
 
-                for (s = n->s; i < 10 && g_ascii_isxdigit(s[i]); i++)
-                        v = v * 16 + (guint64) g_ascii_xdigit_value(s[i]);
+                for (s = n->s; i < 10 && hex_digit[(guint8) s[i]]; i++)
+                        v = v * 16 + (guint64) (hex_digit[(guint8) s[i]] - 1);
                 if (i > 2 && s[i] == '\0' && v <= max) {
                         *out = (uint32_t) v;
                         return true;
@@ -813,10 +821,9 @@ static bool get_bool(Ctx *c, const char *where, const Members *m, guint k, bool 
         return true;
 }
 
-static bool parse_attributes(Ctx *c, const char *where, const Jv *attrs, GHashTable *into)
+/* The attributes, validated, as name/value pairs into pairs[2 * attrs->n]. */
+static bool parse_attributes(Ctx *c, const char *where, const Jv *attrs, const char **pairs)
 {
-        if (!attrs)
-                return true;
         for (guint i = 0; i < attrs->n; i++) {
                 const char *name = attrs->o.keys[i];
                 const Jv *val = jv_member(attrs, name);   /* the last of that name */
@@ -829,7 +836,8 @@ static bool parse_attributes(Ctx *c, const char *where, const Jv *attrs, GHashTa
                                 return fail(c, w, "attribute name \"%s\" is not valid", name);
                         return get_text(c, w, name, val, true, 256, false, &v);
                 }
-                g_hash_table_replace(into, g_strdup(name), g_strdup(val->s));
+                pairs[2 * i] = name;
+                pairs[2 * i + 1] = val->s;
         }
         return true;
 }
@@ -994,6 +1002,10 @@ static VfmigDevice *parse_device(Ctx *c, const Jv *node, guint index)
         uint32_t vendor = 0, device = 0, subvendor = 0, subdevice = 0, revision = 0;
         gint64 group = -1, numa = -1;
         const Jv *attrs, *mig;
+        static const Jv no_attrs = { .type = JV_OBJECT };
+        const char *pairs_buf[16], **pairs = pairs_buf;
+        g_autofree const char **pairs_heap = NULL;
+        guint n_attrs;
         Members m;
 
         device_where(where, index);
@@ -1036,7 +1048,12 @@ static VfmigDevice *parse_device(Ctx *c, const Jv *node, guint index)
             !get_int(c, where, &m, NUMA_NODE, -1, 1023, &numa) ||
             !get_object(c, where, &m, ATTRIBUTES, &attrs))
                 return NULL;
-        d = vfmig_device_new_full(name, k, driver, mdev_type, parent);
+        n_attrs = attrs ? attrs->n : 0;
+        if (n_attrs > G_N_ELEMENTS(pairs_buf) / 2)
+                pairs = pairs_heap = g_new(const char *, 2 * n_attrs);
+        if (!parse_attributes(c, where, attrs ? attrs : &no_attrs, pairs))
+                return NULL;
+        d = vfmig_device_new_fixed(name, k, driver, mdev_type, parent, pairs, n_attrs);
         d->vendor_id = (uint16_t) vendor;
         d->device_id = (uint16_t) device;
         d->subsystem_vendor_id = (uint16_t) subvendor;
@@ -1044,8 +1061,7 @@ static VfmigDevice *parse_device(Ctx *c, const Jv *node, guint index)
         d->revision = (uint8_t) revision;
         d->iommu_group = (int32_t) group;
         d->numa_node = (int32_t) numa;
-        if (!parse_attributes(c, where, attrs, d->attributes) ||
-            !get_object(c, where, &m, MIGRATION, &mig) ||
+        if (!get_object(c, where, &m, MIGRATION, &mig) ||
             !parse_sim_spec(c, where, m.v[OPEN_ERROR], mig, d))
                 return NULL;
         return g_steal_pointer(&d);
