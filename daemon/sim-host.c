@@ -1159,15 +1159,15 @@ static VfmigMdevParent *parse_parent(Ctx *c, const Jv *node, guint index)
         return g_steal_pointer(&p);
 }
 
-static bool cross_check(Ctx *c, SimHost *h)
+/* names: filled with every device by name, for copy_parent_identity(). */
+static bool cross_check(Ctx *c, SimHost *h, GHashTable *names)
 {
-        g_autoptr(GHashTable) names = g_hash_table_new(g_str_hash, g_str_equal);
         char where[32];
 
         for (guint i = 0; i < h->devices->len; i++) {
                 VfmigDevice *d = h->devices->pdata[i];
 
-                if (!g_hash_table_add(names, d->name)) {
+                if (!g_hash_table_insert(names, d->name, d)) {
                         g_snprintf(where, sizeof where, "devices[%u]", i);
                         return fail(c, where, "device \"%s\" listed twice", d->name);
                 }
@@ -1219,20 +1219,15 @@ static void collect_templates(SimHost *h)
         h->next_iommu_group = max_group + 1;
 }
 
-static void copy_parent_identity(SimHost *h)
+/* names: every device by name (each name listed once). */
+static void copy_parent_identity(SimHost *h, GHashTable *names)
 {
-        g_autoptr(GHashTable) pci = g_hash_table_new(g_str_hash, g_str_equal);
-
-        for (guint i = 0; i < h->devices->len; i++) {
-                VfmigDevice *p = h->devices->pdata[i];
-                if (p->kind == VFMIG_DEVICE_PCI)
-                        g_hash_table_insert(pci, p->name, p);
-        }
         /* An mdev carries the PCI identity of its parent, as on a real host. */
         for (guint i = 0; i < h->devices->len; i++) {
                 VfmigDevice *d = h->devices->pdata[i], *p;
 
-                if (d->kind != VFMIG_DEVICE_MDEV || !(p = g_hash_table_lookup(pci, d->parent)))
+                if (d->kind != VFMIG_DEVICE_MDEV || !(p = g_hash_table_lookup(names, d->parent)) ||
+                    p->kind != VFMIG_DEVICE_PCI)
                         continue;
                 d->vendor_id = p->vendor_id;
                 d->device_id = p->device_id;
@@ -1285,6 +1280,7 @@ int sim_host_load(const char *path, SimHost **ret, char **error)
         g_autoptr(SimHost) h = NULL;
         g_autofree char *text = NULL, *perr = NULL;
         g_auto(Arena) arena = { 0 };
+        g_autoptr(GHashTable) names = NULL;
         gsize len = 0;
         Ctx c = { .file = path };
         g_auto(DeviceStream) ds = { .c = { .file = path } };
@@ -1335,8 +1331,9 @@ int sim_host_load(const char *path, SimHost **ret, char **error)
                         goto out;
                 g_ptr_array_add(h->parents, p);
         }
-        if (cross_check(&c, h)) {
-                copy_parent_identity(h);
+        names = g_hash_table_new(g_str_hash, g_str_equal);
+        if (cross_check(&c, h, names)) {
+                copy_parent_identity(h, names);
                 collect_templates(h);
         }
 out:
