@@ -69,19 +69,44 @@ static void shared_unref(SharedProfile *s)
         }
 }
 
+/* A string of the acceptor's allocation, or NULL. */
+static char *put_string(char **at, const char *s)
+{
+        size_t n;
+        char *r = *at;
+
+        if (!s)
+                return NULL;
+        n = strlen(s) + 1;
+        memcpy(r, s, n);
+        *at += n;
+        return r;
+}
+
+/* One allocation with its strings: a restored matrix makes thousands. */
 static VfmigAcceptor *acceptor_alloc(VfmigRuleSet *rs, const Rule *r, SharedProfile *shared, const char *device,
                                      const char *parent, const char *mdev_type, const char *where)
 {
-        VfmigAcceptor *a = g_new0(VfmigAcceptor, 1);
+        g_autofree char *own_where = where ? NULL : compat_rule_where(r);
+        size_t size = sizeof(VfmigAcceptor);
+        VfmigAcceptor *a;
+        char *at;
 
+        where = where ? where : own_where;
+        size += strlen(where) + 1;
+        size += device ? strlen(device) + 1 : 0;
+        size += parent ? strlen(parent) + 1 : 0;
+        size += mdev_type ? strlen(mdev_type) + 1 : 0;
+        a = g_malloc0(size);
+        at = (char *) (a + 1);
         a->rs = vfmig_rules_ref(rs);
         a->rule = r;
         a->shared = shared;
         a->profile = shared->p;
-        a->where = where ? g_strdup(where) : compat_rule_where(r);
-        a->device = g_strdup(device);
-        a->parent = g_strdup(parent);
-        a->mdev_type = g_strdup(mdev_type);
+        a->where = put_string(&at, where);
+        a->device = put_string(&at, device);
+        a->parent = put_string(&at, parent);
+        a->mdev_type = put_string(&at, mdev_type);
         return a;
 }
 
@@ -213,10 +238,6 @@ void vfmig_acceptor_free(VfmigAcceptor *a)
         if (!a)
                 return;
         shared_unref(a->shared);
-        g_free(a->where);
-        g_free(a->device);
-        g_free(a->parent);
-        g_free(a->mdev_type);
         vfmig_rules_unref(a->rs);
         g_free(a);
 }
