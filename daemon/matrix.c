@@ -35,7 +35,7 @@ typedef struct Inputs {
 
 struct MatrixEntry {
         gint n_ref;
-        char *key;
+        char *key;                  /* in the entry's allocation */
         MatrixEntryKind kind;
         char *parent;               /* NULL for a PCI device */
         char *mdev_type;            /* NULL for a PCI device */
@@ -420,13 +420,15 @@ static void acc_add(Matrix *m, const MatrixEntry *e, int sign)
 
 /* ---- entries ---------------------------------------------------------------- */
 
+/* The key in the entry's allocation: thousands are made at a start. */
 static MatrixEntry *entry_alloc(MatrixEntryKind kind, const char *key)
 {
-        MatrixEntry *e = g_new0(MatrixEntry, 1);
+        size_t n = strlen(key) + 1;
+        MatrixEntry *e = g_malloc0(sizeof(MatrixEntry) + n);
 
         e->n_ref = 1;
         e->kind = kind;
-        e->key = g_strdup(key);
+        e->key = memcpy(e + 1, key, n);
         e->pending = true;
         return e;
 }
@@ -449,7 +451,6 @@ void matrix_entry_unref(MatrixEntry *e)
         if (!e || !g_atomic_int_dec_and_test(&e->n_ref))
                 return;
         entry_clear_result(e);
-        g_free(e->key);
         g_free(e->parent);
         g_free(e->mdev_type);
         inputs_unref(e->dev);
