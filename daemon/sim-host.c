@@ -954,6 +954,7 @@ static bool parse_sim_spec(Ctx *c, const char *dwhere, const Jv *open_error_node
                         if (strcmp(f, flag_names[k].name) == 0) {
                                 spec->config.migration_flags |= flag_names[k].bit;
                                 known = true;
+                                break;
                         }
                 if (!known)
                         return fail(c, where, "flags[%u] must be one of \"stop-copy\", \"p2p\", \"pre-copy\"", i);
