@@ -110,7 +110,8 @@ static void managed_device_free(ManagedDevice *m)
         if (!m)
                 return;
         close_vfio(m);
-        g_free(m->driver);
+        if (m->driver != m->driver_slot)
+                g_free(m->driver);
         if (!m->status_message_shared)
                 g_free(m->status_message);
         g_free(m);
@@ -278,15 +279,21 @@ ManagedDevice *device_access_update(DeviceAccess *a, const VfmigDevice *d)
         if (m && streq_ptr(m->driver, d->driver) && m->iommu_group == d->iommu_group)
                 return m;
         if (!m) {
-                size_t n = strlen(d->name) + 1;
+                size_t n = strlen(d->name) + 1, nd = d->driver ? strlen(d->driver) + 1 : 1;
 
-                m = g_malloc0(sizeof(ManagedDevice) + n);
+                m = g_malloc0(sizeof(ManagedDevice) + n + nd);
                 m->name = memcpy(m + 1, d->name, n);
+                m->driver_slot = m->name + n;
+                m->driver_slot_size = nd;
                 m->access = a;
                 g_hash_table_insert(a->entries, m->name, m);
         }
-        g_free(m->driver);
-        m->driver = g_strdup(d->driver);
+        if (m->driver != m->driver_slot)
+                g_free(m->driver);
+        if (d->driver && strlen(d->driver) < m->driver_slot_size)
+                m->driver = strcpy(m->driver_slot, d->driver);
+        else
+                m->driver = g_strdup(d->driver);
         m->iommu_group = d->iommu_group;
         open_entry(a, m, d);
         return m;

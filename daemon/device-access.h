@@ -45,6 +45,8 @@ bool access_config_allows(const AccessConfig *c, const VfmigDevice *d);
 typedef struct ManagedDevice {
         char *name;                   /* in the entry's own allocation */
         char *driver;                 /* what it was opened with; a change reopens */
+        char *driver_slot;            /* in the entry's allocation: the first driver, */
+        size_t driver_slot_size;      /* ... and one as long as it after a change */
         int32_t iommu_group;
         AccessStatus status;
         char *status_message;         /* one line for operators */
