@@ -6,8 +6,7 @@
 #include "vfmig-names.h"
 
 /* Thousands of devices are made at every start of a large host: one
- * allocation for a device and its strings instead of six (and two for each
- * attribute). */
+ * allocation for a device and its strings instead of six. */
 static char *put_string(char **at, const char *s, size_t n)
 {
         char *r = *at;
@@ -18,10 +17,9 @@ static char *put_string(char **at, const char *s, size_t n)
 }
 
 VfmigDevice *vfmig_device_new_fixed(const char *name, VfmigDeviceKind kind, const char *driver,
-                                    const char *mdev_type, const char *parent,
-                                    const char *const *attributes, guint n)
+                                    const char *mdev_type, const char *parent, GHashTable *attributes)
 {
-        size_t nn, nd, nt, np, na = 0;
+        size_t nn, nd, nt, np;
         VfmigDevice *d;
         char *at;
 
@@ -32,9 +30,7 @@ VfmigDevice *vfmig_device_new_fixed(const char *name, VfmigDeviceKind kind, cons
         nd = strlen(driver) + 1;
         nt = strlen(mdev_type) + 1;
         np = strlen(parent) + 1;
-        for (guint i = 0; i < 2 * n; i++)
-                na += strlen(attributes[i]) + 1;
-        d = g_malloc0(sizeof(VfmigDevice) + nn + nd + nt + np + 1 + na);
+        d = g_malloc0(sizeof(VfmigDevice) + nn + nd + nt + np + 1);
         at = (char *) (d + 1);
         d->name = put_string(&at, name, nn);
         d->kind = kind;
@@ -45,24 +41,15 @@ VfmigDevice *vfmig_device_new_fixed(const char *name, VfmigDeviceKind kind, cons
         d->strings_end = at;
         d->iommu_group = -1;
         d->numa_node = -1;
-        if (!attributes) {
-                d->attributes = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
-                return d;
-        }
-        d->attributes = g_hash_table_new(g_str_hash, g_str_equal);
-        for (guint i = 0; i < n; i++) {
-                char *k = put_string(&at, attributes[2 * i], strlen(attributes[2 * i]) + 1);
-                char *v = put_string(&at, attributes[2 * i + 1], strlen(attributes[2 * i + 1]) + 1);
-
-                g_hash_table_replace(d->attributes, k, v);
-        }
+        d->attributes = attributes ? attributes
+                                   : g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
         return d;
 }
 
 VfmigDevice *vfmig_device_new_full(const char *name, VfmigDeviceKind kind, const char *driver,
                                    const char *mdev_type, const char *parent)
 {
-        return vfmig_device_new_fixed(name, kind, driver, mdev_type, parent, NULL, 0);
+        return vfmig_device_new_fixed(name, kind, driver, mdev_type, parent, NULL);
 }
 
 VfmigDevice *vfmig_device_new(const char *name, VfmigDeviceKind kind)

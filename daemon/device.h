@@ -60,12 +60,11 @@ VfmigDevice *vfmig_device_new(const char *name, VfmigDeviceKind kind);
  * replaced only with vfmig_device_set_string()/_take_string(). */
 VfmigDevice *vfmig_device_new_full(const char *name, VfmigDeviceKind kind, const char *driver,
                                    const char *mdev_type, const char *parent);
-/* The same with its attributes (n name/value pairs, a name given twice: the
- * last counts) in that allocation too: its attributes table frees nothing,
- * they are not to be changed. */
+/* The same with the attributes table given (its reference taken; NULL: a
+ * new empty one): a host file's devices share a table between those of the
+ * same attributes, which are then not to be changed. */
 VfmigDevice *vfmig_device_new_fixed(const char *name, VfmigDeviceKind kind, const char *driver,
-                                    const char *mdev_type, const char *parent,
-                                    const char *const *attributes, guint n);
+                                    const char *mdev_type, const char *parent, GHashTable *attributes);
 void vfmig_device_free(VfmigDevice *d);
 /* Replace one of d's string fields (&d->driver, ...) with a copy of value
  * (NULL: ""), or with value itself, which must come from g_malloc(). */

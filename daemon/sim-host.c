@@ -597,6 +597,11 @@ typedef struct Ctx {
         const char *file;
         char *error;
         GHashTable *templates;          /* SimHost.templates being filled */
+        /* The devices' attribute tables, one per set of attributes (a host's
+         * devices have a few sets: tables made once, shared), by the set's
+         * "NAME\x01VALUE\x01..." in file order; NULL: each device its own. */
+        GHashTable *attribute_sets;
+        GString *set_key;
 } Ctx;
 
 /* What an instance created from one PARENT/TYPE is like (sim_host_new_instance()). */
@@ -821,10 +826,14 @@ static bool get_bool(Ctx *c, const char *where, const Members *m, guint k, bool 
         return true;
 }
 
-/* The attributes, validated, as name/value pairs into pairs[2 * attrs->n]. */
-static bool parse_attributes(Ctx *c, const char *where, const Jv *attrs, const char **pairs)
+/* The attributes, validated, as a table (a reference to it): the one of the
+ * same set of attributes made before, if any. */
+static GHashTable *parse_attributes(Ctx *c, const char *where, const Jv *attrs)
 {
-        for (guint i = 0; i < attrs->n; i++) {
+        GHashTable *t;
+        guint n = attrs ? attrs->n : 0;
+
+        for (guint i = 0; i < n; i++) {
                 const char *name = attrs->o.keys[i];
                 const Jv *val = jv_member(attrs, name);   /* the last of that name */
 
@@ -833,13 +842,31 @@ static bool parse_attributes(Ctx *c, const char *where, const Jv *attrs, const c
                         g_autofree char *w = g_strdup_printf("%s.attributes", where);
                         const char *v = NULL;
                         if (!vfmig_device_name_is_valid(name))
-                                return fail(c, w, "attribute name \"%s\" is not valid", name);
-                        return get_text(c, w, name, val, true, 256, false, &v);
+                                return fail(c, w, "attribute name \"%s\" is not valid", name), NULL;
+                        return get_text(c, w, name, val, true, 256, false, &v), NULL;
                 }
-                pairs[2 * i] = name;
-                pairs[2 * i + 1] = val->s;
         }
-        return true;
+        if (c->attribute_sets) {
+                /* Valid names and values hold no \x01. */
+                g_string_truncate(c->set_key, 0);
+                for (guint i = 0; i < n; i++) {
+                        g_string_append(c->set_key, attrs->o.keys[i]);
+                        g_string_append_c(c->set_key, '\x01');
+                        g_string_append(c->set_key, jv_member(attrs, attrs->o.keys[i])->s);
+                        g_string_append_c(c->set_key, '\x01');
+                }
+                t = g_hash_table_lookup(c->attribute_sets, c->set_key->str);
+                if (t)
+                        return g_hash_table_ref(t);
+        }
+        t = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+        for (guint i = 0; i < n; i++) {
+                const char *name = attrs->o.keys[i];
+                g_hash_table_replace(t, g_strdup(name), g_strdup(jv_member(attrs, name)->s));
+        }
+        if (c->attribute_sets)
+                g_hash_table_insert(c->attribute_sets, g_strdup(c->set_key->str), g_hash_table_ref(t));
+        return t;
 }
 
 static void sim_spec_free(void *p)
@@ -1003,10 +1030,7 @@ static VfmigDevice *parse_device(Ctx *c, const Jv *node, guint index)
         uint32_t vendor = 0, device = 0, subvendor = 0, subdevice = 0, revision = 0;
         gint64 group = -1, numa = -1;
         const Jv *attrs, *mig;
-        static const Jv no_attrs = { .type = JV_OBJECT };
-        const char *pairs_buf[16], **pairs = pairs_buf;
-        g_autofree const char **pairs_heap = NULL;
-        guint n_attrs;
+        GHashTable *attr_table;
         Members m;
 
         device_where(where, index);
@@ -1049,12 +1073,9 @@ static VfmigDevice *parse_device(Ctx *c, const Jv *node, guint index)
             !get_int(c, where, &m, NUMA_NODE, -1, 1023, &numa) ||
             !get_object(c, where, &m, ATTRIBUTES, &attrs))
                 return NULL;
-        n_attrs = attrs ? attrs->n : 0;
-        if (n_attrs > G_N_ELEMENTS(pairs_buf) / 2)
-                pairs = pairs_heap = g_new(const char *, 2 * n_attrs);
-        if (!parse_attributes(c, where, attrs ? attrs : &no_attrs, pairs))
+        if (!(attr_table = parse_attributes(c, where, attrs)))
                 return NULL;
-        d = vfmig_device_new_fixed(name, k, driver, mdev_type, parent, pairs, n_attrs);
+        d = vfmig_device_new_fixed(name, k, driver, mdev_type, parent, attr_table);
         d->vendor_id = (uint16_t) vendor;
         d->device_id = (uint16_t) device;
         d->subsystem_vendor_id = (uint16_t) subvendor;
@@ -1249,6 +1270,9 @@ typedef struct DeviceStream {
 static void device_stream_clear(DeviceStream *ds)
 {
         g_clear_pointer(&ds->devices, g_ptr_array_unref);
+        g_clear_pointer(&ds->c.attribute_sets, g_hash_table_unref);
+        if (ds->c.set_key)
+                g_string_free(g_steal_pointer(&ds->c.set_key), true);
         g_clear_pointer(&ds->c.error, g_free);
 }
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(DeviceStream, device_stream_clear)
@@ -1293,6 +1317,9 @@ int sim_host_load(const char *path, SimHost **ret, char **error)
                 return -EINVAL;
         }
         ds.devices = g_ptr_array_new_with_free_func((GDestroyNotify) vfmig_device_free);
+        ds.c.attribute_sets = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
+                                                    (GDestroyNotify) g_hash_table_unref);
+        ds.c.set_key = g_string_sized_new(256);
         o = jv_parse(text, len, &arena, "devices", on_device_element, &ds, &perr);
         if (!o) {
                 *error = g_strdup_printf("%s:%s", path, perr);
