@@ -597,11 +597,14 @@ typedef struct Ctx {
         const char *file;
         char *error;
         GHashTable *templates;          /* SimHost.templates being filled */
-        /* The devices' attribute tables, one per set of attributes (a host's
-         * devices have a few sets: tables made once, shared), by the set's
-         * "NAME\x01VALUE\x01..." in file order; NULL: each device its own. */
-        GHashTable *attribute_sets;
-        GString *set_key;
+        /* share_attributes: a device of the same attributes as the one
+         * before it (nearly all: the functions of one card follow each other)
+         * shares its table, last_attributes; last_pairs: the names and values
+         * that made it, in file order (2 * last_n). */
+        bool share_attributes;
+        GHashTable *last_attributes;
+        char **last_pairs;
+        guint last_n;
 } Ctx;
 
 /* What an instance created from one PARENT/TYPE is like (sim_host_new_instance()). */
@@ -827,7 +830,7 @@ static bool get_bool(Ctx *c, const char *where, const Members *m, guint k, bool 
 }
 
 /* The attributes, validated, as a table (a reference to it): the one of the
- * same set of attributes made before, if any. */
+ * device before, when it has the same. */
 static GHashTable *parse_attributes(Ctx *c, const char *where, const Jv *attrs)
 {
         GHashTable *t;
@@ -846,26 +849,39 @@ static GHashTable *parse_attributes(Ctx *c, const char *where, const Jv *attrs)
                         return get_text(c, w, name, val, true, 256, false, &v), NULL;
                 }
         }
-        if (c->attribute_sets) {
-                /* Valid names and values hold no \x01. */
-                g_string_truncate(c->set_key, 0);
-                for (guint i = 0; i < n; i++) {
-                        g_string_append(c->set_key, attrs->o.keys[i]);
-                        g_string_append_c(c->set_key, '\x01');
-                        g_string_append(c->set_key, jv_member(attrs, attrs->o.keys[i])->s);
-                        g_string_append_c(c->set_key, '\x01');
+        if (c->share_attributes && c->last_attributes && n == c->last_n) {
+                /* The same members in the same order make the same table. */
+                guint i = 0;
+
+                for (; i < n; i++) {
+                        const Jv *v = attrs->o.vals[i];
+                        if (v->type != JV_STRING || strcmp(attrs->o.keys[i], c->last_pairs[2 * i]) != 0 ||
+                            strcmp(v->s, c->last_pairs[2 * i + 1]) != 0)
+                                break;
                 }
-                t = g_hash_table_lookup(c->attribute_sets, c->set_key->str);
-                if (t)
-                        return g_hash_table_ref(t);
+                if (i == n)
+                        return g_hash_table_ref(c->last_attributes);
         }
         t = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
         for (guint i = 0; i < n; i++) {
                 const char *name = attrs->o.keys[i];
                 g_hash_table_replace(t, g_strdup(name), g_strdup(jv_member(attrs, name)->s));
         }
-        if (c->attribute_sets)
-                g_hash_table_insert(c->attribute_sets, g_strdup(c->set_key->str), g_hash_table_ref(t));
+        if (c->share_attributes) {
+                g_clear_pointer(&c->last_attributes, g_hash_table_unref);
+                g_strfreev(c->last_pairs);
+                c->last_attributes = g_hash_table_ref(t);
+                c->last_pairs = g_new(char *, 2 * n + 1);
+                for (guint i = 0; i < n; i++) {
+                        const Jv *v = attrs->o.vals[i];
+                        c->last_pairs[2 * i] = g_strdup(attrs->o.keys[i]);
+                        /* a name given again later: this value does not count, and
+                         * may be no string (the later one always is) */
+                        c->last_pairs[2 * i + 1] = g_strdup(v->type == JV_STRING ? v->s : "\x01");
+                }
+                c->last_pairs[2 * n] = NULL;
+                c->last_n = n;
+        }
         return t;
 }
 
@@ -1270,9 +1286,8 @@ typedef struct DeviceStream {
 static void device_stream_clear(DeviceStream *ds)
 {
         g_clear_pointer(&ds->devices, g_ptr_array_unref);
-        g_clear_pointer(&ds->c.attribute_sets, g_hash_table_unref);
-        if (ds->c.set_key)
-                g_string_free(g_steal_pointer(&ds->c.set_key), true);
+        g_clear_pointer(&ds->c.last_attributes, g_hash_table_unref);
+        g_clear_pointer(&ds->c.last_pairs, g_strfreev);
         g_clear_pointer(&ds->c.error, g_free);
 }
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(DeviceStream, device_stream_clear)
@@ -1317,9 +1332,7 @@ int sim_host_load(const char *path, SimHost **ret, char **error)
                 return -EINVAL;
         }
         ds.devices = g_ptr_array_new_with_free_func((GDestroyNotify) vfmig_device_free);
-        ds.c.attribute_sets = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
-                                                    (GDestroyNotify) g_hash_table_unref);
-        ds.c.set_key = g_string_sized_new(256);
+        ds.c.share_attributes = true;
         o = jv_parse(text, len, &arena, "devices", on_device_element, &ds, &perr);
         if (!o) {
                 *error = g_strdup_printf("%s:%s", path, perr);
