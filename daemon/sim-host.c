@@ -836,6 +836,20 @@ static GHashTable *parse_attributes(Ctx *c, const char *where, const Jv *attrs)
         GHashTable *t;
         guint n = attrs ? attrs->n : 0;
 
+        if (c->share_attributes && c->last_attributes && n == c->last_n) {
+                /* The same members in the same order make the same table
+                 * (and were found valid then). */
+                guint i = 0;
+
+                for (; i < n; i++) {
+                        const Jv *v = attrs->o.vals[i];
+                        if (v->type != JV_STRING || strcmp(attrs->o.keys[i], c->last_pairs[2 * i]) != 0 ||
+                            strcmp(v->s, c->last_pairs[2 * i + 1]) != 0)
+                                break;
+                }
+                if (i == n)
+                        return g_hash_table_ref(c->last_attributes);
+        }
         for (guint i = 0; i < n; i++) {
                 const char *name = attrs->o.keys[i];
                 const Jv *val = jv_member(attrs, name);   /* the last of that name */
@@ -848,19 +862,6 @@ static GHashTable *parse_attributes(Ctx *c, const char *where, const Jv *attrs)
                                 return fail(c, w, "attribute name \"%s\" is not valid", name), NULL;
                         return get_text(c, w, name, val, true, 256, false, &v), NULL;
                 }
-        }
-        if (c->share_attributes && c->last_attributes && n == c->last_n) {
-                /* The same members in the same order make the same table. */
-                guint i = 0;
-
-                for (; i < n; i++) {
-                        const Jv *v = attrs->o.vals[i];
-                        if (v->type != JV_STRING || strcmp(attrs->o.keys[i], c->last_pairs[2 * i]) != 0 ||
-                            strcmp(v->s, c->last_pairs[2 * i + 1]) != 0)
-                                break;
-                }
-                if (i == n)
-                        return g_hash_table_ref(c->last_attributes);
         }
         t = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
         for (guint i = 0; i < n; i++) {
