@@ -88,6 +88,59 @@ static void test_malformed(void)
                      "attribute name \"a/b\" is not valid");
 }
 
+/* Devices with the same attributes as the one before share its table; any
+ * difference (a value, the order, a name given twice) is a table of its own,
+ * and a bad attribute after a good run of them is still refused. */
+static void test_shared_attributes(void)
+{
+        static const char *const attrs[] = {
+                "{\"fw\": \"1\", \"drv\": \"6.1\"}",
+                "{\"fw\": \"1\", \"drv\": \"6.1\"}",
+                "{\"fw\": \"2\", \"drv\": \"6.1\"}",
+                "{\"drv\": \"6.1\", \"fw\": \"2\"}",
+                "{\"drv\": 7, \"drv\": \"6.1\", \"fw\": \"2\"}",
+                "{\"drv\": 8, \"drv\": \"6.1\", \"fw\": \"2\"}",
+                "{}",
+                "{}",
+        };
+        g_autoptr(GString) text = g_string_new("{\"host\": \"h\", \"devices\": [");
+        g_autofree char *path = NULL, *error = NULL;
+        g_autoptr(SimHost) h = NULL;
+        GHashTable *t[G_N_ELEMENTS(attrs)];
+
+        for (size_t i = 0; i < G_N_ELEMENTS(attrs); i++)
+                g_string_append_printf(text, "%s{\"name\": \"0000:01:00.%zu\", \"kind\": \"pci\", "
+                                       "\"driver\": \"vfio-pci\", \"vendor-id\": \"0x10de\", "
+                                       "\"device-id\": \"0x1\", \"attributes\": %s}",
+                                       i ? ", " : "", i, attrs[i]);
+        g_string_append(text, "]}");
+        path = write_tmp(text->str);
+        if (sim_host_load(path, &h, &error) < 0)
+                g_error("%s", error);
+        g_unlink(path);
+        for (size_t i = 0; i < G_N_ELEMENTS(attrs); i++) {
+                t[i] = ((VfmigDevice *) h->devices->pdata[i])->attributes;
+                g_assert_cmpuint(g_hash_table_size(t[i]), ==, i < 6 ? 2 : 0);
+                if (i < 6) {
+                        g_assert_cmpstr(g_hash_table_lookup(t[i], "fw"), ==, i < 2 ? "1" : "2");
+                        g_assert_cmpstr(g_hash_table_lookup(t[i], "drv"), ==, "6.1");
+                }
+        }
+        g_assert_true(t[1] == t[0]);
+        g_assert_true(t[2] != t[1]);
+        g_assert_true(t[3] != t[2]);
+        g_assert_true(t[4] != t[3]);
+        g_assert_true(t[5] != t[4]);
+        g_assert_true(t[7] == t[6]);
+
+        expect_error("{\"host\": \"h\", \"devices\": [{\"name\": \"0000:01:00.0\", \"kind\": \"pci\", "
+                     "\"driver\": \"vfio-pci\", \"vendor-id\": \"0x10de\", \"device-id\": \"0x1\", "
+                     "\"attributes\": {\"a\": \"x\"}}, {\"name\": \"0000:01:00.1\", \"kind\": \"pci\", "
+                     "\"driver\": \"vfio-pci\", \"vendor-id\": \"0x10de\", \"device-id\": \"0x1\", "
+                     "\"attributes\": {\"a\": \"x\", \"a\": 1}}]}",
+                     "devices[1].attributes: \"a\" must be a string");
+}
+
 /* The JSON reader: what RFC 8259 allows is read, with escapes decoded;
  * everything else is refused with LINE:COL. */
 static void test_json_syntax(void)
@@ -238,6 +291,7 @@ int main(int argc, char *argv[])
         g_test_add_func("/sim-host/shipped-host-a", test_shipped_host_a);
         g_test_add_func("/sim-host/malformed", test_malformed);
         g_test_add_func("/sim-host/json-syntax", test_json_syntax);
+        g_test_add_func("/sim-host/shared-attributes", test_shared_attributes);
         g_test_add_func("/sim-host/shipped-hosts", test_shipped_hosts);
         g_test_add_func("/sim-host/fuzz-corpus", test_fuzz_corpus);
         return g_test_run();
