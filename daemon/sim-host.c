@@ -1053,8 +1053,23 @@ static VfmigDevice *parse_device(Ctx *c, const Jv *node, guint index)
         device_where(where, index);
         if (node->type != JV_OBJECT)
                 return fail(c, where, "must be an object"), NULL;
-        if (!bind_members(c, where, node, keys, &m) ||
-            !get_str(c, where, &m, NAME, true, VFMIG_NAME_MAX, &name) ||
+        if (!bind_members(c, where, node, keys, &m))
+                return NULL;
+        if (m.v[NAME] && m.v[NAME]->type == JV_STRING && m.v[KIND] && m.v[KIND]->type == JV_STRING) {
+                /* The usual: a PCI address or a UUID, each of which passes
+                 * every check of a name below. */
+                name = m.v[NAME]->s;
+                kind = m.v[KIND]->s;
+                if (strcmp(kind, VFMIG_KIND_PCI) == 0 && vfmig_pci_address_is_valid(name)) {
+                        k = VFMIG_DEVICE_PCI;
+                        goto named;
+                }
+                if (strcmp(kind, VFMIG_KIND_MDEV) == 0 && vfmig_uuid_is_valid(name)) {
+                        k = VFMIG_DEVICE_MDEV;
+                        goto named;
+                }
+        }
+        if (!get_str(c, where, &m, NAME, true, VFMIG_NAME_MAX, &name) ||
             !get_str(c, where, &m, KIND, true, 16, &kind))
                 return NULL;
         if (!vfmig_device_name_is_valid(name))
@@ -1070,6 +1085,7 @@ static VfmigDevice *parse_device(Ctx *c, const Jv *node, guint index)
         } else
                 return fail(c, where, "\"kind\" must be \"pci\" or \"mdev\", not \"%s\"", kind), NULL;
 
+named:
         if (!get_str(c, where, &m, DRIVER, k == VFMIG_DEVICE_PCI, VFMIG_NAME_MAX, &driver))
                 return NULL;
         if (k == VFMIG_DEVICE_PCI) {
