@@ -33,7 +33,7 @@ typedef struct VfmigDevice {
         void *managed;            /* the device-access entry (ManagedDevice*), set by the daemon */
         void *backend_data;       /* opaque per-source data (e.g. sim config), freed with backend_free */
         void (*backend_free)(void *);
-        /* vfmig_device_new_full(): the five strings above as first made
+        /* vfmig_device_new_full()/_fixed(): the five strings above as made
          * share the device's allocation, up to here (NULL: none do). */
         const char *strings_end;
 } VfmigDevice;
