@@ -506,8 +506,8 @@ void vfmig_stream_conn_free(VfmigStreamConn *c)
                 gnutls_aead_cipher_deinit(c->wr.aead);
         if (c->rd.aead)
                 gnutls_aead_cipher_deinit(c->rd.aead);
-        explicit_bzero(&c->wr, sizeof(c->wr));  /* the IVs are traffic secrets too */
-        explicit_bzero(&c->rd, sizeof(c->rd));
+        explicit_bzero(c->wr.iv, sizeof(c->wr.iv));     /* the IVs are traffic secrets too */
+        explicit_bzero(c->rd.iv, sizeof(c->rd.iv));
         if (c->ccred)
                 gnutls_psk_free_client_credentials(c->ccred);
         if (c->scred)
