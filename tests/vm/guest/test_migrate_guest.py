@@ -761,52 +761,40 @@ class MigrateOnRealKernel(unittest.TestCase):
         self.assertTrue(d['Error'].startswith('org.vfmig1.Error.StreamInvalid: target: invalid stream'), d['Error'])
         self.assert_unwound(res, data, fds)
 
-    def test_4b_truncated_stream(self):
+    def held_fault(self, what, act, states, side, word):
+        """S1 -> T1 with A held in the middle of its stream and T1 in RESUMING,
+        then act(relay, src_job, dst_job): both jobs end in `states`, `word`
+        in the `side` job's error, everything unwound."""
         res, data, fds = self.fault_setup()
         relay, src_job, dst_job = self.relayed(res, hold=True)
         try:
             self.hold_inside_data(relay, src_job)
-            relay.cut()
+            act(relay, src_job, dst_job)
             s = self.A.wait_final(src_job)
             d = self.B.wait_final(dst_job)
         finally:
             self.end_relay(relay)
-        note(f'cut: source "{s["Error"]}"; target "{d["Error"]}"')
-        self.assertEqual((s['State'], d['State']), ('failed', 'failed'))
-        self.assertIn('truncated', d['Error'])
+        note(f'{what}: source "{s["Error"]}"; target "{d["Error"]}"')
+        self.assertEqual((s['State'], d['State']), states)
+        self.assertIn(word, (s if side == 'source' else d)['Error'])
         self.assert_unwound(res, data, fds)
+
+    def test_4b_truncated_stream(self):
+        self.held_fault('cut', lambda relay, src_job, dst_job: relay.cut(),
+                        ('failed', 'failed'), 'target', 'truncated')
 
     def test_4c_cancel_target_mid_stream(self):
-        res, data, fds = self.fault_setup()
-        relay, src_job, dst_job = self.relayed(res, hold=True)
-        try:
-            self.hold_inside_data(relay, src_job)
+        def act(relay, src_job, dst_job):
             self.B.call(dst_job, JOB, 'Cancel')
-            d = self.B.wait_final(dst_job)
+            self.B.wait_final(dst_job)
             relay.gate.set()
-            s = self.A.wait_final(src_job)
-        finally:
-            self.end_relay(relay)
-        note(f'target cancelled: source "{s["Error"]}"; target "{d["Error"]}"')
-        self.assertEqual((s['State'], d['State']), ('failed', 'cancelled'))
-        self.assertIn('cancelled on the target', s['Error'])
-        self.assert_unwound(res, data, fds)
+        self.held_fault('target cancelled', act, ('failed', 'cancelled'), 'source', 'cancelled on the target')
 
     def test_4d_cancel_source_mid_stream(self):
-        res, data, fds = self.fault_setup()
-        relay, src_job, dst_job = self.relayed(res, hold=True)
-        try:
-            self.hold_inside_data(relay, src_job)
+        def act(relay, src_job, dst_job):
             self.A.call(src_job, JOB, 'Cancel')
             relay.gate.set()
-            s = self.A.wait_final(src_job)
-            d = self.B.wait_final(dst_job)
-        finally:
-            self.end_relay(relay)
-        note(f'source cancelled: source "{s["Error"]}"; target "{d["Error"]}"')
-        self.assertEqual((s['State'], d['State']), ('cancelled', 'failed'))
-        self.assertIn('cancelled on the source', d['Error'])
-        self.assert_unwound(res, data, fds)
+        self.held_fault('source cancelled', act, ('cancelled', 'failed'), 'target', 'cancelled on the source')
 
     def test_4d_cancel_source_after_end_refused(self):
         """The whole stream (END included) written, B given part of it: the
