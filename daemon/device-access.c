@@ -228,6 +228,18 @@ static void watch_request(DeviceAccess *a, ManagedDevice *m)
         (void) sd_event_source_set_io_fd_own(m->request, true);
 }
 
+static void entry_opened(DeviceAccess *a, ManagedDevice *m, const VfmigDevice *d, VfmigVfioDevice *v)
+{
+        m->vfio = v;
+        m->open_error = 0;
+        if (vfmig_vfio_get_migration_flags(v, &m->migration_flags) < 0)
+                m->migration_flags = 0;
+        m->dma_logging = vfmig_vfio_has_dma_logging(v);
+        watch_request(a, m);
+        set_status_open(a, m, vfmig_vfio_backend(v));
+        log_device(a->quiet ? LOG_DEBUG : LOG_INFO, d->name, "managed through %s", vfmig_vfio_backend(v));
+}
+
 static void open_entry(DeviceAccess *a, ManagedDevice *m, const VfmigDevice *d)
 {
         VfmigVfioDevice *v = NULL;
@@ -236,6 +248,7 @@ static void open_entry(DeviceAccess *a, ManagedDevice *m, const VfmigDevice *d)
         close_vfio(m);
         m->migration_flags = 0;
         m->dma_logging = false;
+        m->open_error = 0;
 
         if (!access_config_allows(&a->config, d)) {
                 set_status(m, ACCESS_EXCLUDED, g_strdup("excluded by the Allow=/Deny= lists of vfmigd.conf"));
@@ -259,17 +272,26 @@ static void open_entry(DeviceAccess *a, ManagedDevice *m, const VfmigDevice *d)
         }
         if (r < 0) {
                 errno = -r;
+                m->open_error = r;
                 set_status(m, ACCESS_UNAVAILABLE, g_strdup_printf("cannot open the VFIO device: %m"));
-                log_device(LOG_WARNING, d->name, "not managed: %s", m->status_message);
+                log_device(r == -ENOENT ? LOG_NOTICE : LOG_WARNING, d->name, "not managed: %s%s",
+                           m->status_message, r == -ENOENT && !a->simulate ? " (trying again shortly)" : "");
                 return;
         }
-        m->vfio = v;
-        if (vfmig_vfio_get_migration_flags(v, &m->migration_flags) < 0)
-                m->migration_flags = 0;
-        m->dma_logging = vfmig_vfio_has_dma_logging(v);
-        watch_request(a, m);
-        set_status_open(a, m, vfmig_vfio_backend(v));
-        log_device(a->quiet ? LOG_DEBUG : LOG_INFO, d->name, "managed through %s", vfmig_vfio_backend(v));
+        entry_opened(a, m, d, v);
+}
+
+bool device_access_retry(DeviceAccess *a, const VfmigDevice *d)
+{
+        ManagedDevice *m = g_hash_table_lookup(a->entries, d->name);
+        VfmigVfioDevice *v = NULL;
+
+        if (!m || m->status != ACCESS_UNAVAILABLE || m->open_error != -ENOENT)
+                return false;
+        if (open_vfio(a, d, &v) < 0)
+                return false;
+        entry_opened(a, m, d, v);
+        return true;
 }
 
 ManagedDevice *device_access_update(DeviceAccess *a, const VfmigDevice *d)

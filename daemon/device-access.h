@@ -49,6 +49,7 @@ typedef struct ManagedDevice {
         size_t driver_slot_size;      /* ... and one as long as it after a change */
         int32_t iommu_group;
         AccessStatus status;
+        int open_error;               /* ACCESS_UNAVAILABLE: what the open returned (-errno) */
         char *status_message;         /* one line for operators */
         bool status_message_shared;   /* ... owned by the DeviceAccess (not to be freed) */
         VfmigVfioDevice *vfio;        /* NULL unless ACCESS_MANAGED */
@@ -73,6 +74,10 @@ void device_access_free(DeviceAccess *a);
  * per-device "managed" line is logged at debug level; problems still at
  * their level. */
 void device_access_set_quiet(DeviceAccess *a, bool quiet);
+/* Open again an entry left unavailable because its device node was not
+ * there yet (-ENOENT): true when that made it managed.  A new mdev's uevent
+ * comes before its driver's probe makes the VFIO group and its node. */
+bool device_access_retry(DeviceAccess *a, const VfmigDevice *d);
 /* Devices currently held (status managed). */
 guint device_access_count_managed(DeviceAccess *a);
 

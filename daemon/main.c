@@ -101,6 +101,67 @@ static int parse_argv(int argc, char *argv[])
         return 1;
 }
 
+/*
+ * A device whose node was not there yet when its uevent came (a new mdev:
+ * its VFIO group and node come with the driver's probe, after the device's
+ * own uevent, and no later event need follow): opened again after 50, 100,
+ * 200 ... ms, six times at most.  Nothing is announced unless it works.
+ */
+#define REOPEN_FIRST_USEC       (50 * 1000ULL)
+#define REOPEN_TRIES            6
+
+typedef struct Reopen {
+        Daemon *daemon;
+        char *name;
+        sd_event_source *timer;
+        unsigned tries;
+} Reopen;
+
+static void reopen_free(Reopen *ro)
+{
+        sd_event_source_disable_unref(ro->timer);
+        g_free(ro->name);
+        g_free(ro);
+}
+
+static int on_reopen(sd_event_source *s, uint64_t usec, void *userdata)
+{
+        Reopen *ro = userdata;
+        Daemon *d = ro->daemon;
+        VfmigDevice *dev = inventory_get_device(d->inventory, ro->name);
+        ManagedDevice *m = dev ? dev->managed : NULL;
+
+        if (m && device_access_retry(d->access, dev)) {
+                compat_service_device_updated(d->compat, dev, m->migration_flags, m->dma_logging);
+                bus_device_emit_changed(d, dev);
+        } else if (m && m->status == ACCESS_UNAVAILABLE && m->open_error == -ENOENT && ++ro->tries < REOPEN_TRIES) {
+                (void) sd_event_source_set_time_relative(s, REOPEN_FIRST_USEC << ro->tries);
+                (void) sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+                return 0;
+        } else if (m && m->status == ACCESS_UNAVAILABLE)
+                log_device(LOG_WARNING, ro->name, "not managed: %s", m->status_message);
+        g_hash_table_remove(d->reopens, ro->name);      /* frees ro and its timer */
+        return 0;
+}
+
+static void schedule_reopen(Daemon *d, const VfmigDevice *dev, const ManagedDevice *m)
+{
+        Reopen *ro;
+
+        if (arg_simulate || m->status != ACCESS_UNAVAILABLE || m->open_error != -ENOENT ||
+            g_hash_table_contains(d->reopens, dev->name))
+                return;
+        ro = g_new0(Reopen, 1);
+        ro->daemon = d;
+        ro->name = g_strdup(dev->name);
+        if (sd_event_add_time_relative(d->event, &ro->timer, CLOCK_MONOTONIC, REOPEN_FIRST_USEC, 0, on_reopen,
+                                       ro) < 0) {
+                reopen_free(ro);
+                return;
+        }
+        g_hash_table_insert(d->reopens, ro->name, ro);
+}
+
 /* Inventory changes: keep device ownership current, then tell the bus. */
 static void on_device_added(Inventory *inv, const VfmigDevice *dev, void *userdata)
 {
@@ -113,6 +174,7 @@ static void on_device_added(Inventory *inv, const VfmigDevice *dev, void *userda
                    vfmig_device_kind_to_string(dev->kind), dev->driver);
         compat_service_device_updated(d->compat, dev, m->migration_flags, m->dma_logging);
         bus_device_emit_added(d, dev);
+        schedule_reopen(d, dev, m);
 }
 
 static void on_device_changed(Inventory *inv, const VfmigDevice *dev, void *userdata)
@@ -125,6 +187,7 @@ static void on_device_changed(Inventory *inv, const VfmigDevice *dev, void *user
         log_device(LOG_DEBUG, dev->name, "VFIO device changed");
         compat_service_device_updated(d->compat, dev, m->migration_flags, m->dma_logging);
         bus_device_emit_changed(d, dev);
+        schedule_reopen(d, dev, m);
 }
 
 static void on_device_removed(Inventory *inv, const VfmigDevice *dev, void *userdata)
@@ -206,6 +269,8 @@ static const InventoryListener inventory_listener = {
 
 static void daemon_done(Daemon *d)
 {
+        if (d->reopens)
+                g_hash_table_destroy(d->reopens);
         udev_source_free(d->udev);
         polkit_registry_free(d->polkit_registry);
         if (d->reservations)
@@ -285,6 +350,7 @@ static int setup_inventory(Daemon *d)
         d->access = device_access_new(&config, arg_simulate != NULL, d->event, on_device_released, d);
         d->is_busy = target_is_busy;
         d->inventory = inventory_new();
+        d->reopens = g_hash_table_new_full(g_str_hash, g_str_equal, NULL, (GDestroyNotify) reopen_free);
         inventory_set_listener(d->inventory, &inventory_listener, d);
 
         if (arg_simulate) {

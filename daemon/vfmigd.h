@@ -34,6 +34,7 @@ typedef struct Daemon {
         Jobs *jobs;                        /* migration jobs (jobs.c) */
         char *host_name;
         GHashTable *identities;            /* real host: parent name -> VfmigDevice* */
+        GHashTable *reopens;               /* device name -> its pending second open (main.c) */
         /* Targets that must not be offered (reserved, in a job). */
         bool (*is_busy)(const char *key, void *userdata);
 } Daemon;
