@@ -142,10 +142,17 @@ class Relay:
 class Proxy:
     """A TCP endpoint for Migrate that relays (TLS bytes, opaque) to the target's."""
 
-    def __init__(self, endpoint, **relay_opts):
+    def __init__(self, endpoint, rcvbuf=None, **relay_opts):
         host, port = endpoint.rsplit(':', 1)
         self.target = (host, int(port))
-        self.listener = socket.create_server(('127.0.0.1', 0))
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf:
+            # A fixed receive buffer (no autotuning up to tcp_rmem's 32 MiB):
+            # behind a paused relay the source can then not hand its whole
+            # stream to the kernel, so it is still in the middle of it.
+            self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.listener.bind(('127.0.0.1', 0))
+        self.listener.listen(4)
         self.endpoint = '127.0.0.1:%d' % self.listener.getsockname()[1]
         self.relay = None
         self.ready = threading.Event()
