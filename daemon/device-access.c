@@ -274,8 +274,8 @@ static void open_entry(DeviceAccess *a, ManagedDevice *m, const VfmigDevice *d)
                 errno = -r;
                 m->open_error = r;
                 set_status(m, ACCESS_UNAVAILABLE, g_strdup_printf("cannot open the VFIO device: %m"));
-                log_device(r == -ENOENT ? LOG_NOTICE : LOG_WARNING, d->name, "not managed: %s%s",
-                           m->status_message, r == -ENOENT && !a->simulate ? " (trying again shortly)" : "");
+                log_device(managed_device_not_ready(m) ? LOG_NOTICE : LOG_WARNING, d->name, "not managed: %s%s",
+                           m->status_message, managed_device_not_ready(m) && !a->simulate ? " (trying again shortly)" : "");
                 return;
         }
         entry_opened(a, m, d, v);
@@ -286,7 +286,7 @@ bool device_access_retry(DeviceAccess *a, const VfmigDevice *d)
         ManagedDevice *m = g_hash_table_lookup(a->entries, d->name);
         VfmigVfioDevice *v = NULL;
 
-        if (!m || m->status != ACCESS_UNAVAILABLE || m->open_error != -ENOENT)
+        if (!m || !managed_device_not_ready(m))
                 return false;
         if (open_vfio(a, d, &v) < 0)
                 return false;

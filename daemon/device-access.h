@@ -12,6 +12,7 @@
  */
 #pragma once
 
+#include <errno.h>
 #include <systemd/sd-event.h>
 
 #include "device.h"
@@ -74,9 +75,14 @@ void device_access_free(DeviceAccess *a);
  * per-device "managed" line is logged at debug level; problems still at
  * their level. */
 void device_access_set_quiet(DeviceAccess *a, bool quiet);
-/* Open again an entry left unavailable because its device node was not
- * there yet (-ENOENT): true when that made it managed.  A new mdev's uevent
- * comes before its driver's probe makes the VFIO group and its node. */
+/* Whether an unavailable entry's device may just not be ready yet: a new
+ * mdev's uevent comes before its driver's probe makes the VFIO group, its
+ * node (-ENOENT) and the device's place in it (-ENODEV). */
+static inline bool managed_device_not_ready(const ManagedDevice *m)
+{
+        return m->status == ACCESS_UNAVAILABLE && (m->open_error == -ENOENT || m->open_error == -ENODEV);
+}
+/* Open such an entry again: true when that made it managed. */
 bool device_access_retry(DeviceAccess *a, const VfmigDevice *d);
 /* Devices currently held (status managed). */
 guint device_access_count_managed(DeviceAccess *a);

@@ -102,9 +102,9 @@ static int parse_argv(int argc, char *argv[])
 }
 
 /*
- * A device whose node was not there yet when its uevent came (a new mdev:
- * its VFIO group and node come with the driver's probe, after the device's
- * own uevent, and no later event need follow): opened again after 50, 100,
+ * A device not ready yet when its uevent came (a new mdev: its VFIO group,
+ * node and place in the group come with the driver's probe, after the
+ * device's own uevent, and no later event need follow): opened again after 50, 100,
  * 200 ... ms, six times at most.  Nothing is announced unless it works.
  */
 #define REOPEN_FIRST_USEC       (50 * 1000ULL)
@@ -134,7 +134,7 @@ static int on_reopen(sd_event_source *s, uint64_t usec, void *userdata)
         if (m && device_access_retry(d->access, dev)) {
                 compat_service_device_updated(d->compat, dev, m->migration_flags, m->dma_logging);
                 bus_device_emit_changed(d, dev);
-        } else if (m && m->status == ACCESS_UNAVAILABLE && m->open_error == -ENOENT && ++ro->tries < REOPEN_TRIES) {
+        } else if (m && managed_device_not_ready(m) && ++ro->tries < REOPEN_TRIES) {
                 (void) sd_event_source_set_time_relative(s, REOPEN_FIRST_USEC << ro->tries);
                 (void) sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
                 return 0;
@@ -148,8 +148,7 @@ static void schedule_reopen(Daemon *d, const VfmigDevice *dev, const ManagedDevi
 {
         Reopen *ro;
 
-        if (arg_simulate || m->status != ACCESS_UNAVAILABLE || m->open_error != -ENOENT ||
-            g_hash_table_contains(d->reopens, dev->name))
+        if (arg_simulate || !managed_device_not_ready(m) || g_hash_table_contains(d->reopens, dev->name))
                 return;
         ro = g_new0(Reopen, 1);
         ro->daemon = d;
