@@ -258,6 +258,7 @@ static void *reader_thread(void *userdata)
 
 static void run_start(Run *r, const char *cache_dir, const char *notify_path, int notify_fd, const char *log_path)
 {
+        g_autofree char *state_dir = g_strconcat(cache_dir, "-state", NULL);
         int p[2];
 
         memset(r, 0, sizeof *r);
@@ -284,6 +285,8 @@ static void run_start(Run *r, const char *cache_dir, const char *notify_path, in
                 dup2(null, STDOUT_FILENO);
                 dup2(p[1], STDERR_FILENO);
                 setenv("CACHE_DIRECTORY", cache_dir, 1);
+                /* Its reservations file beside the cache, not in this machine's /var/lib/vfmig. */
+                setenv("STATE_DIRECTORY", state_dir, 1);
                 setenv("NOTIFY_SOCKET", notify_path, 1);
                 unsetenv("JOURNAL_STREAM");
                 unsetenv("WATCHDOG_USEC");

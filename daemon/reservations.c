@@ -33,6 +33,7 @@ struct Reservations {
         char *state_dir;
         char *state_path;
         char *bus_id;                   /* recorded with the set */
+        char *on_disk;                  /* the state file's text as last read or written */
         GHashTable *by_id;              /* id → Reservation*, owns */
         GHashTable *by_target;          /* target → Reservation* */
         GPtrArray *expired_created;     /* dropped at load, their instances still to remove */
@@ -154,6 +155,7 @@ void reservations_free(Reservations *s)
         g_free(s->state_dir);
         g_free(s->state_path);
         g_free(s->bus_id);
+        g_free(s->on_disk);
         g_free(s);
 }
 
@@ -301,6 +303,13 @@ static int reservations_save(Reservations *s)
         json_generator_set_pretty(gen, true);
         data = json_generator_to_data(gen, &len);
 
+        /* Unchanged (a restart on the same bus with the same set): no
+         * rewrite, no fsync on every start. */
+        if (s->on_disk && strlen(s->on_disk) == len + 1 && memcmp(s->on_disk, data, len) == 0 &&
+            s->on_disk[len] == '\n' && access(s->state_path, F_OK) == 0)
+                return 0;
+        g_clear_pointer(&s->on_disk, g_free);
+
         if (g_mkdir_with_parents(s->state_dir, 0700) < 0)
                 return -errno;
         tmp = g_strconcat(s->state_path, ".XXXXXX", NULL);
@@ -320,7 +329,10 @@ static int reservations_save(Reservations *s)
                 (void) unlink(tmp);
                 return r;
         }
-        return fsync_directory(s->state_dir);
+        r = fsync_directory(s->state_dir);
+        if (r >= 0)
+                s->on_disk = g_strconcat(data, "\n", NULL);
+        return r;
 }
 
 int reservations_flush(Reservations *s)
@@ -522,6 +534,9 @@ int reservations_load(Reservations *s)
                 return move_aside(s, "no \"reservations\" array"), 0;
         bus_id = member_string(root, "bus-id");
         reservations_set_bus_id(s, bus_id && vfmig_string_is_valid(bus_id, 64) ? bus_id : "");
+
+        g_free(s->on_disk);
+        s->on_disk = g_strndup(data, len);
 
         arr = json_node_get_array(n);
         for (guint i = 0; i < json_array_get_length(arr); i++) {

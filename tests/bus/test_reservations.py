@@ -618,6 +618,27 @@ class Restart(unittest.TestCase):
         self.assertIn('was on another bus instance', self.daemon.output())
         self.assertNotIn(path[len(PREFIX):], open(f).read())
 
+    def test_restart_rewrites_only_a_changed_set(self):
+        """A restart on the same bus with nothing changed leaves the file alone."""
+        self.start()
+        path = self.reserve(DEV, options(lease=600, persist=True))
+        f = os.path.join(self.state.name, STATE_FILE)
+        written = os.stat(f).st_ino          # each write is a new file renamed over the old
+        self.daemon.stop()
+        self.start()
+        self.assertEqual(set(self.targets()), {DEV})
+        self.assertEqual(os.stat(f).st_ino, written, 'an unchanged set was written again')
+        # A file removed behind vfmigd's back is written again at the next change.
+        os.unlink(f)
+        self.reserve(OTHER_DEV, options(lease=600, persist=True))
+        with open(f) as fh:
+            self.assertEqual({e['target'] for e in json.load(fh)['reservations']}, {DEV, OTHER_DEV})
+        written = os.stat(f).st_ino
+        self.client.call(path, RESERVATION, 'Release')
+        self.assertNotEqual(os.stat(f).st_ino, written)
+        with open(f) as fh:
+            self.assertEqual({e['target'] for e in json.load(fh)['reservations']}, {OTHER_DEV})
+
     def test_corrupt_state_file(self):
         f = os.path.join(self.state.name, STATE_FILE)
         with open(f, 'w') as fh:
