@@ -22,7 +22,16 @@ struct CompatService {
         Matrix *matrix;
         VfmigKernelHook hook;
         GHashTable *parents;    /* names of the parents fed to the matrix */
+        MatrixCacheFile *cache_file;    /* read by the preload, until the start */
         bool started;
+};
+
+struct CompatPreload {
+        char *vendor_dir, *admin_dir, *cache_dir;
+        GThread *thread;                /* NULL once joined (or never started) */
+        VfmigRuleSet *rules;
+        GPtrArray *errors;
+        MatrixCacheFile *cache_file;
 };
 
 static uint64_t compat_flags(uint64_t vfio_flags, bool dma_logging)
@@ -84,9 +93,60 @@ static void load_rules(CompatService *s, VfmigRuleSet **ret, GPtrArray **errors)
         *ret = vfmig_rules_load(s->vendor_dir, s->admin_dir, errors);
 }
 
+static void preload_run(CompatPreload *p)
+{
+        p->rules = vfmig_rules_load(p->vendor_dir, p->admin_dir, &p->errors);
+        if (p->cache_dir)
+                p->cache_file = matrix_cache_file_read(p->cache_dir);
+}
+
+static gpointer preload_thread(gpointer userdata)
+{
+        preload_run(userdata);
+        return NULL;
+}
+
+CompatPreload *compat_preload_start(const char *vendor_dir, const char *admin_dir, const char *cache_dir)
+{
+        CompatPreload *p = g_new0(CompatPreload, 1);
+        g_autoptr(GError) err = NULL;
+
+        p->vendor_dir = g_strdup(vendor_dir);
+        p->admin_dir = g_strdup(admin_dir);
+        p->cache_dir = g_strdup(cache_dir);
+        p->thread = g_thread_try_new("vfmigd-preload", preload_thread, p, &err);
+        if (!p->thread)
+                preload_run(p);         /* no thread: read here, in turn */
+        return p;
+}
+
+static void preload_join(CompatPreload *p)
+{
+        if (p->thread) {
+                g_thread_join(p->thread);
+                p->thread = NULL;
+        }
+}
+
+void compat_preload_free(CompatPreload *p)
+{
+        if (!p)
+                return;
+        preload_join(p);
+        vfmig_rules_unref(p->rules);
+        if (p->errors)
+                g_ptr_array_unref(p->errors);
+        matrix_cache_file_free(p->cache_file);
+        g_free(p->vendor_dir);
+        g_free(p->admin_dir);
+        g_free(p->cache_dir);
+        g_free(p);
+}
+
 int compat_service_new(sd_event *event, const CompatConfig *cfg, CompatService **ret)
 {
         g_autoptr(GPtrArray) errors = NULL;
+        g_autoptr(CompatPreload) preload = cfg->preload;
         CompatService *s = g_new0(CompatService, 1);
 
         s->cfg = *cfg;
@@ -97,7 +157,17 @@ int compat_service_new(sd_event *event, const CompatConfig *cfg, CompatService *
         s->parents = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
         s->hook.ask = kernel_ask;
         s->hook.userdata = s;
-        load_rules(s, &s->rules, &errors);
+        if (preload) {
+                g_assert(streq_ptr(preload->vendor_dir, s->vendor_dir) &&
+                         streq_ptr(preload->admin_dir, s->admin_dir) &&
+                         streq_ptr(preload->cache_dir, s->cache_dir));
+                preload_join(preload);
+                s->rules = g_steal_pointer(&preload->rules);
+                errors = g_steal_pointer(&preload->errors);
+                s->cache_file = g_steal_pointer(&preload->cache_file);
+        } else
+                load_rules(s, &s->rules, &errors);
+        s->cfg.preload = NULL;
         for (guint i = 0; errors && i < errors->len; i++)
                 log_warning("compatibility rules: %s (file skipped)", (const char *) errors->pdata[i]);
         log_info("compatibility rules: %u rules from %s and %s", vfmig_rules_count(s->rules),
@@ -120,6 +190,7 @@ void compat_service_free(CompatService *s)
         }
         sd_event_source_disable_unref(s->save_timer);
         matrix_free(s->matrix);
+        matrix_cache_file_free(s->cache_file);
         vfmig_rules_unref(s->rules);
         g_hash_table_unref(s->parents);
         sd_event_unref(s->event);
@@ -170,8 +241,11 @@ void compat_service_start(CompatService *s)
         g_autofree char *warning = NULL, *err = NULL;
         int r = 0;
 
-        if (s->cache_dir)
+        if (s->cache_file)
+                r = matrix_load_file(s->matrix, s->cache_file, NULL, &warning);
+        else if (s->cache_dir)
                 r = matrix_load(s->matrix, s->cache_dir, NULL, &warning);
+        g_clear_pointer(&s->cache_file, matrix_cache_file_free);
         if (warning)
                 log_warning("Host matrix cache ignored: %s", warning);
         if (r <= 0)

@@ -15,6 +15,7 @@
 #include "rules.h"
 
 typedef struct CompatService CompatService;
+typedef struct CompatPreload CompatPreload;
 
 typedef struct CompatConfig {
         const char *vendor_dir;       /* data/compat.d */
@@ -28,10 +29,26 @@ typedef struct CompatConfig {
         /* The matrix's generation moved. */
         void (*changed)(uint64_t generation, void *userdata);
         void *userdata;
+        CompatPreload *preload;       /* NULL, or taken over by compat_service_new() */
 } CompatConfig;
 
+/*
+ * What a start can read before it knows the host: the rules and the cache
+ * file (checked against the host later, by compat_service_start()).  Read
+ * on a thread of its own while the main thread enumerates the devices;
+ * the thread touches nothing else and logs nothing.  Start it after
+ * blocking the signals the event loop takes (the thread inherits the mask).
+ * cache_dir NULL: no cache.
+ */
+CompatPreload *compat_preload_start(const char *vendor_dir, const char *admin_dir, const char *cache_dir);
+/* Waits for the thread; for a start that fails before compat_service_new(). */
+void compat_preload_free(CompatPreload *p);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(CompatPreload, compat_preload_free)
+
 /* Loads the rules (a broken file is logged and skipped) and starts deferred:
- * feed the inventory, then call compat_service_start(). */
+ * feed the inventory, then call compat_service_start().  With cfg->preload
+ * (its directories must be cfg's), the rules and cache file it read are
+ * taken over (and the preload freed) rather than read again. */
 int compat_service_new(sd_event *event, const CompatConfig *cfg, CompatService **ret);
 void compat_service_free(CompatService *s);
 

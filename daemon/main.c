@@ -283,6 +283,7 @@ static void daemon_done(Daemon *d)
         }
         inventory_free(d->inventory);
         compat_service_free(d->compat);
+        compat_preload_free(d->preload);
         device_access_free(d->access);
         if (d->identities)
                 g_hash_table_unref(d->identities);
@@ -316,6 +317,7 @@ static int setup_compat(Daemon *d, const char *kernel_release)
                 .identity = identity_of,
                 .changed = on_matrix_changed,
                 .userdata = d,
+                .preload = g_steal_pointer(&d->preload),
         };
 
         if (!cache)
@@ -483,6 +485,12 @@ int main(int argc, char *argv[])
         (void) sd_event_add_signal(d.event, NULL, SIGINT, NULL, NULL);
         (void) sd_event_set_watchdog(d.event, true);
 
+        /* The rules and the cache file are read on another thread while
+         * this one reads the host. */
+        {
+                g_autofree char *cache = cache_directory();
+                d.preload = compat_preload_start(arg_rules, arg_admin_rules, cache);
+        }
         r = setup_inventory(&d);
         if (r < 0)
                 return 1;

@@ -2165,23 +2165,21 @@ static void planned_clear(gpointer p)
 
 #define BAD(...) do { *why = g_strdup_printf(__VA_ARGS__); goto out; } while (0)
 
-/* 1 and the entries restored; 0 no file; -1 and *why. */
-static int try_load(Matrix *m, const char *path, const char *expected, char **why)
+struct MatrixCacheFile {
+        int state;              /* 1 parsed, 0 no file, -1 unusable (why) */
+        char *path;
+        char *why;
+        JsonParser *parser;     /* the body, a JSON object (state 1) */
+};
+
+/* The frame (version, checksum) and the body's JSON: 1; 0 no file; -1 and *why. */
+static int cache_parse(const char *path, JsonParser *parser, char **why)
 {
-        g_autoptr(JsonParser) parser = json_parser_new_immutable();
         g_autoptr(GError) err = NULL;
         g_autofree char *text = NULL;
-        g_autoptr(GPtrArray) profiles = g_ptr_array_new_with_free_func((GDestroyNotify) vfmig_profile_free);
-        g_autoptr(GArray) plan = g_array_sized_new(false, false, sizeof(Planned), g_hash_table_size(m->entries));
-        g_array_set_clear_func(plan, planned_clear);
-        g_autoptr(GPtrArray) class_keys = g_ptr_array_new_with_free_func((GDestroyNotify) g_ref_string_release);
-        JsonObject *root;
-        JsonArray *groups, *unmatched, *parr;
         JsonNode *n;
-        const char *fp, *body = NULL;
+        const char *body = NULL;
         size_t len = 0, body_len = 0;
-        guint pending = 0;
-        int64_t gen;
         int r;
 
         r = read_cache(path, &text, &len, why);
@@ -2229,6 +2227,47 @@ static int try_load(Matrix *m, const char *path, const char *expected, char **wh
         n = json_parser_get_root(parser);
         if (!n || !JSON_NODE_HOLDS_OBJECT(n))
                 BAD("the body is not a JSON object");
+        return 1;
+out:
+        return -1;
+}
+
+MatrixCacheFile *matrix_cache_file_read(const char *dir)
+{
+        MatrixCacheFile *f = g_new0(MatrixCacheFile, 1);
+
+        f->path = g_build_filename(dir ? dir : ".", MATRIX_CACHE_FILE, NULL);
+        f->parser = json_parser_new_immutable();
+        f->state = cache_parse(f->path, f->parser, &f->why);
+        if (f->state <= 0)
+                g_clear_object(&f->parser);
+        return f;
+}
+
+void matrix_cache_file_free(MatrixCacheFile *f)
+{
+        if (!f)
+                return;
+        g_free(f->path);
+        g_free(f->why);
+        g_clear_object(&f->parser);
+        g_free(f);
+}
+
+/* Restore from a parsed cache file: 1 and the entries restored; -1 and *why. */
+static int try_load(Matrix *m, const MatrixCacheFile *f, const char *expected, char **why)
+{
+        g_autoptr(GPtrArray) profiles = g_ptr_array_new_with_free_func((GDestroyNotify) vfmig_profile_free);
+        g_autoptr(GArray) plan = g_array_sized_new(false, false, sizeof(Planned), g_hash_table_size(m->entries));
+        g_array_set_clear_func(plan, planned_clear);
+        g_autoptr(GPtrArray) class_keys = g_ptr_array_new_with_free_func((GDestroyNotify) g_ref_string_release);
+        JsonObject *root;
+        JsonArray *groups, *unmatched, *parr;
+        JsonNode *n = json_parser_get_root(f->parser);
+        const char *fp;
+        guint pending = 0;
+        int64_t gen;
+
         root = json_node_get_object(n);
         n = member(root, "generation", JSON_NODE_VALUE, G_TYPE_INT64);
         if (!n || (gen = json_node_get_int(n)) < 0 || gen > G_MAXINT64 / 2)
@@ -2391,7 +2430,23 @@ out:
 
 int matrix_load(Matrix *m, const char *dir, const char *expected_fp, char **warning)
 {
-        g_autofree char *path = NULL, *why = NULL;
+        MatrixCacheFile *f;
+        int r;
+
+        if (!m->deferred) {
+                if (warning)
+                        *warning = g_strdup("the matrix is already built: the cache was not read");
+                return 0;
+        }
+        f = matrix_cache_file_read(dir);
+        r = matrix_load_file(m, f, expected_fp, warning);
+        matrix_cache_file_free(f);
+        return r;
+}
+
+int matrix_load_file(Matrix *m, const MatrixCacheFile *f, const char *expected_fp, char **warning)
+{
+        g_autofree char *why = NULL;
         int r;
 
         if (warning)
@@ -2402,8 +2457,11 @@ int matrix_load(Matrix *m, const char *dir, const char *expected_fp, char **warn
                 return 0;
         }
         m->cache_generation = -1;
-        path = g_build_filename(dir ? dir : ".", MATRIX_CACHE_FILE, NULL);
-        r = try_load(m, path, expected_fp ? expected_fp : matrix_fingerprint(m), &why);
+        r = f->state;
+        if (r > 0)
+                r = try_load(m, f, expected_fp ? expected_fp : matrix_fingerprint(m), &why);
+        else if (r < 0)
+                why = g_strdup(f->why);
         if (r > 0) {
                 m->built = false;     /* the generation is the cache's */
                 m->cache_generation--;
@@ -2414,7 +2472,7 @@ int matrix_load(Matrix *m, const char *dir, const char *expected_fp, char **warn
                 return 1;
         }
         if (r < 0 && warning)
-                *warning = g_strdup_printf("%s: %s; building the matrix from the rules", path, why);
+                *warning = g_strdup_printf("%s: %s; building the matrix from the rules", f->path, why);
         matrix_build(m);
         return 0;
 }

@@ -105,6 +105,19 @@ bool matrix_build(Matrix *m);
 int matrix_load(Matrix *m, const char *dir, const char *expected_fp, char **warning);
 
 /*
+ * The same in two steps.  matrix_cache_file_read() reads DIR/matrix.json and
+ * checks its frame, checksum and JSON; it needs no matrix and touches no
+ * shared state, so a start runs it on another thread while the host is
+ * enumerated.  matrix_load_file() then does the rest of matrix_load() with
+ * it (a missing or unusable file: cold, as there).
+ */
+typedef struct MatrixCacheFile MatrixCacheFile;
+MatrixCacheFile *matrix_cache_file_read(const char *dir);
+void matrix_cache_file_free(MatrixCacheFile *f);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(MatrixCacheFile, matrix_cache_file_free)
+int matrix_load_file(Matrix *m, const MatrixCacheFile *f, const char *expected_fp, char **warning);
+
+/*
  * Write DIR/matrix.json atomically (temp file, fsync, rename, fsync of DIR).
  * 0, or -errno with *error.  DIR must exist.
  */

@@ -29,6 +29,7 @@ typedef struct Daemon {
         DeviceAccess *access;
         PolkitRegistry *polkit_registry;   /* calls parked while polkit answers */
         CompatService *compat;
+        CompatPreload *preload;         /* rules and cache being read, until compat is set up */
         Reservations *reservations;        /* leased claims on devices (reservations.c) */
         MdevCreator *mdev;                 /* instances created for reservations (mdev-create.c) */
         Jobs *jobs;                        /* migration jobs (jobs.c) */
