@@ -4,8 +4,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <gnutls/crypto.h>
-#include <gnutls/gnutls.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -18,6 +16,7 @@
 #include <unistd.h>
 
 #include "stream-conn.h"
+#include "tls-lib.h"
 
 /*
  * TLS moves bulk data in records of 16 KiB.  Handing each record to the
@@ -333,13 +332,13 @@ static ssize_t tls_push(gnutls_transport_ptr_t ptr, const void *data, size_t n)
         int r;
 
         if (c->send_errno) {
-                gnutls_transport_set_errno(c->session, c->send_errno);
+                sym_gnutls_transport_set_errno(c->session, c->send_errno);
                 return -1;
         }
         if (c->osize - c->olen < n) {
                 r = tls_flush_buffer(c);
                 if (r < 0 && r != -EAGAIN) {
-                        gnutls_transport_set_errno(c->session, -r);
+                        sym_gnutls_transport_set_errno(c->session, -r);
                         return -1;
                 }
                 if (c->ooff > 0) {      /* make the free space contiguous */
@@ -349,7 +348,7 @@ static ssize_t tls_push(gnutls_transport_ptr_t ptr, const void *data, size_t n)
                 }
                 if (c->osize - c->olen < n) {
                         if (c->olen > 0) {
-                                gnutls_transport_set_errno(c->session, EAGAIN);
+                                sym_gnutls_transport_set_errno(c->session, EAGAIN);
                                 return -1;
                         }
                         /* Larger than the whole buffer (not a record): straight out. */
@@ -359,7 +358,7 @@ static ssize_t tls_push(gnutls_transport_ptr_t ptr, const void *data, size_t n)
                                 if (k < 0 && errno == EINTR)
                                         continue;
                                 if (k < 0)
-                                        gnutls_transport_set_errno(c->session, errno);
+                                        sym_gnutls_transport_set_errno(c->session, errno);
                                 return k;
                         }
                 }
@@ -388,7 +387,7 @@ static ssize_t tls_pull(gnutls_transport_ptr_t ptr, void *data, size_t n)
                         got = recv(c->fd, c->ibuf, c->isize, 0);
                 while (got < 0 && errno == EINTR);
                 if (got < 0) {
-                        gnutls_transport_set_errno(c->session, errno);
+                        sym_gnutls_transport_set_errno(c->session, errno);
                         return -1;
                 }
                 if (got == 0)
@@ -414,14 +413,14 @@ const char *vfmig_stream_tls_priority(void)
 
 static int psk_server_cb(gnutls_session_t session, const gnutls_datum_t *username, gnutls_datum_t *key)
 {
-        VfmigStreamConn *c = gnutls_session_get_ptr(session);
+        VfmigStreamConn *c = sym_gnutls_session_get_ptr(session);
         size_t idlen = strlen(c->psk.identity);
 
         if (username->size != idlen || memcmp(username->data, c->psk.identity, idlen) != 0) {
                 c->unknown_identity = true;
                 return -1;
         }
-        key->data = gnutls_malloc(VFMIG_PSK_KEY_BYTES);
+        key->data = (*sym_gnutls_malloc)(VFMIG_PSK_KEY_BYTES);    /* GnuTLS frees it */
         if (!key->data)
                 return -1;
         memcpy(key->data, c->psk.key, VFMIG_PSK_KEY_BYTES);
@@ -455,42 +454,45 @@ int vfmig_stream_conn_new_tls(int fd, bool server, const VfmigPsk *psk, VfmigStr
         if (fd < 0)
                 return -EBADF;
         c = conn_new(fd);
+        r = vfmig_tls_lib_require();    /* GnuTLS is loaded on the first TLS connection */
+        if (r < 0)
+                return r;               /* c and its fd are freed, as on every failure below */
         c->tls = true;
         c->server = server;
         c->psk = *psk;
 
-        r = gnutls_init(&c->session, (server ? GNUTLS_SERVER : GNUTLS_CLIENT) |
-                        GNUTLS_NONBLOCK | GNUTLS_NO_SIGNAL | GNUTLS_NO_TICKETS);
+        r = sym_gnutls_init(&c->session, (server ? GNUTLS_SERVER : GNUTLS_CLIENT) |
+                            GNUTLS_NONBLOCK | GNUTLS_NO_SIGNAL | GNUTLS_NO_TICKETS);
         if (r < 0) {
                 c->session = NULL;
                 return -ENOMEM;
         }
-        gnutls_session_set_ptr(c->session, c);
-        r = gnutls_priority_set_direct(c->session, vfmig_stream_tls_priority(), &err_pos);
+        sym_gnutls_session_set_ptr(c->session, c);
+        r = sym_gnutls_priority_set_direct(c->session, vfmig_stream_tls_priority(), &err_pos);
         if (r < 0)
                 return -EINVAL;
         if (server) {
-                if (gnutls_psk_allocate_server_credentials(&c->scred) < 0)
+                if (sym_gnutls_psk_allocate_server_credentials(&c->scred) < 0)
                         return -ENOMEM;
-                gnutls_psk_set_server_credentials_function2(c->scred, psk_server_cb);
-                r = gnutls_credentials_set(c->session, GNUTLS_CRD_PSK, c->scred);
+                sym_gnutls_psk_set_server_credentials_function2(c->scred, psk_server_cb);
+                r = sym_gnutls_credentials_set(c->session, GNUTLS_CRD_PSK, c->scred);
         } else {
-                if (gnutls_psk_allocate_client_credentials(&c->ccred) < 0)
+                if (sym_gnutls_psk_allocate_client_credentials(&c->ccred) < 0)
                         return -ENOMEM;
-                r = gnutls_psk_set_client_credentials(c->ccred, psk->identity, &key, GNUTLS_PSK_KEY_RAW);
+                r = sym_gnutls_psk_set_client_credentials(c->ccred, psk->identity, &key, GNUTLS_PSK_KEY_RAW);
                 if (r < 0)
                         return -EINVAL;
-                r = gnutls_credentials_set(c->session, GNUTLS_CRD_PSK, c->ccred);
+                r = sym_gnutls_credentials_set(c->session, GNUTLS_CRD_PSK, c->ccred);
         }
         if (r < 0)
                 return -EINVAL;
         c->osize = c->isize = TLS_BUF_MIN;
         c->obuf = g_malloc(c->osize);
         c->ibuf = g_malloc(c->isize);
-        gnutls_transport_set_ptr(c->session, c);
-        gnutls_transport_set_push_function(c->session, tls_push);
-        gnutls_transport_set_pull_function(c->session, tls_pull);
-        gnutls_handshake_set_timeout(c->session, 0);    /* the caller's event loop times out */
+        sym_gnutls_transport_set_ptr(c->session, c);
+        sym_gnutls_transport_set_push_function(c->session, tls_push);
+        sym_gnutls_transport_set_pull_function(c->session, tls_pull);
+        sym_gnutls_handshake_set_timeout(c->session, 0);    /* the caller's event loop times out */
         *ret = g_steal_pointer(&c);
         return 0;
 }
@@ -500,17 +502,17 @@ void vfmig_stream_conn_free(VfmigStreamConn *c)
         if (!c)
                 return;
         if (c->session)
-                gnutls_deinit(c->session);
+                sym_gnutls_deinit(c->session);
         if (c->wr.aead)
-                gnutls_aead_cipher_deinit(c->wr.aead);
+                sym_gnutls_aead_cipher_deinit(c->wr.aead);
         if (c->rd.aead)
-                gnutls_aead_cipher_deinit(c->rd.aead);
+                sym_gnutls_aead_cipher_deinit(c->rd.aead);
         explicit_bzero(c->wr.iv, sizeof(c->wr.iv));     /* the IVs are traffic secrets too */
         explicit_bzero(c->rd.iv, sizeof(c->rd.iv));
         if (c->ccred)
-                gnutls_psk_free_client_credentials(c->ccred);
+                sym_gnutls_psk_free_client_credentials(c->ccred);
         if (c->scred)
-                gnutls_psk_free_server_credentials(c->scred);
+                sym_gnutls_psk_free_server_credentials(c->scred);
         vfmig_psk_clear(&c->psk);
         if (c->fd >= 0)
                 close(c->fd);
@@ -534,7 +536,7 @@ static int conn_fail(VfmigStreamConn *c, int r, const char *fmt, ...)
 
 static int wait_tls(VfmigStreamConn *c)
 {
-        c->events = gnutls_record_get_direction(c->session) ? POLLOUT : POLLIN;
+        c->events = sym_gnutls_record_get_direction(c->session) ? POLLOUT : POLLIN;
         if (c->ooff < c->olen)  /* our own bytes wait for the socket too */
                 c->events |= POLLOUT;
         return -EAGAIN;
@@ -547,7 +549,7 @@ static int handshake_error(VfmigStreamConn *c, int g)
 
         /* Tell the peer (best effort) and end the connection, so that its
          * handshake fails now rather than at its timeout. */
-        (void) gnutls_alert_send_appropriate(c->session, g);
+        (void) sym_gnutls_alert_send_appropriate(c->session, g);
         (void) tls_flush_buffer(c);
         (void) shutdown(c->fd, SHUT_RDWR);
 
@@ -557,19 +559,19 @@ static int handshake_error(VfmigStreamConn *c, int g)
         case GNUTLS_E_UNSUPPORTED_VERSION_PACKET:
         case GNUTLS_E_UNEXPECTED_HANDSHAKE_PACKET:
                 return conn_fail(c, -EPROTO, "TLS handshake (%s) failed, the peer does not speak TLS 1.3: %s",
-                                 side, gnutls_strerror(g));
+                                 side, sym_gnutls_strerror(g));
         case GNUTLS_E_PREMATURE_TERMINATION:
         case GNUTLS_E_PULL_ERROR:
         case GNUTLS_E_PUSH_ERROR:
                 return conn_fail(c, -ECONNRESET, "TLS handshake (%s) failed, the connection was closed: %s",
-                                 side, gnutls_strerror(g));
+                                 side, sym_gnutls_strerror(g));
         case GNUTLS_E_FATAL_ALERT_RECEIVED:
                 return conn_fail(c, -EACCES, "TLS handshake (%s) refused by the peer (alert: %s): wrong or stale ticket?",
-                                 side, gnutls_alert_get_name(gnutls_alert_get(c->session)));
+                                 side, sym_gnutls_alert_get_name(sym_gnutls_alert_get(c->session)));
         default:
                 if (c->unknown_identity)
                         return conn_fail(c, -EACCES, "TLS handshake (server) refused: the client offered an unknown PSK identity (wrong ticket)");
-                return conn_fail(c, -EACCES, "TLS handshake (%s) failed: %s (wrong ticket?)", side, gnutls_strerror(g));
+                return conn_fail(c, -EACCES, "TLS handshake (%s) failed: %s (wrong ticket?)", side, sym_gnutls_strerror(g));
         }
 }
 
@@ -582,21 +584,21 @@ static ssize_t send_error(VfmigStreamConn *c, int e)
 
 static int tls_keys_take(VfmigStreamConn *c, unsigned read, TlsKeys *k)
 {
-        gnutls_cipher_algorithm_t alg = gnutls_cipher_get(c->session);
+        gnutls_cipher_algorithm_t alg = sym_gnutls_cipher_get(c->session);
         gnutls_datum_t mac = {}, iv = {}, key = {};
         unsigned char seq[8];
         int r;
 
-        r = gnutls_record_get_state(c->session, read, &mac, &iv, &key, seq);
+        r = sym_gnutls_record_get_state(c->session, read, &mac, &iv, &key, seq);
         if (r < 0)
-                return conn_fail(c, -EPROTO, "TLS: cannot take the traffic keys: %s", gnutls_strerror(r));
-        if (iv.size != TLS_NONCE || gnutls_cipher_get_tag_size(alg) != TLS_TAG)
+                return conn_fail(c, -EPROTO, "TLS: cannot take the traffic keys: %s", sym_gnutls_strerror(r));
+        if (iv.size != TLS_NONCE || sym_gnutls_cipher_get_tag_size(alg) != TLS_TAG)
                 return conn_fail(c, -EPROTO, "TLS: cipher %s has no %u-byte nonce and %u-byte tag",
-                                 gnutls_cipher_get_name(alg), TLS_NONCE, TLS_TAG);
-        r = gnutls_aead_cipher_init(&k->aead, alg, &key);
+                                 sym_gnutls_cipher_get_name(alg), TLS_NONCE, TLS_TAG);
+        r = sym_gnutls_aead_cipher_init(&k->aead, alg, &key);
         if (r < 0) {
                 k->aead = NULL;
-                return conn_fail(c, -EPROTO, "TLS: cannot set up %s: %s", gnutls_cipher_get_name(alg), gnutls_strerror(r));
+                return conn_fail(c, -EPROTO, "TLS: cannot set up %s: %s", sym_gnutls_cipher_get_name(alg), sym_gnutls_strerror(r));
         }
         memcpy(k->iv, iv.data, TLS_NONCE);
         k->seq = 0;
@@ -612,7 +614,7 @@ static int tls_take_records(VfmigStreamConn *c)
 {
         int r;
 
-        if (gnutls_record_check_pending(c->session) > 0)
+        if (sym_gnutls_record_check_pending(c->session) > 0)
                 return conn_fail(c, -EPROTO, "TLS: application data inside the handshake");
         r = tls_keys_take(c, 0, &c->wr);
         if (r >= 0)
@@ -650,10 +652,10 @@ static int tls_seal(VfmigStreamConn *c, uint8_t type, const void *data, size_t n
         tls_nonce(&c->wr, nonce);
         /* The content and its type byte sealed straight from the caller's
          * buffer into ours, ciphertext then tag: no copy of the plaintext. */
-        r = gnutls_aead_cipher_encryptv(c->wr.aead, nonce, TLS_NONCE, &aad, 1, TLS_TAG, in, 2,
-                                        rec + TLS_HEADER, &clen);
+        r = sym_gnutls_aead_cipher_encryptv(c->wr.aead, nonce, TLS_NONCE, &aad, 1, TLS_TAG, in, 2,
+                                            rec + TLS_HEADER, &clen);
         if (r < 0)
-                return conn_fail(c, -EPROTO, "TLS send: sealing a record: %s", gnutls_strerror(r));
+                return conn_fail(c, -EPROTO, "TLS send: sealing a record: %s", sym_gnutls_strerror(r));
         c->wr.seq++;
         c->olen += TLS_HEADER + clen;
         return 0;
@@ -801,11 +803,11 @@ static ssize_t tls_open(VfmigStreamConn *c, uint8_t *dst, size_t room)
         plen = clen - TLS_TAG;  /* content, type and padding: all of it lands in out */
         out = room >= plen ? dst : hdr + TLS_HEADER;
         tls_nonce(&c->rd, nonce);
-        r = gnutls_aead_cipher_decrypt(c->rd.aead, nonce, TLS_NONCE, hdr, TLS_HEADER, TLS_TAG,
-                                       hdr + TLS_HEADER, clen, out, &plen);
+        r = sym_gnutls_aead_cipher_decrypt(c->rd.aead, nonce, TLS_NONCE, hdr, TLS_HEADER, TLS_TAG,
+                                           hdr + TLS_HEADER, clen, out, &plen);
         if (r < 0)
                 return tls_recv_fail(c, -EPROTO, "TLS receive: record %" PRIu64 " failed authentication "
-                                     "(bad_record_mac): %s", c->rd.seq, gnutls_strerror(r));
+                                     "(bad_record_mac): %s", c->rd.seq, sym_gnutls_strerror(r));
         c->rd.seq++;
         c->ioff += TLS_HEADER + clen;
         if (plen > TLS_PLAINTEXT_MAX + 1)       /* RFC 8446 §5.4: content, type and padding */
@@ -829,7 +831,7 @@ static ssize_t tls_open(VfmigStreamConn *c, uint8_t *dst, size_t room)
                 }
                 return tls_recv_fail(c, plen == 2 && out[0] == GNUTLS_AL_FATAL ? -ECONNABORTED : -EPROTO,
                                      "TLS receive: the peer sent alert %s",
-                                     plen == 2 ? gnutls_alert_get_strname((gnutls_alert_description_t) out[1]) : "(malformed)");
+                                     plen == 2 ? sym_gnutls_alert_get_strname((gnutls_alert_description_t) out[1]) : "(malformed)");
         case TLS_CT_HANDSHAKE:
                 return tls_recv_fail(c, -EPROTO, "TLS receive: a post-handshake message (type %u), which this "
                                      "connection does not take", plen > 0 ? out[0] : 0);
@@ -935,7 +937,7 @@ int vfmig_stream_conn_handshake(VfmigStreamConn *c)
                 return vfmig_stream_conn_flush(c);
 
         do
-                r = gnutls_handshake(c->session);
+                r = sym_gnutls_handshake(c->session);
         while (r == GNUTLS_E_INTERRUPTED);
         f = tls_flush_buffer(c);
         if (r == GNUTLS_E_AGAIN && (f == 0 || f == -EAGAIN))
@@ -1114,5 +1116,5 @@ const char *vfmig_stream_conn_cipher(VfmigStreamConn *c)
 {
         if (!c->tls || !c->handshaken)
                 return NULL;
-        return gnutls_cipher_get_name(gnutls_cipher_get(c->session));
+        return sym_gnutls_cipher_get_name(sym_gnutls_cipher_get(c->session));
 }

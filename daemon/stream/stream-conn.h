@@ -86,7 +86,9 @@ int vfmig_stream_tcp_connect(const char *endpoint, int *ret_fd);
 int vfmig_stream_conn_new_plain(int fd, VfmigStreamConn **ret);
 
 /* TLS 1.3 PSK over fd (taken), as client (the source, which connects) or
- * server (the target).  The server accepts only psk->identity. */
+ * server (the target).  The server accepts only psk->identity.  The first
+ * one loads GnuTLS (tls-lib.h): -ELIBACC / -EOPNOTSUPP when that fails (the
+ * reason is logged; fd is closed, as on every failure). */
 int vfmig_stream_conn_new_tls(int fd, bool server, const VfmigPsk *psk, VfmigStreamConn **ret);
 
 void vfmig_stream_conn_free(VfmigStreamConn *c);

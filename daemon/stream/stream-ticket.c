@@ -1,10 +1,9 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include <errno.h>
-#include <gnutls/crypto.h>
-#include <gnutls/gnutls.h>
 #include <string.h>
 
 #include "stream-ticket.h"
+#include "tls-lib.h"
 
 #define PSK_SALT "vfmig-stream-psk-v1"
 #define IDENTITY_PREFIX "vfmig1-"
@@ -73,7 +72,7 @@ int vfmig_ticket_decode(const char *ticket, uint8_t ret[VFMIG_TICKET_BYTES])
         if (o != VFMIG_TICKET_BYTES || acc != 0)        /* 43*6 = 258 bits: 2 spare bits must be 0 */
                 return -EINVAL;
         memcpy(ret, out, sizeof(out));
-        gnutls_memset(out, 0, sizeof(out));
+        explicit_bzero(out, sizeof(out));
         return 0;
 }
 
@@ -81,13 +80,17 @@ int vfmig_ticket_new(char **ret)
 {
         uint8_t raw[VFMIG_TICKET_BYTES];
         char s[VFMIG_TICKET_STRLEN + 2];
+        int r;
 
-        if (gnutls_rnd(GNUTLS_RND_KEY, raw, sizeof(raw)) < 0)
+        r = vfmig_tls_lib_require();
+        if (r < 0)
+                return r;
+        if (sym_gnutls_rnd(GNUTLS_RND_KEY, raw, sizeof(raw)) < 0)
                 return -EIO;
         b64url_encode(raw, sizeof(raw), s);
-        gnutls_memset(raw, 0, sizeof(raw));
+        explicit_bzero(raw, sizeof(raw));
         *ret = g_strdup(s);
-        gnutls_memset(s, 0, sizeof(s));
+        explicit_bzero(s, sizeof(s));
         return 0;
 }
 
@@ -102,7 +105,7 @@ static int expand(const uint8_t prk[32], const char *label, const char *context,
         info[ll] = 0;
         memcpy(info + ll + 1, context, cl);
         inf = (gnutls_datum_t) { info, (unsigned) (ll + 1 + cl) };
-        r = gnutls_hkdf_expand(GNUTLS_MAC_SHA256, &key, &inf, out, n);
+        r = sym_gnutls_hkdf_expand(GNUTLS_MAC_SHA256, &key, &inf, out, n);
         return r < 0 ? -EIO : 0;
 }
 
@@ -116,15 +119,20 @@ int vfmig_psk_derive(const char *ticket, const char *context, VfmigPsk *ret)
         r = vfmig_ticket_decode(ticket, raw);
         if (r < 0)
                 return r;
+        r = vfmig_tls_lib_require();
+        if (r < 0) {
+                explicit_bzero(raw, sizeof(raw));
+                return r;
+        }
         if (!context)
                 context = "";
-        r = gnutls_hkdf_extract(GNUTLS_MAC_SHA256, &ikm, &salt, prk) < 0 ? -EIO : 0;
+        r = sym_gnutls_hkdf_extract(GNUTLS_MAC_SHA256, &ikm, &salt, prk) < 0 ? -EIO : 0;
         if (r == 0)
                 r = expand(prk, "vfmig psk key", context, psk.key, sizeof(psk.key));
         if (r == 0)
                 r = expand(prk, "vfmig psk identity", context, id, sizeof(id));
-        gnutls_memset(raw, 0, sizeof(raw));
-        gnutls_memset(prk, 0, sizeof(prk));
+        explicit_bzero(raw, sizeof(raw));
+        explicit_bzero(prk, sizeof(prk));
         if (r < 0) {
                 vfmig_psk_clear(&psk);
                 return r;
@@ -138,7 +146,7 @@ int vfmig_psk_derive(const char *ticket, const char *context, VfmigPsk *ret)
 
 void vfmig_psk_clear(VfmigPsk *psk)
 {
-        gnutls_memset(psk, 0, sizeof(*psk));
+        explicit_bzero(psk, sizeof(*psk));
 }
 
 bool vfmig_ticket_expired(uint64_t expires_usec, uint64_t now_usec)
@@ -184,7 +192,7 @@ int vfmig_ticket_set_use(VfmigTicketSet *s, const char *ticket, uint64_t expires
 
         if (vfmig_ticket_decode(ticket, raw) < 0)
                 return -EINVAL;
-        gnutls_memset(raw, 0, sizeof(raw));
+        explicit_bzero(raw, sizeof(raw));
         g_hash_table_foreach_remove(s->used, is_expired, &now_usec);
         digest = ticket_digest(ticket);
         if (g_hash_table_contains(s->used, digest))

@@ -39,7 +39,9 @@ typedef struct VfmigPsk {
         uint8_t key[VFMIG_PSK_KEY_BYTES];
 } VfmigPsk;
 
-/* A new random ticket (GnuTLS key-level randomness), a new string. */
+/* A new random ticket (GnuTLS key-level randomness), a new string.
+ * -ELIBACC / -EOPNOTSUPP when GnuTLS cannot be loaded (tls-lib.h: its first
+ * use loads it; the reason is logged), -EIO when it fails. */
 int vfmig_ticket_new(char **ret);
 
 /* Decode a ticket string: -EINVAL unless exactly 43 base64url characters
@@ -47,10 +49,12 @@ int vfmig_ticket_new(char **ret);
 int vfmig_ticket_decode(const char *ticket, uint8_t ret[VFMIG_TICKET_BYTES]);
 
 /* Derive the PSK and identity from a ticket string and a context (NULL = "").
- * -EINVAL for a malformed ticket, -EIO when GnuTLS fails. */
+ * -EINVAL for a malformed ticket, -ELIBACC / -EOPNOTSUPP when GnuTLS cannot
+ * be loaded (as vfmig_ticket_new()), -EIO when GnuTLS fails. */
 int vfmig_psk_derive(const char *ticket, const char *context, VfmigPsk *ret);
 
-/* Wipe a PSK. */
+/* Wipe a PSK.  Wiping, decoding (above) and the replay set (below) need no
+ * GnuTLS and do not load it. */
 void vfmig_psk_clear(VfmigPsk *psk);
 
 /* Whether a ticket expiring at expires_usec (CLOCK_REALTIME µs; 0 = never)
