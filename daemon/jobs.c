@@ -17,6 +17,7 @@
 #include "stream-conn.h"
 #include "stream-pump.h"
 #include "stream-ticket.h"
+#include "tls-lib.h"
 #include "util.h"
 
 /* Pump steps per dispatch before yielding to other event sources. */
@@ -1628,6 +1629,14 @@ static int make_conn(int fd, bool server, bool plaintext, const char *ticket, Vf
         if (plaintext)
                 r = vfmig_stream_conn_new_plain(fd, ret);
         else {
+                g_autofree char *why = NULL;
+
+                /* GnuTLS is loaded on first use: its absence is not a bad ticket. */
+                r = vfmig_tls_lib_load(&why);
+                if (r < 0) {
+                        close(fd);
+                        return *error = g_strdup_printf("TLS is not available: %s", why), r;
+                }
                 r = vfmig_psk_derive(ticket, VFMIG_PSK_CONTEXT, psk);
                 if (r < 0) {
                         close(fd);
@@ -1844,6 +1853,13 @@ int jobs_prepare_incoming(Jobs *s, Reservation *const *res, unsigned n, const ch
         r = check_target_set(s, res, n, error);
         if (r < 0)
                 return r;
+        {
+                g_autofree char *why = NULL;
+
+                r = vfmig_tls_lib_load(&why);
+                if (r < 0)
+                        return *error = g_strdup_printf("TLS is not available: %s", why), r;
+        }
         r = vfmig_stream_tcp_listen(address, port, &lfd, &bound);
         if (r < 0)
                 return *error = g_strdup_printf("Cannot listen on %s port %u: %s", address, port, strerror(-r)), r;
