@@ -1,6 +1,9 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include <errno.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 
 #include "sim-host.h"
@@ -16,13 +19,15 @@
  * integers that fit 64 bits, nesting at most JV_DEPTH_MAX deep.  A key given
  * twice in one object: the last value counts (as with json-glib).
  *
- * The text is read in place: it must be writable and end in a NUL (as
- * g_file_get_contents() leaves it).  A string without escapes, nearly every
- * one, is not copied: its closing quote becomes its terminating NUL.  The
- * NUL after the text stops every scan, so the hot loops need no bounds
- * check of their own.
+ * The text is read in place: it must be writable, end in a NUL, and have
+ * JV_PAD readable bytes after that NUL.  A string without escapes, nearly
+ * every one, is not copied: its closing quote becomes its terminating NUL.
+ * The NUL after the text stops every scan, so the hot loops need no bounds
+ * check of their own; the padding lets them look at 16 bytes at a time
+ * without reading past the buffer.
  */
 #define JV_DEPTH_MAX 64
+#define JV_PAD 16
 
 typedef enum { JV_NULL, JV_BOOL, JV_INT, JV_DOUBLE, JV_STRING, JV_ARRAY, JV_OBJECT } JvType;
 
@@ -147,8 +152,9 @@ typedef struct JReader {
 } JReader;
 
 /* Bytes that end the plain run of a string: the quote, a backslash, control
- * characters (the NUL after the text among them) and non-ASCII. */
-static const guint8 string_stop[256] = {
+ * characters (the NUL after the text among them) and non-ASCII.  (The
+ * SSE2 scan tests the same bytes without the table.) */
+static const guint8 string_stop[256] G_GNUC_UNUSED = {
         [0x00 ... 0x1f] = 1, ['"'] = 1, ['\\'] = 1, [0x80 ... 0xff] = 1,
 };
 static const guint8 space[256] = { [' '] = 1, ['\t'] = 1, ['\n'] = 1, ['\r'] = 1 };
@@ -175,14 +181,62 @@ static Jv *jr_fail(JReader *r, const char *what)
         return NULL;
 }
 
+#if defined(__SSE2__)
+/* The first byte at or after q that ends a plain string run (string_stop):
+ * 16 bytes a step.  Bytes 0x00-0x1f and 0x80-0xff are those below 0x20 as
+ * signed chars.  Stops at the NUL after the text at the latest. */
+static inline char *scan_string_run(char *q)
+{
+        const __m128i quote = _mm_set1_epi8('"'), bslash = _mm_set1_epi8('\\'), low = _mm_set1_epi8(0x20);
+
+        for (;;) {
+                __m128i v = _mm_loadu_si128((const __m128i *) q);
+                __m128i stop = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, bslash)),
+                                            _mm_cmplt_epi8(v, low));
+                unsigned bits = (unsigned) _mm_movemask_epi8(stop);
+
+                if (bits)
+                        return q + __builtin_ctz(bits);
+                q += 16;
+        }
+}
+
+/* The first byte at or after q that is not a space. */
+static inline char *skip_spaces(char *q)
+{
+        const __m128i sp = _mm_set1_epi8(' ');
+
+        for (;;) {
+                unsigned bits = (unsigned) _mm_movemask_epi8(_mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *) q), sp));
+
+                if (bits != 0xffff)
+                        return q + __builtin_ctz(~bits);
+                q += 16;
+        }
+}
+#else
+static inline char *scan_string_run(char *q)
+{
+        while (!string_stop[(guint8) *q])
+                q++;
+        return q;
+}
+
+static inline char *skip_spaces(char *q)
+{
+        while (*q == ' ')
+                q++;
+        return q;
+}
+#endif
+
 static inline void jr_space(JReader *r)
 {
         char *p = r->p;
 
         /* Pretty-printed files: a newline, then an indentation of spaces. */
         if (*p == '\n')
-                while (*++p == ' ')
-                        ;
+                p = skip_spaces(p + 1);
         while (space[(guint8) *p])
                 p++;
         r->p = p;
@@ -302,12 +356,9 @@ static G_GNUC_NO_INLINE const char *jr_string_slow(JReader *r, char *run)
 /* At the opening quote.  The decoded text, NUL-terminated. */
 static inline const char *jr_string(JReader *r)
 {
-        char *run = r->p + 1, *q = run;
+        char *run = r->p + 1, *q = scan_string_run(run);
 
-        /* The usual case: printable ASCII up to the closing quote (most
-         * are short: a byte at a time beats eight at a time). */
-        while (!string_stop[(guint8) *q])
-                q++;
+        /* The usual case: printable ASCII up to the closing quote. */
         if (G_LIKELY(*q == '"')) {
                 *q = '\0';
                 r->p = q + 1;
@@ -1348,6 +1399,10 @@ int sim_host_load(const char *path, SimHost **ret, char **error)
                 *error = g_strdup_printf("%s: %s", path, gerr->message);
                 return -EINVAL;
         }
+        /* The reader's padding after the NUL (a buffer this large is
+         * mremap()ed, not copied). */
+        text = g_realloc(text, len + 1 + JV_PAD);
+        memset(text + len + 1, 0, JV_PAD);
         ds.devices = g_ptr_array_new_with_free_func((GDestroyNotify) vfmig_device_free);
         ds.c.share_attributes = true;
         o = jv_parse(text, len, &arena, "devices", on_device_element, &ds, &perr);

@@ -143,6 +143,62 @@ static void test_shared_attributes(void)
 
 /* The JSON reader: what RFC 8259 allows is read, with escapes decoded;
  * everything else is refused with LINE:COL. */
+/* An attribute value of every length 0..50 (the reader scans strings and
+ * indentation 16 bytes at a time), with its escape, non-ASCII character or
+ * control character at every place, and indentations of every width. */
+static void test_scan_boundaries(void)
+{
+        for (guint len = 0; len <= 50; len++)
+                for (guint at = 0; at <= len; at++)
+                        for (guint kind = 0; kind < 4; kind++) {
+                                static const char *const special[] = { "\\\"", "\xc3\xa9", "\t", "" };
+                                static const char *const decoded[] = { "\"", "\xc3\xa9", NULL, "" };
+                                g_autoptr(GString) value = g_string_new(NULL), want = g_string_new(NULL);
+                                g_autoptr(GString) text = g_string_new("{\n");
+                                g_autofree char *path = NULL, *error = NULL;
+                                g_autoptr(SimHost) h = NULL;
+                                guint indent = (len + at) % 40;
+
+                                for (guint i = 0; i < len; i++) {
+                                        if (i == at && kind < 3) {
+                                                g_string_append(value, special[kind]);
+                                                if (decoded[kind])
+                                                        g_string_append(want, decoded[kind]);
+                                        }
+                                        g_string_append_c(value, (char) ('a' + i % 26));
+                                        g_string_append_c(want, (char) ('a' + i % 26));
+                                }
+                                g_string_append_printf(text, "%*s\"host\": \"h\",\n%*s\"devices\": [{\"name\": "
+                                                       "\"0000:01:00.0\", \"kind\": \"pci\", \"driver\": \"vfio-pci\", "
+                                                       "\"vendor-id\": \"0x10de\", \"device-id\": \"0x1\",\n%*s"
+                                                       "\"attributes\": {\"a\": \"%s\"}}]\n%*s}",
+                                                       (int) indent, "", (int) indent, "", (int) indent, "", value->str,
+                                                       (int) indent, "");
+                                path = write_tmp(text->str);
+                                if (kind == 2 && at < len) {
+                                        g_assert_cmpint(sim_host_load(path, &h, &error), ==, -EINVAL);
+                                        g_assert_nonnull(strstr(error, "control character in a string"));
+                                } else {
+                                        if (sim_host_load(path, &h, &error) < 0)
+                                                g_error("length %u, at %u, kind %u: %s", len, at, kind, error);
+                                        g_assert_cmpstr(g_hash_table_lookup(((VfmigDevice *) h->devices->pdata[0])->attributes,
+                                                                            "a"), ==, want->str);
+                                }
+                                g_unlink(path);
+                        }
+        /* A string or an indentation that runs into the end of the file. */
+        for (guint len = 0; len <= 40; len++) {
+                g_autoptr(GString) t = g_string_new("{\"host\": \"");
+                for (guint i = 0; i < len; i++)
+                        g_string_append_c(t, 'x');
+                expect_error(t->str, "unterminated string");
+                g_string_assign(t, "{\"host\": \"h\", \"devices\": []\n");
+                for (guint i = 0; i < len; i++)
+                        g_string_append_c(t, ' ');
+                expect_error(t->str, "expected ',' or '}' in an object");
+        }
+}
+
 static void test_json_syntax(void)
 {
         static const char *const dev_head = "{\"host\": \"h\", \"devices\": [{\"name\": \"0000:01:00.0\", "
@@ -291,6 +347,7 @@ int main(int argc, char *argv[])
         g_test_add_func("/sim-host/shipped-host-a", test_shipped_host_a);
         g_test_add_func("/sim-host/malformed", test_malformed);
         g_test_add_func("/sim-host/json-syntax", test_json_syntax);
+        g_test_add_func("/sim-host/scan-boundaries", test_scan_boundaries);
         g_test_add_func("/sim-host/shared-attributes", test_shared_attributes);
         g_test_add_func("/sim-host/shipped-hosts", test_shipped_hosts);
         g_test_add_func("/sim-host/fuzz-corpus", test_fuzz_corpus);
