@@ -1700,6 +1700,14 @@ int jobs_start_migrate(Jobs *s, const char *const *devices, const char *endpoint
         r = check_sources(s, devices, error);
         if (r < 0)
                 return r;
+        {
+                g_autofree char *why = NULL;
+
+                /* Before connecting: a target would see a connection come and go. */
+                r = vfmig_tls_lib_load(&why);
+                if (r < 0)
+                        return *error = g_strdup_printf("TLS is not available: %s", why), r;
+        }
         r = vfmig_stream_tcp_connect(endpoint, &fd);
         if (r < 0)
                 return *error = g_strdup_printf("Cannot connect to %s: %s", endpoint, strerror(-r)), r;

@@ -304,9 +304,10 @@ static int reservations_save(Reservations *s)
         data = json_generator_to_data(gen, &len);
 
         /* Unchanged (a restart on the same bus with the same set): no
-         * rewrite, no fsync on every start. */
+         * rewrite, no fsync on every start.  (A file removed behind
+         * vfmigd's back is written again at the next change or start.) */
         if (s->on_disk && strlen(s->on_disk) == len + 1 && memcmp(s->on_disk, data, len) == 0 &&
-            s->on_disk[len] == '\n' && access(s->state_path, F_OK) == 0)
+            s->on_disk[len] == '\n')
                 return 0;
         g_clear_pointer(&s->on_disk, g_free);
 

@@ -611,7 +611,8 @@ static Jv *jr_value(JReader *r, guint depth)
 }
 
 /* The whole text as one value, or NULL with *error.  text[len] must be a
- * NUL, and the text is changed (strings are terminated in place). */
+ * NUL followed by JV_PAD readable bytes, and the text is changed (strings
+ * are terminated in place). */
 static Jv *jv_parse(char *text, size_t len, Arena *arena, const char *stream_key,
                     void (*on_element)(Jv *e, guint index, void *userdata), void *userdata, char **error)
 {
@@ -1399,8 +1400,7 @@ int sim_host_load(const char *path, SimHost **ret, char **error)
                 *error = g_strdup_printf("%s: %s", path, gerr->message);
                 return -EINVAL;
         }
-        /* The reader's padding after the NUL (a buffer this large is
-         * mremap()ed, not copied). */
+        /* The reader's padding after the NUL. */
         text = g_realloc(text, len + 1 + JV_PAD);
         memset(text + len + 1, 0, JV_PAD);
         ds.devices = g_ptr_array_new_with_free_func((GDestroyNotify) vfmig_device_free);

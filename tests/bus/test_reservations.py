@@ -628,7 +628,15 @@ class Restart(unittest.TestCase):
         self.start()
         self.assertEqual(set(self.targets()), {DEV})
         self.assertEqual(os.stat(f).st_ino, written, 'an unchanged set was written again')
-        # A file removed behind vfmigd's back is written again at the next change.
+        # A file removed behind vfmigd's back is written again at the next start,
+        # the set unchanged ...
+        self.daemon.stop()
+        os.unlink(f)
+        self.start()
+        self.assertEqual(set(self.targets()), set())     # (not restored: the file was gone)
+        self.assertTrue(os.path.exists(f))
+        path = self.reserve(DEV, options(lease=600, persist=True))
+        # ... and at the next change.
         os.unlink(f)
         self.reserve(OTHER_DEV, options(lease=600, persist=True))
         with open(f) as fh:
