@@ -18,7 +18,13 @@
  *     (the profile of one ConnectX-7 VF from GetMigrationProfile,
  *     {max-results: 16}), and as diagnostics Properties.Get of
  *     MatrixGeneration (a trivial vtable member) and FindCompatibleTargets
- *     with max-results 1 (same query, small reply).
+ *     with max-results 1 (same query, small reply);
+ *   - then the series again, interleaved the same way, with the CPU time
+ *     vfmigd and dbus-daemon spend on each call (/proc/PID/schedstat
+ *     before and after it), medians: what each adds to a Find beyond a
+ *     Ping, over Ping's round trip (query.cpu.find_extra.*), shows how much
+ *     of the 0.2 the bus itself takes (dbus-daemon validates every value of
+ *     both messages).
  * Prints plain "name value" lines; lines starting with '#' are notes.
  * Not a timed test: `meson test -C build --benchmark`, or run it directly:
  *   bench-query [--host FILE] [--vfmigd PATH] [--bus-config FILE]
@@ -531,6 +537,32 @@ static guint count_results(sd_bus_message *reply, guint *compatible)
         return n;
 }
 
+/* CPU time a process has run, in µs: the first field of /proc/PID/schedstat
+ * (nanoseconds), read again through an open fd. */
+static double process_cpu_us(int fd)
+{
+        char text[128];
+        unsigned long long ns;
+        ssize_t n = pread(fd, text, sizeof text - 1, 0);
+
+        if (n <= 0)
+                die("reading /proc/PID/schedstat: %m");
+        text[n] = '\0';
+        if (sscanf(text, "%llu", &ns) != 1)
+                die("/proc/PID/schedstat: unexpected \"%s\"", text);
+        return (double) ns / 1e3;
+}
+
+static int open_schedstat(pid_t pid)
+{
+        g_autofree char *path = g_strdup_printf("/proc/%d/schedstat", (int) pid);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+        if (fd < 0)
+                die("%s: %m", path);
+        return fd;
+}
+
 enum { S_PING, S_FIND, S_GET, S_FIND1, N_SERIES };
 static const char *const series_name[N_SERIES] = { "ping", "find", "get_property", "find_max1" };
 
@@ -695,6 +727,49 @@ static void bench_query(const char *notify_path, int notify_fd)
                 printf("query.find_vs_ping.target_met %d\n", med <= 1.2 && p99 <= 1.2);
                 printf("query.get_property_vs_ping.median %.3f\n", pct(t[S_GET], 0.5) / pct(t[S_PING], 0.5));
                 printf("query.find_max1_vs_ping.median %.3f\n", pct(t[S_FIND1], 0.5) / pct(t[S_PING], 0.5));
+        }
+        {
+                /*
+                 * Where a call's time goes: the CPU time vfmigd and
+                 * dbus-daemon spend on each call (read before and after
+                 * it), the series interleaved as above; medians.  What
+                 * dbus-daemon alone spends on a Find beyond a Ping (it
+                 * validates every value of both messages), over a Ping's
+                 * round trip, is a part of the 0.2 that no work in vfmigd
+                 * can win back.
+                 */
+                GArray *cpu[N_SERIES][2];
+                const char *const who[2] = { "vfmigd", "dbus_daemon" };
+                int fd[2] = { open_schedstat(run.pid), open_schedstat(bus_pid) };
+                double med[N_SERIES][2], ping_rtt = pct(t[S_PING], 0.5);
+
+                for (int s = 0; s < N_SERIES; s++)
+                        for (int w = 0; w < 2; w++)
+                                cpu[s][w] = g_array_sized_new(false, false, sizeof(double), arg_rounds);
+                for (guint i = 0; i < arg_rounds; i++)
+                        for (int k = 0; k < N_SERIES; k++) {
+                                int s = (int) ((i + (guint) k) % N_SERIES);
+                                double before[2], d;
+
+                                for (int w = 0; w < 2; w++)
+                                        before[w] = process_cpu_us(fd[w]);
+                                (void) one(bus, profile, s, NULL);
+                                for (int w = 0; w < 2; w++) {
+                                        d = process_cpu_us(fd[w]) - before[w];
+                                        g_array_append_val(cpu[s][w], d);
+                                }
+                        }
+                for (int s = 0; s < N_SERIES; s++)
+                        for (int w = 0; w < 2; w++) {
+                                med[s][w] = pct(cpu[s][w], 0.5);
+                                printf("query.cpu.%s.%s_us %.2f\n", series_name[s], who[w], med[s][w]);
+                                g_array_unref(cpu[s][w]);
+                        }
+                for (int w = 0; w < 2; w++) {
+                        printf("query.cpu.find_extra.%s_vs_ping_rtt %.3f\n", who[w],
+                               (med[S_FIND][w] - med[S_PING][w]) / ping_rtt);
+                        close(fd[w]);
+                }
         }
         for (int s = 0; s < N_SERIES; s++)
                 g_array_unref(t[s]);
