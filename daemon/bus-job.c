@@ -310,36 +310,43 @@ static int read_fd_call(Daemon *d, sd_bus_message *m, const char *const *keys, i
         return check_timeout(o, error);
 }
 
-int bus_job_method_save_to_fd(sd_bus_message *m, void *userdata, sd_bus_error *error)
+static int start_save_fd(Daemon *d, sd_bus_message *m, const char *const *devices, int fd, const JobOptions *o,
+                         sd_bus_error *error)
 {
-        VfmigDevice *dev = userdata;
-        Daemon *d = current_daemon(m);
-        g_autofree char *name = g_strdup(dev->name), *msg = NULL;
-        const char *devices[] = { name, NULL };
-        g_auto(JobOptions) o = {};
+        g_autofree char *msg = NULL;
         Job *j = NULL;
-        int fd, copy, r;
-
-        r = read_fd_call(d, m, save_fd_keys, &fd, &o, error);
-        if (r < 0)
-                return r;
-
-        r = bus_verify_method_async(m, VFMIG_DBUS_INTERFACE_DEVICE, name, &d->polkit_registry, error);
-        if (r < 0)
-                return r;
-        if (r == 0)
-                return 1;
+        int copy, r;
 
         copy = fcntl(fd, F_DUPFD_CLOEXEC, 3);
         if (copy < 0)
                 return sd_bus_error_set_errnof(error, errno, "Cannot duplicate the fd: %m");
         r = jobs_start_save_fd(d->jobs, devices, copy,
-                               &(JobSaveOptions) { .precopy = o.precopy, .downtime_ms = o.downtime_ms,
-                                                   .plaintext = o.plaintext, .ticket = o.ticket,
-                                                   .timeout_ms = o.timeout_ms }, &j, &msg);
+                               &(JobSaveOptions) { .precopy = o->precopy, .downtime_ms = o->downtime_ms,
+                                                   .plaintext = o->plaintext, .ticket = o->ticket,
+                                                   .timeout_ms = o->timeout_ms }, &j, &msg);
         if (r < 0)
                 return set_error(error, r, msg);
         return reply_job(m, j);
+}
+
+int bus_job_method_save_to_fd(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+        VfmigDevice *dev = userdata;
+        Daemon *d = current_daemon(m);
+        g_autofree char *name = g_strdup(dev->name);
+        const char *devices[] = { name, NULL };
+        g_auto(JobOptions) o = {};
+        int fd, r;
+
+        r = read_fd_call(d, m, save_fd_keys, &fd, &o, error);
+        if (r < 0)
+                return r;
+        r = bus_verify_method_async(m, VFMIG_DBUS_INTERFACE_DEVICE, name, &d->polkit_registry, error);
+        if (r < 0)
+                return r;
+        if (r == 0)
+                return 1;
+        return start_save_fd(d, m, devices, fd, &o, error);
 }
 
 /* --- Manager.MigrateGroup ------------------------------------------------------ */
@@ -400,6 +407,33 @@ int bus_job_method_migrate_group(sd_bus_message *m, void *userdata, sd_bus_error
         if (r == 0)
                 return 1;
         return start_migrate(d, m, (const char *const *) devices, endpoint, ticket, &o, error);
+}
+
+/* Manager.SaveGroupToFd: MigrateGroup's devices, SaveToFd's socket and options. */
+int bus_job_method_save_group_to_fd(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+        Daemon *d = current_daemon(m);
+        g_auto(GStrv) devices = NULL;
+        g_autofree char *names = NULL;
+        g_auto(JobOptions) o = {};
+        int fd, r;
+
+        r = require_jobs(d, error);
+        if (r < 0)
+                return r;
+        r = read_devices(m, &devices, error);
+        if (r < 0)
+                return r;
+        r = read_fd_call(d, m, save_fd_keys, &fd, &o, error);
+        if (r < 0)
+                return r;
+        names = g_strjoinv(",", devices);
+        r = bus_verify_method_async(m, VFMIG_DBUS_INTERFACE_MANAGER, names, &d->polkit_registry, error);
+        if (r < 0)
+                return r;
+        if (r == 0)
+                return 1;
+        return start_save_fd(d, m, (const char *const *) devices, fd, &o, error);
 }
 
 /* --- Reservation.PrepareIncoming / Reservation.ReceiveFromFd ------------------ */

@@ -195,6 +195,12 @@ const sd_bus_vtable manager_vtable[] = {
                                 SD_BUS_RESULT("o", job),
                                 bus_job_method_migrate_group,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
+        /* The same over a socket handed in (SaveToFd for a group). */
+        SD_BUS_METHOD_WITH_ARGS("SaveGroupToFd",
+                                SD_BUS_ARGS("as", devices, "h", socket, "a{sv}", options),
+                                SD_BUS_RESULT("o", job),
+                                bus_job_method_save_group_to_fd,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_SIGNAL_WITH_ARGS("ReservationAdded", SD_BUS_ARGS("s", id, "s", target, "o", reservation), 0),
         SD_BUS_SIGNAL_WITH_ARGS("ReservationRemoved",
                                 SD_BUS_ARGS("s", id, "s", target, "o", reservation, "s", reason), 0),

@@ -48,6 +48,7 @@ static const MethodAction method_actions[] = {
         { VFMIG_DBUS_INTERFACE_DEVICE,      "Migrate",         VFMIG_POLKIT_MIGRATE,     "migrate" },
         { VFMIG_DBUS_INTERFACE_DEVICE,      "SaveToFd",        VFMIG_POLKIT_MIGRATE,     "save" },
         { VFMIG_DBUS_INTERFACE_MANAGER,     "MigrateGroup",    VFMIG_POLKIT_MIGRATE,     "migrate-group" },
+        { VFMIG_DBUS_INTERFACE_MANAGER,     "SaveGroupToFd",   VFMIG_POLKIT_MIGRATE,     "save-group" },
         { VFMIG_DBUS_INTERFACE_JOB,         "Switchover",      VFMIG_POLKIT_MIGRATE,     "switchover" },
         { VFMIG_DBUS_INTERFACE_JOB,         "Cancel",          VFMIG_POLKIT_MIGRATE,     "cancel" },
 };

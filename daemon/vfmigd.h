@@ -78,6 +78,7 @@ char *bus_job_path(const char *id);
 int bus_job_method_migrate(sd_bus_message *m, void *userdata, sd_bus_error *error);
 int bus_job_method_save_to_fd(sd_bus_message *m, void *userdata, sd_bus_error *error);
 int bus_job_method_migrate_group(sd_bus_message *m, void *userdata, sd_bus_error *error);
+int bus_job_method_save_group_to_fd(sd_bus_message *m, void *userdata, sd_bus_error *error);
 int bus_job_method_prepare_incoming(sd_bus_message *m, void *userdata, sd_bus_error *error);
 int bus_job_method_receive_from_fd(sd_bus_message *m, void *userdata, sd_bus_error *error);
 

@@ -28,7 +28,10 @@ Checked:
   reservations active; Cancel of a waiting group target; the group option's
   bad values; kill -9 of each daemon during a group job, then restart: the
   job is reported failed with all its devices, and they are all running;
-- vfmigctl receive ID,ID,ID ADDRESS and vfmigctl migrate DEV,DEV DEV.
+- vfmigctl receive ID,ID,ID ADDRESS and vfmigctl migrate DEV,DEV DEV;
+- Manager.SaveGroupToFd into Reservation.ReceiveFromFd with group, over a
+  socketpair with TLS (memory verified, P2P ordering), and its refusals
+  before anything moves (nothing written to the socket).
 """
 import os
 import re
@@ -222,6 +225,71 @@ class Group(unittest.TestCase):
         d = self.wait_final(self.dst, dst_job)
         self.assertEqual(d['State'], 'completed')
         self.assertEqual(d['Devices'], [b for _, b in pairs])
+
+    def test_group_over_fds(self):
+        """Manager.SaveGroupToFd on the source, ReceiveFromFd with group on the
+        target, over a socketpair the test hands to both, with TLS."""
+        for i, (s, _) in enumerate(PAIRS):
+            self.src.write_memory(s, 8192 * (i + 1), f'vfmig-fdgroup-{i}-'.encode() * 300)
+        res = self.reserve_pairs(PAIRS)
+        ticket = random_ticket()
+        a, b = socket.socketpair()
+        try:
+            dst_job = self.dst.call(res[0], RESERVATION, 'ReceiveFromFd', '(ha{sv})',
+                                    (0, {'ticket': GLib.Variant('s', ticket), 'group': GLib.Variant('ao', res[1:])}),
+                                    fds=[b.fileno()])[0]
+            src_job = self.src.call(vt.ROOT_PATH, vt.MANAGER, 'SaveGroupToFd', '(asha{sv})',
+                                    ([s for s, _ in PAIRS], 0, {'ticket': GLib.Variant('s', ticket)}),
+                                    fds=[a.fileno()])[0]
+        finally:
+            a.close()
+            b.close()
+        s = self.wait_final(self.src, src_job)
+        d = self.wait_final(self.dst, dst_job)
+        self.assertEqual((s['State'], s['Error']), ('completed', ''))
+        self.assertEqual((d['State'], d['Error']), ('completed', ''))
+        self.assertEqual(s['Devices'], [x for x, _ in PAIRS])
+        self.assertEqual(d['Devices'], [y for _, y in PAIRS])
+        for i, (x, y) in enumerate(PAIRS):
+            mem = self.src.memory(x)
+            self.assertIn(f'vfmig-fdgroup-{i}-'.encode(), mem)
+            self.assertEqual(self.dst.memory(y), mem, f'{x} -> {y}')
+            self.assertEqual((self.src.state(x), self.dst.state(y)), ('stop', 'stop'))
+        for r in res:
+            self.assertEqual(self.dst.get(r, RESERVATION, 'State'), 'active')
+        self.assert_p2p_order(src_job, [x for x, _ in PAIRS], 'running-p2p')
+
+    def test_group_over_fds_refused(self):
+        """SaveGroupToFd refuses what SaveToFd and MigrateGroup refuse, before
+        anything moves."""
+        devs = [x for x, _ in PAIRS[:2]]
+        tls = {'ticket': GLib.Variant('s', random_ticket())}
+        cases = (
+            ((devs, {}), 'org.vfmig1.Error.InvalidArgs'),                        # neither ticket nor plaintext
+            (([devs[0], devs[0]], tls), 'org.vfmig1.Error.InvalidArgs'),         # a device twice
+            (([], tls), 'org.vfmig1.Error.InvalidArgs'),                         # none
+            (([devs[0], 'nonsense/../x'], tls), 'org.vfmig1.Error.InvalidArgs'),
+            (([devs[0], '0000:99:00.0'], tls), 'org.vfmig1.Error.NoSuchDevice'),
+            (([devs[0], NO_P2P_DEV], tls), 'org.vfmig1.Error.NotCompatible'),   # no P2P in a group
+        )
+        before = set(self.src.jobs())
+        for (devices, opts), name in cases:
+            with self.subTest(devices=devices, opts=list(opts)):
+                a, b = socket.socketpair()
+                try:
+                    with self.assertRaises(GLib.Error) as e:
+                        self.src.call(vt.ROOT_PATH, vt.MANAGER, 'SaveGroupToFd', '(asha{sv})', (devices, 0, opts),
+                                      fds=[a.fileno()])
+                    self.assertEqual(error_name(e.exception), name, str(e.exception))
+                    b.settimeout(0.2)
+                    # nothing was sent on the socket
+                    with self.assertRaises(socket.timeout):
+                        b.recv(1)
+                finally:
+                    a.close()
+                    b.close()
+        self.assertEqual(set(self.src.jobs()), before)
+        self.assertEqual(self.states(self.src, devs + [NO_P2P_DEV]), ['running'] * 3)
 
     def ctl(self, host, *args):
         env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=host.address)

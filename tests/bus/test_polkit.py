@@ -187,6 +187,8 @@ class RealPolkit(Base):
             calls = (
                 (self.path(), vt.DEVICE, 'Migrate', "('127.0.0.1:9', 'x', @a{sv} {})"),
                 (self.path(), vt.DEVICE, 'SaveToFd', "(handle 0, {'plaintext': <true>})"),
+                ('/org/vfmig1', vt.MANAGER, 'SaveGroupToFd',
+                 f"(['{DEV}'], handle 0, {{'plaintext': <true>}})"),
                 (reservation, RESERVATION, 'PrepareIncoming', "(@a{sv} {},)"),
                 (reservation, RESERVATION, 'ReceiveFromFd', "(handle 0, {'plaintext': <true>})"),
             )
