@@ -381,11 +381,18 @@ static int read_devices(sd_bus_message *m, char ***ret, sd_bus_error *error)
         return 0;
 }
 
+/* polkit for a group: every device of it in the "device" detail. */
+static int verify_group(Daemon *d, sd_bus_message *m, char **devices, sd_bus_error *error)
+{
+        g_autofree char *names = g_strjoinv(",", devices);
+
+        return bus_verify_method_async(m, VFMIG_DBUS_INTERFACE_MANAGER, names, &d->polkit_registry, error);
+}
+
 int bus_job_method_migrate_group(sd_bus_message *m, void *userdata, sd_bus_error *error)
 {
         Daemon *d = current_daemon(m);
         g_auto(GStrv) devices = NULL;
-        g_autofree char *names = NULL;
         g_auto(JobOptions) o = {};
         const char *endpoint, *ticket;
         int r;
@@ -399,9 +406,7 @@ int bus_job_method_migrate_group(sd_bus_message *m, void *userdata, sd_bus_error
         r = read_migrate_call(m, &endpoint, &ticket, &o, error);
         if (r < 0)
                 return r;
-        /* every device of the group in polkit's "device" detail */
-        names = g_strjoinv(",", devices);
-        r = bus_verify_method_async(m, VFMIG_DBUS_INTERFACE_MANAGER, names, &d->polkit_registry, error);
+        r = verify_group(d, m, devices, error);
         if (r < 0)
                 return r;
         if (r == 0)
@@ -414,7 +419,6 @@ int bus_job_method_save_group_to_fd(sd_bus_message *m, void *userdata, sd_bus_er
 {
         Daemon *d = current_daemon(m);
         g_auto(GStrv) devices = NULL;
-        g_autofree char *names = NULL;
         g_auto(JobOptions) o = {};
         int fd, r;
 
@@ -427,8 +431,7 @@ int bus_job_method_save_group_to_fd(sd_bus_message *m, void *userdata, sd_bus_er
         r = read_fd_call(d, m, save_fd_keys, &fd, &o, error);
         if (r < 0)
                 return r;
-        names = g_strjoinv(",", devices);
-        r = bus_verify_method_async(m, VFMIG_DBUS_INTERFACE_MANAGER, names, &d->polkit_registry, error);
+        r = verify_group(d, m, devices, error);
         if (r < 0)
                 return r;
         if (r == 0)
