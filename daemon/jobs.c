@@ -810,6 +810,11 @@ static void wait_io(Job *j)
 
         if (!e)
                 e = EPOLLIN;
+        /* A source blocked on a full socket still sees the target end or
+         * answer.  (Its look at the input leaves the connection's last
+         * direction at POLLIN; it is blocked on output all the same.) */
+        if (j->kind == JOB_SAVE && p->sender && vfmig_stream_sender_wants_input(p->sender))
+                e = EPOLLIN | EPOLLOUT;
         if (vfmig_stream_conn_pending(p->conn) && (ev & POLLIN)) {
                 schedule_again(j);
                 return;

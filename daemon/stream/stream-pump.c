@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "stream-pump.h"
 #include "stream-private.h"
@@ -134,6 +135,45 @@ int vfmig_stream_sender_keepalive(VfmigStreamSender *s, uint64_t remaining)
         if (r < 0)
                 return r;
         out_ctrl(s);
+        return 0;
+}
+
+static int sender_poll_reply(VfmigStreamSender *s);
+
+/* Streaming and blocked on the connection: what the target sends is read
+ * then too (sender_blocked()), so the caller may wake for it. */
+bool vfmig_stream_sender_wants_input(VfmigStreamSender *s)
+{
+        return !s->aborted && (s->state == SS_BEGIN || s->state == SS_RUNNING) &&
+               !vfmig_stream_parser_done(s->reply);
+}
+
+/* The connection took nothing more: a target that ended the connection or
+ * answered early (it gave up) is noticed now, not only when its window
+ * opens again.  A target that died behind a middlebox or whose socket had
+ * a zero window sends a FIN and no reset, so the socket would stay
+ * unwritable until the stall timeout. */
+static int sender_blocked(VfmigStreamSender *s, VfmigPumpStatus *ret)
+{
+        int r;
+
+        if (vfmig_stream_sender_wants_input(s)) {
+                char b;
+                ssize_t n = recv(vfmig_stream_conn_fd(s->conn), &b, 1, MSG_PEEK | MSG_DONTWAIT);
+
+                /* Usually nothing: then the connection is not touched (a read
+                 * would leave its direction at POLLIN for the caller's wait). */
+                if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR || errno == ENOTSOCK)) {
+                        *ret = VFMIG_PUMP_WAIT_IO;
+                        return 0;
+                }
+                r = sender_poll_reply(s);
+                if (r < 0)
+                        return r;
+                if (r > 0 && vfmig_stream_parser_done(s->reply))
+                        return sender_fail(s, -EPROTO, "the target answered before the end of the stream");
+        }
+        *ret = VFMIG_PUMP_WAIT_IO;
         return 0;
 }
 
@@ -292,12 +332,8 @@ int vfmig_stream_sender_step(VfmigStreamSender *s, VfmigPumpStatus *ret)
 
         if (out_pending(s)) {
                 k = vfmig_stream_conn_send(s->conn, s->out + s->out_off, s->out_len - s->out_off);
-                if (k == -EAGAIN) {
-                        /* (The target's answer is looked for once per record, in
-                         * SS_RUNNING; a target that gave up drains our bytes.) */
-                        *ret = VFMIG_PUMP_WAIT_IO;
-                        return 0;
-                }
+                if (k == -EAGAIN)
+                        return sender_blocked(s, ret);
                 if (k < 0) {
                         int e = (int) k;
                         g_autofree char *msg = g_strdup(vfmig_stream_conn_error(s->conn));
@@ -341,10 +377,8 @@ int vfmig_stream_sender_step(VfmigStreamSender *s, VfmigPumpStatus *ret)
                         s->next_reply_poll = 0;
                         /* Nothing to read now: what the connection queued goes out first. */
                         r = vfmig_stream_conn_flush(s->conn);
-                        if (r == -EAGAIN) {
-                                *ret = VFMIG_PUMP_WAIT_IO;
-                                return 0;
-                        }
+                        if (r == -EAGAIN)
+                                return sender_blocked(s, ret);
                         if (r < 0)
                                 return sender_fail(s, r, "sending the stream: %s", vfmig_stream_conn_error(s->conn));
                         *ret = VFMIG_PUMP_IDLE;

@@ -71,6 +71,11 @@ int vfmig_stream_sender_abort(VfmigStreamSender *s, int error, const char *reaso
  * target may take it): from then on only the target's answer can say how
  * the migration ends, and an abort would tell the target nothing. */
 bool vfmig_stream_sender_end_queued(VfmigStreamSender *s);
+/* While it streams, a sender that returned WAIT_IO is blocked on output
+ * and reads what the target sends (an early answer, the end of the
+ * connection) at its next step: wake it when the connection is writable or
+ * readable (vfmig_stream_conn_events() then says only POLLIN). */
+bool vfmig_stream_sender_wants_input(VfmigStreamSender *s);
 
 /* One step.  0 with *ret set, or a negative errno (with a message): the
  * device, the connection, or the target's answer (its errno). */

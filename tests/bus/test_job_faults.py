@@ -581,6 +581,24 @@ class Faults(unittest.TestCase):
         self.assert_failed(d, 'source')
         self.assert_unwound()
 
+    def test_target_ends_connection_while_source_blocked(self):
+        """The far end closes its side (a FIN, no reset) while the source's socket
+        is full and stays so (nobody reads it: a zero window), as a target that
+        died behind a middlebox looks: the source notices at once, not at its
+        stall timeout (here ten minutes), and its device runs again."""
+        proxy, src_job, dst_job = self.proxied(32 << 20, {'timeout-ms': GLib.Variant('u', 600000)})
+        self.assertEqual(self.src.job(src_job)['State'], 'switchover')
+        proxy.relay.a.shutdown(socket.SHUT_WR)          # the source's bytes are still not read
+        s = self.wait_final(self.src, src_job, timeout=30)
+        self.assert_failed(s, 'connection', "the target's answer")
+        self.assertFalse(s['Error'].startswith('org.vfmig1.Error.TimedOut'), s['Error'])
+        self.assertEqual(self.src.state(SRC_DEV), 'running')
+        proxy.relay.resume()
+        proxy.close()
+        d = self.wait_final(self.dst, dst_job)
+        self.assert_failed(d, 'source')
+        self.assert_unwound()
+
     def test_listener_never_answers(self):
         # accepts the connection, never reads or writes: the handshake is bounded
         # by timeout-ms too (the default bound is 30 s, past this wait)
