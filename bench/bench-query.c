@@ -19,6 +19,12 @@
  *     {max-results: 16}), and as diagnostics Properties.Get of
  *     MatrixGeneration (a trivial vtable member) and FindCompatibleTargets
  *     with max-results 1 (same query, small reply);
+ *   - in the same rounds, the floor: a second sd-bus service on the same
+ *     bus that answers Find's arguments with a copy of vfmigd's reply and
+ *     does no other work (floor.find: without reading the arguments;
+ *     floor.find_read: reading them all), and a Ping to it; over that Ping,
+ *     the least any sd-bus service could reach with this API's messages
+ *     through this dbus-daemon (see "the floor" below);
  *   - then the series again, interleaved the same way, with the CPU time
  *     vfmigd and dbus-daemon spend on each call (/proc/PID/schedstat
  *     before and after it), medians: what each adds to a Find beyond a
@@ -83,7 +89,7 @@ static bool arg_keep;
 static const char *arg_big_first;
 
 static char *tmpdir;
-static pid_t bus_pid = -1, daemon_pid = -1;
+static pid_t bus_pid = -1, daemon_pid = -1, floor_pid = -1;
 
 /* ---- small helpers --------------------------------------------------------- */
 
@@ -118,6 +124,11 @@ static G_GNUC_NORETURN G_GNUC_PRINTF(1, 2) void die(const char *fmt, ...);
 
 static void cleanup(void)
 {
+        if (floor_pid > 0) {
+                kill(floor_pid, SIGTERM);
+                waitpid(floor_pid, NULL, 0);
+                floor_pid = -1;
+        }
         if (daemon_pid > 0) {
                 kill(daemon_pid, SIGTERM);
                 waitpid(daemon_pid, NULL, 0);
@@ -467,21 +478,189 @@ static void bench_start(const char *notify_path, int notify_fd)
         phases_free(&warm);
 }
 
+/* ---- the floor: the same messages without vfmigd ----------------------------
+ *
+ * What the bus itself costs for a Find, whatever the service does: a second
+ * sd-bus service on the same bus (org.vfmig1.BenchFloor, allowed by
+ * bench-bus.conf) answers a call with Find's arguments with a copy of the
+ * reply vfmigd gave for the same query, built with the same sd-bus calls
+ * vfmigd makes, and does nothing else: "find" does not even read the
+ * arguments; "find_read" reads every argument (sd_bus_message_skip, which
+ * checks each value as reading it does) and then replies the same.  Their
+ * round trips over a Ping to the same service are the least any sd-bus
+ * service could reach through this dbus-daemon with this API's messages.
+ */
+#define FLOOR_NAME "org.vfmig1.BenchFloor"
+#define FLOOR_IFACE "org.vfmig1.BenchFloor"
+
+typedef struct FloorResult {
+        char *key, *kind;
+        int compatible;
+        uint32_t score, instances;
+        char **lines;
+} FloorResult;
+
+static void floor_result_free(FloorResult *f)
+{
+        g_free(f->key);
+        g_free(f->kind);
+        g_strfreev(f->lines);
+        g_free(f);
+}
+
+/* The results of a FindCompatibleTargets reply. */
+static GPtrArray *floor_results_from(sd_bus_message *reply)
+{
+        GPtrArray *a = g_ptr_array_new_with_free_func((GDestroyNotify) floor_result_free);
+        int r;
+
+        r = sd_bus_message_rewind(reply, true);
+        if (r >= 0)
+                r = sd_bus_message_enter_container(reply, 'a', "(ssbuuas)");
+        while (r >= 0 && (r = sd_bus_message_enter_container(reply, 'r', "ssbuuas")) > 0) {
+                FloorResult *f = g_new0(FloorResult, 1);
+                const char *key, *kind;
+
+                r = sd_bus_message_read(reply, "ssbuu", &key, &kind, &f->compatible, &f->score, &f->instances);
+                if (r >= 0)
+                        r = sd_bus_message_read_strv(reply, &f->lines);
+                if (r >= 0)
+                        r = sd_bus_message_exit_container(reply);
+                f->key = g_strdup(key);
+                f->kind = g_strdup(kind);
+                g_ptr_array_add(a, f);
+        }
+        if (r < 0)
+                die("copying a FindCompatibleTargets reply: %s", strerror(-r));
+        return a;
+}
+
+static int floor_reply(sd_bus_message *m, GPtrArray *results)
+{
+        sd_bus_message *reply = NULL;
+        int r;
+
+        r = sd_bus_message_new_method_return(m, &reply);
+        if (r >= 0)
+                r = sd_bus_message_open_container(reply, 'a', "(ssbuuas)");
+        for (guint i = 0; r >= 0 && i < results->len; i++) {
+                const FloorResult *f = results->pdata[i];
+
+                r = sd_bus_message_open_container(reply, 'r', "ssbuuas");
+                if (r >= 0)
+                        r = sd_bus_message_append_basic(reply, 's', f->key);
+                if (r >= 0)
+                        r = sd_bus_message_append_basic(reply, 's', f->kind);
+                if (r >= 0)
+                        r = sd_bus_message_append_basic(reply, 'b', &f->compatible);
+                if (r >= 0)
+                        r = sd_bus_message_append_basic(reply, 'u', &f->score);
+                if (r >= 0)
+                        r = sd_bus_message_append_basic(reply, 'u', &f->instances);
+                if (r >= 0)
+                        r = sd_bus_message_open_container(reply, 'a', "s");
+                for (guint j = 0; r >= 0 && f->lines[j]; j++)
+                        r = sd_bus_message_append_basic(reply, 's', f->lines[j]);
+                if (r >= 0)
+                        r = sd_bus_message_close_container(reply);
+                if (r >= 0)
+                        r = sd_bus_message_close_container(reply);
+        }
+        if (r >= 0)
+                r = sd_bus_message_close_container(reply);
+        if (r >= 0)
+                r = sd_bus_send(NULL, reply, NULL);
+        sd_bus_message_unref(reply);
+        return r;
+}
+
+static int floor_find(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+        return floor_reply(m, userdata);
+}
+
+static int floor_find_read(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+        int r = sd_bus_message_skip(m, "a{sv}a{sv}");
+
+        if (r < 0)
+                return r;
+        return floor_reply(m, userdata);
+}
+
+static const sd_bus_vtable floor_vtable[] = {
+        SD_BUS_VTABLE_START(0),
+        SD_BUS_METHOD("Find", "a{sv}a{sv}", "a(ssbuuas)", floor_find, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD("FindRead", "a{sv}a{sv}", "a(ssbuuas)", floor_find_read, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_VTABLE_END
+};
+
+/* In a child: serve the floor until SIGTERM. */
+static void floor_start(GPtrArray *results)
+{
+        int p[2];
+        char c;
+
+        if (pipe2(p, O_CLOEXEC) < 0)
+                die("pipe: %m");
+        fflush(NULL);
+        floor_pid = fork();
+        if (floor_pid < 0)
+                die("fork: %m");
+        if (floor_pid == 0) {
+                sd_bus *bus = NULL;
+                int r;
+
+                close(p[0]);
+                signal(SIGTERM, SIG_DFL);
+                r = sd_bus_open_system(&bus);
+                if (r >= 0)
+                        r = sd_bus_add_object_vtable(bus, NULL, VFMIG_DBUS_PATH, FLOOR_IFACE, floor_vtable, results);
+                if (r >= 0)
+                        r = sd_bus_request_name(bus, FLOOR_NAME, 0);
+                if (r < 0) {
+                        fprintf(stderr, "bench-query: floor service: %s\n", strerror(-r));
+                        _exit(1);
+                }
+                if (write(p[1], "", 1) != 1)
+                        _exit(1);
+                close(p[1]);
+                for (;;) {
+                        r = sd_bus_process(bus, NULL);
+                        if (r < 0)
+                                _exit(1);
+                        if (r == 0 && sd_bus_wait(bus, UINT64_MAX) < 0)
+                                _exit(1);
+                }
+        }
+        close(p[1]);
+        if (read(p[0], &c, 1) != 1)
+                die("the floor service did not start");
+        close(p[0]);
+}
+
 /* ---- round trips ------------------------------------------------------------ */
 
-static sd_bus_message *new_call(sd_bus *bus, const char *iface, const char *member)
+static sd_bus_message *new_call_to(sd_bus *bus, const char *dest, const char *iface, const char *member)
 {
         sd_bus_message *m = NULL;
-        int r = sd_bus_message_new_method_call(bus, &m, VFMIG_BUS_NAME, VFMIG_DBUS_PATH, iface, member);
+        int r = sd_bus_message_new_method_call(bus, &m, dest, VFMIG_DBUS_PATH, iface, member);
 
         if (r < 0)
                 die("new method call %s: %s", member, strerror(-r));
         return m;
 }
 
-static sd_bus_message *new_find(sd_bus *bus, sd_bus_message *profile, uint32_t max_results)
+static sd_bus_message *new_call(sd_bus *bus, const char *iface, const char *member)
 {
-        sd_bus_message *m = new_call(bus, VFMIG_DBUS_INTERFACE_MANAGER, "FindCompatibleTargets");
+        return new_call_to(bus, VFMIG_BUS_NAME, iface, member);
+}
+
+/* FindCompatibleTargets' arguments, to vfmigd or (member not NULL) to the floor. */
+static sd_bus_message *new_find_to(sd_bus *bus, sd_bus_message *profile, uint32_t max_results, const char *member)
+{
+        sd_bus_message *m = member ? new_call_to(bus, FLOOR_NAME, FLOOR_IFACE, member)
+                                   : new_call(bus, VFMIG_DBUS_INTERFACE_MANAGER, "FindCompatibleTargets");
         int r;
 
         r = sd_bus_message_rewind(profile, true);
@@ -492,6 +671,11 @@ static sd_bus_message *new_find(sd_bus *bus, sd_bus_message *profile, uint32_t m
         if (r < 0)
                 die("building FindCompatibleTargets: %s", strerror(-r));
         return m;
+}
+
+static sd_bus_message *new_find(sd_bus *bus, sd_bus_message *profile, uint32_t max_results)
+{
+        return new_find_to(bus, profile, max_results, NULL);
 }
 
 /* Time one call; the message is built before the clock starts. */
@@ -563,8 +747,11 @@ static int open_schedstat(pid_t pid)
         return fd;
 }
 
-enum { S_PING, S_FIND, S_GET, S_FIND1, N_SERIES };
-static const char *const series_name[N_SERIES] = { "ping", "find", "get_property", "find_max1" };
+/* The series on vfmigd (N_VFMIGD) and on the floor service. */
+enum { S_PING, S_FIND, S_GET, S_FIND1, N_VFMIGD, S_FLOOR_PING = N_VFMIGD, S_FLOOR_FIND, S_FLOOR_READ, N_SERIES };
+static const char *const series_name[N_SERIES] = {
+        "ping", "find", "get_property", "find_max1", "floor.ping", "floor.find", "floor.find_read",
+};
 
 static double one(sd_bus *bus, sd_bus_message *profile, int s, guint *results)
 {
@@ -575,6 +762,13 @@ static double one(sd_bus *bus, sd_bus_message *profile, int s, guint *results)
         case S_PING:
                 m = new_call(bus, "org.freedesktop.DBus.Peer", "Ping");
                 break;
+        case S_FLOOR_PING:
+                m = new_call_to(bus, FLOOR_NAME, "org.freedesktop.DBus.Peer", "Ping");
+                break;
+        case S_FLOOR_FIND:
+        case S_FLOOR_READ:
+                m = new_find_to(bus, profile, arg_max_results, s == S_FLOOR_FIND ? "Find" : "FindRead");
+                break;
         case S_GET:
                 m = new_call(bus, "org.freedesktop.DBus.Properties", "Get");
                 if (sd_bus_message_append(m, "ss", VFMIG_DBUS_INTERFACE_MANAGER, "MatrixGeneration") < 0)
@@ -584,7 +778,7 @@ static double one(sd_bus *bus, sd_bus_message *profile, int s, guint *results)
                 m = new_find(bus, profile, s == S_FIND ? arg_max_results : 1);
         }
         reply = timed_call(bus, m, &us);
-        if (results && (s == S_FIND || s == S_FIND1))
+        if (results && (s == S_FIND || s == S_FIND1 || s == S_FLOOR_FIND || s == S_FLOOR_READ))
                 *results = count_results(reply, NULL);
         sd_bus_message_unref(reply);
         return us;
@@ -639,6 +833,7 @@ static void bench_query(const char *notify_path, int notify_fd)
         sd_bus *bus = NULL;
         uint32_t devices = 0;
         guint types = 0, rounds = 0, find_results = 0;
+        GPtrArray *floor_results;
         double load0 = loadavg_1m();
         Run run;
         int r;
@@ -680,6 +875,15 @@ static void bench_query(const char *notify_path, int notify_fd)
         if (arg_big_first && strcmp(arg_big_first, "export") == 0)
                 export_matrix(bus);
 
+        {
+                /* The floor service answers with vfmigd's own reply to this query. */
+                sd_bus_message *m = new_find(bus, profile, arg_max_results);
+
+                reply = timed_call(bus, m, &(double) { 0 });
+                floor_results = floor_results_from(reply);
+                reply = sd_bus_message_unref(reply);
+                floor_start(floor_results);
+        }
         for (int s = 0; s < N_SERIES; s++)
                 t[s] = g_array_sized_new(false, false, sizeof(double), arg_rounds);
         for (guint i = 0; i < arg_warmup; i++)
@@ -694,6 +898,8 @@ static void bench_query(const char *notify_path, int notify_fd)
 
                         if ((s == S_FIND || s == S_FIND1) && res == 0)
                                 die("FindCompatibleTargets found no target for %s", arg_device);
+                        if ((s == S_FLOOR_FIND || s == S_FLOOR_READ) && res != floor_results->len)
+                                die("the floor service answered %u results, not %u", res, floor_results->len);
                         if (s == S_FIND)
                                 find_results = res;
                         g_array_append_val(t[s], us);
@@ -710,6 +916,13 @@ static void bench_query(const char *notify_path, int notify_fd)
                         g_array_append_val(paired, q);
                 }
                 printf("query.find_vs_ping.paired_median %.3f\n", pct(paired, 0.5));
+                g_array_set_size(paired, 0);
+                for (guint i = 0; i < rounds; i++) {
+                        double q = g_array_index(t[S_FLOOR_READ], double, i) /
+                                   g_array_index(t[S_FLOOR_PING], double, i);
+                        g_array_append_val(paired, q);
+                }
+                printf("query.floor.find_read_vs_ping.paired_median %.3f\n", pct(paired, 0.5));
         }
         printf("query.loadavg_1m.before %.2f\n", load0);
         printf("query.loadavg_1m.after %.2f\n", loadavg_1m());
@@ -727,6 +940,14 @@ static void bench_query(const char *notify_path, int notify_fd)
                 printf("query.find_vs_ping.target_met %d\n", med <= 1.2 && p99 <= 1.2);
                 printf("query.get_property_vs_ping.median %.3f\n", pct(t[S_GET], 0.5) / pct(t[S_PING], 0.5));
                 printf("query.find_max1_vs_ping.median %.3f\n", pct(t[S_FIND1], 0.5) / pct(t[S_PING], 0.5));
+                printf("query.floor.find_vs_ping.median %.3f\n", pct(t[S_FLOOR_FIND], 0.5) / pct(t[S_FLOOR_PING], 0.5));
+                printf("query.floor.find_vs_ping.p99 %.3f\n", pct(t[S_FLOOR_FIND], 0.99) / pct(t[S_FLOOR_PING], 0.99));
+                printf("query.floor.find_read_vs_ping.median %.3f\n",
+                       pct(t[S_FLOOR_READ], 0.5) / pct(t[S_FLOOR_PING], 0.5));
+                printf("query.floor.find_read_vs_ping.p99 %.3f\n",
+                       pct(t[S_FLOOR_READ], 0.99) / pct(t[S_FLOOR_PING], 0.99));
+                printf("query.find_vs_floor_find_read.median %.3f\n",
+                       pct(t[S_FIND], 0.5) / pct(t[S_FLOOR_READ], 0.5));
         }
         {
                 /*
@@ -738,17 +959,17 @@ static void bench_query(const char *notify_path, int notify_fd)
                  * round trip, is a part of the 0.2 that no work in vfmigd
                  * can win back.
                  */
-                GArray *cpu[N_SERIES][2];
+                GArray *cpu[N_VFMIGD][2];
                 const char *const who[2] = { "vfmigd", "dbus_daemon" };
                 int fd[2] = { open_schedstat(run.pid), open_schedstat(bus_pid) };
-                double med[N_SERIES][2], ping_rtt = pct(t[S_PING], 0.5);
+                double med[N_VFMIGD][2], ping_rtt = pct(t[S_PING], 0.5);
 
-                for (int s = 0; s < N_SERIES; s++)
+                for (int s = 0; s < N_VFMIGD; s++)
                         for (int w = 0; w < 2; w++)
                                 cpu[s][w] = g_array_sized_new(false, false, sizeof(double), arg_rounds);
                 for (guint i = 0; i < arg_rounds; i++)
-                        for (int k = 0; k < N_SERIES; k++) {
-                                int s = (int) ((i + (guint) k) % N_SERIES);
+                        for (int k = 0; k < N_VFMIGD; k++) {
+                                int s = (int) ((i + (guint) k) % N_VFMIGD);
                                 double before[2], d;
 
                                 for (int w = 0; w < 2; w++)
@@ -759,7 +980,7 @@ static void bench_query(const char *notify_path, int notify_fd)
                                         g_array_append_val(cpu[s][w], d);
                                 }
                         }
-                for (int s = 0; s < N_SERIES; s++)
+                for (int s = 0; s < N_VFMIGD; s++)
                         for (int w = 0; w < 2; w++) {
                                 med[s][w] = pct(cpu[s][w], 0.5);
                                 printf("query.cpu.%s.%s_us %.2f\n", series_name[s], who[w], med[s][w]);
@@ -791,6 +1012,10 @@ static void bench_query(const char *notify_path, int notify_fd)
 
         sd_bus_message_unref(profile);
         sd_bus_flush_close_unref(bus);
+        kill(floor_pid, SIGTERM);
+        waitpid(floor_pid, NULL, 0);
+        floor_pid = -1;
+        g_ptr_array_unref(floor_results);
         run_stop(&run);
 }
 
