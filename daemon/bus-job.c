@@ -664,6 +664,9 @@ static int method_cancel(sd_bus_message *m, void *userdata, sd_bus_error *error)
         if (r == -ESTALE)
                 return sd_bus_error_setf(error, VFMIG_ERROR_BUSY, "Job %s has already %s", id,
                                          job_state_to_string(j->state));
+        if (r == -EINPROGRESS && j->kind == JOB_RESTORE)
+                return sd_bus_error_setf(error, VFMIG_ERROR_BUSY, "Job %s has taken the whole state and said so: "
+                                         "the source's confirmation decides how it ends", id);
         if (r == -EINPROGRESS)
                 return sd_bus_error_setf(error, VFMIG_ERROR_BUSY, "Job %s has sent the whole state: the target's "
                                          "answer decides how it ends", id);

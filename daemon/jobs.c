@@ -82,6 +82,7 @@ struct JobPrivate {
         bool replied;                   /* target: RESULT queued */
         bool end_seen;                  /* target: END handled */
         bool cancel_requested;
+        bool hold_state;                /* target: keep the devices as they are (they may hold the only copy) */
         int pending_error;              /* target: the error being reported (>0) while draining */
         char *pending_message;
         /* time */
@@ -441,6 +442,14 @@ static void unwind_one(Job *j, unsigned i)
 static void unwind_devices(Job *j)
 {
         JobPrivate *p = j->priv;
+
+        if (p->hold_state) {
+                for (unsigned i = 0; i < p->n_dev; i++) {
+                        g_clear_pointer(&p->dev[i].data, vfmig_vfio_data_close);
+                        p->dev[i].moved = false;
+                }
+                return;
+        }
 
         if (j->kind == JOB_SAVE && p->n_dev > 1)
                 for (unsigned i = 0; i < p->n_dev; i++) {
@@ -833,6 +842,7 @@ static void wait_io(Job *j)
 }
 
 static uint64_t job_handshake_usec(Job *j);
+static void target_not_confirmed(Job *j, const char *why);
 
 static int on_timer_expired(sd_event_source *src, uint64_t usec, void *userdata)
 {
@@ -852,6 +862,12 @@ static int on_timer_expired(sd_event_source *src, uint64_t usec, void *userdata)
                 }
                 job_fail(j, ETIMEDOUT, "connection: the peer did not complete the connection and TLS handshake "
                          "within %" PRIu64 " ms", (uint64_t) (job_handshake_usec(j) / 1000ULL));
+                return 0;
+        }
+        if (j->kind == JOB_RESTORE && p->replied && !p->pending_error && !p->cancel_requested) {
+                /* resume-running: the source did not confirm in time */
+                target_not_confirmed(j, "the source did not confirm the end within "
+                                     G_STRINGIFY(JOB_COMMIT_SECONDS) " s");
                 return 0;
         }
         if (p->pending_error || p->cancel_requested) {
@@ -1398,23 +1414,52 @@ static void target_end(Job *j)
         int r;
 
         p->end_seen = true;
-        if (p->resume_running)
-                for (unsigned i = 0; i < p->n_dev; i++) {
-                        ManagedDevice *m = job_managed_at(j, i);
-
-                        r = m ? vfmig_vfio_set_state(m->vfio, VFMIG_MIG_RUNNING, NULL) : -ENODEV;
-                        if (r < 0) {
-                                target_refuse(j, EIO, "target: device %s took the state but did not start "
-                                              "running: %s", j->devices[i], strerror(-r));
-                                return;
-                        }
-                }
         r = vfmig_stream_receiver_reply(p->receiver, 0, NULL);
         if (r < 0) {
                 job_fail(j, -r, "target: cannot answer the source: %s", strerror(-r));
                 return;
         }
         p->replied = true;
+        /* With resume-running the devices start when the source's COMMIT
+         * says it will not resume its own; bounded in time. */
+        if (p->resume_running)
+                arm_timer(j, JOB_COMMIT_USEC);
+}
+
+/*
+ * The target answered that its devices took the state, and the source did
+ * not confirm (no COMMIT before the connection ended or JOB_COMMIT_USEC
+ * passed): the source may have read the answer and stopped for good, or
+ * may not have and resumed its devices.  Either way the devices here keep
+ * the state, stopped: not reset (it may be the only copy), not started (the
+ * source may run).  The orchestrator decides from the source job.
+ */
+static void target_not_confirmed(Job *j, const char *why)
+{
+        JobPrivate *p = j->priv;
+
+        p->hold_state = true;           /* not unwound: they hold the state */
+        job_fail(j, ENOLINK, "target: %s, so its devices were not started; they hold the whole state, "
+                 "stopped: start them if the source job completed, reset them if it failed", why);
+}
+
+/* The source confirmed the end: start the devices (resume-running). */
+static void target_commit(Job *j)
+{
+        JobPrivate *p = j->priv;
+        int r;
+
+        for (unsigned i = 0; i < p->n_dev; i++) {
+                ManagedDevice *m = job_managed_at(j, i);
+
+                r = m ? vfmig_vfio_set_state(m->vfio, VFMIG_MIG_RUNNING, NULL) : -ENODEV;
+                if (r < 0) {
+                        job_fail(j, EIO, "target: device %s took the state but did not start running: %s",
+                                 j->devices[i], strerror(-r));
+                        return;
+                }
+        }
+        job_finish(j, JOB_COMPLETED, 0, NULL);
 }
 
 static void target_run(Job *j)
@@ -1524,8 +1569,13 @@ static void target_run(Job *j)
                                 job_fail(j, p->pending_error, "%s", p->pending_message);
                         else if (p->cancel_requested)
                                 job_fail(j, ECANCELED, "cancelled");
-                        else
+                        else if (!p->resume_running)
                                 job_finish(j, JOB_COMPLETED, 0, NULL);
+                        else if (vfmig_stream_receiver_committed(p->receiver))
+                                target_commit(j);
+                        else
+                                target_not_confirmed(j, "the source closed the connection without confirming "
+                                                     "the end");
                         return;
                 default:
                         job_fail(j, EPROTO, "target: unexpected pump status %d", (int) st);
@@ -1958,6 +2008,12 @@ int job_cancel(Job *j, const char *why)
          * run) the state: resuming the source now could leave the devices
          * running on both hosts.  Only the target's answer ends it. */
         if (j->kind == JOB_SAVE && p->sender && vfmig_stream_sender_end_queued(p->sender))
+                return -EINPROGRESS;
+        /* A target that answered that it took the state: the source may have
+         * completed (its devices stay stopped), so resetting these could lose
+         * the only copy.  Only the source's confirmation (or its absence)
+         * ends it. */
+        if (j->kind == JOB_RESTORE && p->replied && !p->pending_error)
                 return -EINPROGRESS;
         if (p->cancel_requested)
                 return 0;

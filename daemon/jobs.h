@@ -57,6 +57,10 @@
 #define JOB_RETENTION_USEC      (300ULL * 1000000ULL)
 #define JOB_HANDSHAKE_USEC      (30ULL * 1000000ULL)
 #define JOB_DRAIN_USEC          (5ULL * 1000000ULL)
+/* How long a resume-running target waits for the source's COMMIT after its
+ * success answer (the source sends it as soon as it reads the answer). */
+#define JOB_COMMIT_SECONDS      30
+#define JOB_COMMIT_USEC         ((uint64_t) JOB_COMMIT_SECONDS * 1000000ULL)
 #define JOB_PRECOPY_POLL_USEC   (20ULL * 1000ULL)
 /* Source: the connection may make no progress this long (default of the
  * "timeout-ms" option, and its bounds). */

@@ -31,6 +31,7 @@
 #define VFMIG_ERROR_ACCESS_DENIED      VFMIG_ERROR_PREFIX "AccessDenied"
 /* A job's peer made no progress for longer than the job's bound. */
 #define VFMIG_ERROR_TIMED_OUT          VFMIG_ERROR_PREFIX "TimedOut"
+#define VFMIG_ERROR_NOT_CONFIRMED      VFMIG_ERROR_PREFIX "NotConfirmed"
 /* A job's Error when no more specific name applies. */
 #define VFMIG_ERROR_FAILED             VFMIG_ERROR_PREFIX "Failed"
 

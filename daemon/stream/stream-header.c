@@ -25,6 +25,7 @@ const char *vfmig_stream_record_type_to_string(unsigned type)
                 [VFMIG_STREAM_REC_ABORT] = "abort",
                 [VFMIG_STREAM_REC_PROGRESS] = "progress",
                 [VFMIG_STREAM_REC_RESULT] = "result",
+                [VFMIG_STREAM_REC_COMMIT] = "commit",
         };
 
         return type < G_N_ELEMENTS(names) ? names[type] : NULL;

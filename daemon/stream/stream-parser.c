@@ -25,8 +25,17 @@ typedef struct ParserDevice {
         bool ended;
 } ParserDevice;
 
+/* What a parser reads: the stream, the target's answer, or the source's
+ * confirmation after the END of a stream. */
+typedef enum ParserMode {
+        PM_STREAM,
+        PM_REPLY,                       /* reverse direction: one RESULT record */
+        PM_COMMIT,                      /* after END: one COMMIT record */
+} ParserMode;
+
 struct VfmigStreamParser {
-        bool reply;                     /* reverse direction: one RESULT record */
+        ParserMode mode;
+        bool reply;                     /* mode != PM_STREAM: one record, no preamble */
         ParserState state;
         uint8_t small[VFMIG_STREAM_RECORD_HEADER_SIZE];  /* preamble / record header */
         uint8_t *body;                  /* payload + trailer of the current record */
@@ -42,6 +51,7 @@ struct VfmigStreamParser {
         size_t crc_len;
 
         bool have_header;
+        bool ended;                     /* END (not ABORT) seen */
         VfmigStreamHeader header;
         ParserDevice dev[VFMIG_STREAM_MAX_DEVICES];
         unsigned n_ended;
@@ -52,24 +62,37 @@ struct VfmigStreamParser {
         char *message;
 };
 
-static VfmigStreamParser *parser_new(bool reply)
+static VfmigStreamParser *parser_new(ParserMode mode)
 {
         VfmigStreamParser *p = g_new0(VfmigStreamParser, 1);
 
-        p->reply = reply;
-        p->state = reply ? PS_RECORD_HEADER : PS_PREAMBLE;
-        p->need = reply ? VFMIG_STREAM_RECORD_HEADER_SIZE : VFMIG_STREAM_PREAMBLE_SIZE;
+        p->mode = mode;
+        p->reply = mode != PM_STREAM;
+        p->state = p->reply ? PS_RECORD_HEADER : PS_PREAMBLE;
+        p->need = p->reply ? VFMIG_STREAM_RECORD_HEADER_SIZE : VFMIG_STREAM_PREAMBLE_SIZE;
         return p;
 }
 
 VfmigStreamParser *vfmig_stream_parser_new(void)
 {
-        return parser_new(false);
+        return parser_new(PM_STREAM);
 }
 
 VfmigStreamParser *vfmig_stream_parser_new_reply(void)
 {
-        return parser_new(true);
+        return parser_new(PM_REPLY);
+}
+
+VfmigStreamParser *vfmig_stream_parser_new_commit(const VfmigStreamParser *stream)
+{
+        VfmigStreamParser *p;
+
+        g_return_val_if_fail(stream && stream->mode == PM_STREAM && stream->ended, NULL);
+        p = parser_new(PM_COMMIT);
+        p->seq = stream->seq;           /* numbered on from the END record */
+        p->offset = stream->offset;     /* offsets in messages stay those of the stream */
+        p->record_offset = stream->offset;
+        return p;
 }
 
 void vfmig_stream_parser_free(VfmigStreamParser *p)
@@ -180,9 +203,11 @@ static int on_record_header(VfmigStreamParser *p)
 
         /* Which device the record is about, and whether it may come now. */
         if (p->reply) {
-                if (p->type != VFMIG_STREAM_REC_RESULT || p->device != VFMIG_STREAM_NO_DEVICE)
-                        return parser_fail(p, -EBADMSG, at, "%s record where a result record was due",
-                                           type_name(p->type));
+                uint8_t due = p->mode == PM_COMMIT ? VFMIG_STREAM_REC_COMMIT : VFMIG_STREAM_REC_RESULT;
+
+                if (p->type != due || p->device != VFMIG_STREAM_NO_DEVICE)
+                        return parser_fail(p, -EBADMSG, at, "%s record where a %s record was due",
+                                           type_name(p->type), type_name(due));
                 goto ok;
         }
         switch (p->type) {
@@ -227,6 +252,7 @@ static int on_record_header(VfmigStreamParser *p)
                         return parser_fail(p, -EBADMSG, at + 2, "abort record for unknown device %u", p->device);
                 goto ok;
         case VFMIG_STREAM_REC_RESULT:
+        case VFMIG_STREAM_REC_COMMIT:
                 break;
         }
         return parser_fail(p, -EBADMSG, at, "%s record out of order (%s)", type_name(p->type),
@@ -339,8 +365,16 @@ static int on_body(VfmigStreamParser *p, VfmigStreamEvent *ev)
                 ev->device = VFMIG_STREAM_NO_DEVICE;
                 ev->bytes = p->total;
                 p->state = PS_DONE;
+                p->ended = true;
                 break;
         }
+        case VFMIG_STREAM_REC_COMMIT:
+                if (get_le32(b) != 0)
+                        return parser_fail(p, -EBADMSG, pl_at, "commit record reserved field set");
+                ev->type = VFMIG_STREAM_EVENT_COMMIT;
+                ev->device = VFMIG_STREAM_NO_DEVICE;
+                p->state = PS_DONE;
+                break;
         case VFMIG_STREAM_REC_ABORT:
                 r = on_status(p, ev, 4095);
                 if (r < 0)
@@ -444,7 +478,8 @@ int vfmig_stream_parser_finish(VfmigStreamParser *p)
                                    p->state == PS_PREAMBLE ? "preamble" :
                                    p->state == PS_RECORD_HEADER ? "record header" : type_name(p->type));
         return parser_fail(p, -ENODATA, p->offset, "stream ended before its %s",
-                           p->reply ? "result record" :
+                           p->mode == PM_REPLY ? "result record" :
+                           p->mode == PM_COMMIT ? "commit record" :
                            p->state == PS_PREAMBLE ? "preamble" :
                            p->have_header ? "end record" : "header record");
 }

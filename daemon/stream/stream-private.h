@@ -110,6 +110,9 @@ static inline bool stream_record_limits(unsigned type, uint32_t *ret_min, uint32
         case VFMIG_STREAM_REC_END:
                 *ret_min = 8 + 16, *ret_max = 8 + 16 * VFMIG_STREAM_MAX_DEVICES;
                 return true;
+        case VFMIG_STREAM_REC_COMMIT:
+                *ret_min = *ret_max = 4;
+                return true;
         case VFMIG_STREAM_REC_ABORT:
         case VFMIG_STREAM_REC_RESULT:
                 *ret_min = 4, *ret_max = 4 + VFMIG_STREAM_MAX_REASON;

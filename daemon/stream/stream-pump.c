@@ -12,8 +12,10 @@ typedef enum SenderState {
         SS_HANDSHAKE,
         SS_BEGIN,
         SS_RUNNING,
-        SS_CLOSING,             /* END/ABORT queued: flush, then close our direction */
+        SS_CLOSING,             /* ABORT queued: flush, then close our direction */
+        SS_END_FLUSH,           /* END queued: flush it, our direction stays open */
         SS_WAIT_RESULT,
+        SS_COMMIT,              /* the target answered 0: COMMIT queued; flush, close; nothing can fail now */
         SS_DONE,
         SS_FAILED,
 } SenderState;
@@ -179,7 +181,8 @@ static int sender_blocked(VfmigStreamSender *s, VfmigPumpStatus *ret)
 
 bool vfmig_stream_sender_end_queued(VfmigStreamSender *s)
 {
-        return !s->aborted && (s->state == SS_CLOSING || s->state == SS_WAIT_RESULT || s->state == SS_DONE) &&
+        return !s->aborted && (s->state == SS_END_FLUSH || s->state == SS_WAIT_RESULT || s->state == SS_COMMIT ||
+                               s->state == SS_DONE) &&
                vfmig_stream_writer_finished(s->writer);
 }
 
@@ -187,14 +190,15 @@ int vfmig_stream_sender_abort(VfmigStreamSender *s, int error, const char *reaso
 {
         int r;
 
-        if (s->state == SS_FAILED || s->state == SS_DONE || s->aborted)
+        if (s->state == SS_FAILED || s->state == SS_DONE || s->state == SS_COMMIT || s->aborted)
                 return 0;
         if (error <= 0)
                 return -EINVAL;
         s->aborted = true;
-        if (s->state == SS_HANDSHAKE || s->state == SS_CLOSING || s->state == SS_WAIT_RESULT) {
+        if (s->state == SS_HANDSHAKE || s->state == SS_CLOSING || s->state == SS_END_FLUSH ||
+            s->state == SS_WAIT_RESULT) {
                 /* Nothing can be sent before the handshake, and after the end there
-                 * is nothing to abort: close. */
+                 * is nothing to abort: close, without the COMMIT. */
                 s->state = SS_CLOSING;
                 if (!vfmig_stream_writer_finished(s->writer))
                         s->out_len = s->out_off = 0;
@@ -295,7 +299,7 @@ static int sender_produce(VfmigStreamSender *s)
                 if (r < 0)
                         return sender_fail(s, r, "ending the stream: %s", g_strerror(-r));
                 out_ctrl(s);
-                s->state = SS_CLOSING;
+                s->state = SS_END_FLUSH;
                 return 1;
         }
         return 0;
@@ -334,6 +338,14 @@ int vfmig_stream_sender_step(VfmigStreamSender *s, VfmigPumpStatus *ret)
                 k = vfmig_stream_conn_send(s->conn, s->out + s->out_off, s->out_len - s->out_off);
                 if (k == -EAGAIN)
                         return sender_blocked(s, ret);
+                if (k < 0 && s->state == SS_COMMIT) {
+                        /* The target answered 0: the migration succeeded whether
+                         * or not the COMMIT arrives (without it the target keeps
+                         * its devices stopped). */
+                        s->state = SS_DONE;
+                        *ret = VFMIG_PUMP_DONE;
+                        return 0;
+                }
                 if (k < 0) {
                         int e = (int) k;
                         g_autofree char *msg = g_strdup(vfmig_stream_conn_error(s->conn));
@@ -385,21 +397,46 @@ int vfmig_stream_sender_step(VfmigStreamSender *s, VfmigPumpStatus *ret)
                 }
                 return 0;
         case SS_CLOSING:
+                /* after ABORT: the target learns why, and nothing more */
                 r = vfmig_stream_conn_shutdown(s->conn);
                 if (r == -EAGAIN) {
                         *ret = VFMIG_PUMP_WAIT_IO;
                         return 0;
                 }
-                if (r < 0 && !s->aborted)
-                        return sender_fail(s, r, "closing the stream: %s", vfmig_stream_conn_error(s->conn));
-                s->state = s->aborted ? SS_DONE : SS_WAIT_RESULT;
-                *ret = s->aborted ? VFMIG_PUMP_DONE : VFMIG_PUMP_AGAIN;
+                s->state = SS_DONE;
+                *ret = VFMIG_PUMP_DONE;
+                return 0;
+        case SS_END_FLUSH:
+                /* Our direction stays open for the COMMIT. */
+                r = vfmig_stream_conn_flush(s->conn);
+                if (r == -EAGAIN) {
+                        *ret = VFMIG_PUMP_WAIT_IO;
+                        return 0;
+                }
+                if (r < 0)
+                        return sender_fail(s, r, "sending the stream: %s", vfmig_stream_conn_error(s->conn));
+                s->state = SS_WAIT_RESULT;
                 return 0;
         case SS_WAIT_RESULT:
                 r = sender_poll_reply(s);
                 if (r < 0)
                         return r;
                 if (r == 0) {
+                        *ret = VFMIG_PUMP_WAIT_IO;
+                        return 0;
+                }
+                /* The target took the state: it may start its devices once it
+                 * reads the COMMIT, which says this side will not resume. */
+                g_byte_array_set_size(s->ctrl, 0);
+                r = vfmig_stream_writer_commit(s->writer, s->ctrl);
+                if (r < 0)
+                        return sender_fail(s, r, "confirming the end: %s", g_strerror(-r));
+                out_ctrl(s);
+                s->state = SS_COMMIT;
+                return 0;
+        case SS_COMMIT:
+                r = vfmig_stream_conn_shutdown(s->conn);
+                if (r == -EAGAIN) {
                         *ret = VFMIG_PUMP_WAIT_IO;
                         return 0;
                 }
@@ -455,6 +492,8 @@ struct VfmigStreamReceiver {
 
         GByteArray *answer;
         size_t answer_off;
+        VfmigStreamParser *commit;      /* after a success answer: the source's COMMIT */
+        bool committed;
         uint8_t drain[4096];
 
         int error;
@@ -498,6 +537,7 @@ void vfmig_stream_receiver_free(VfmigStreamReceiver *r)
         if (!r)
                 return;
         vfmig_stream_parser_free(r->parser);
+        vfmig_stream_parser_free(r->commit);
         g_byte_array_unref(r->answer);
         g_free(r->message);
         g_free(r);
@@ -537,6 +577,8 @@ int vfmig_stream_receiver_reply(VfmigStreamReceiver *r, int error, const char *r
         k = vfmig_stream_result_record(error, reason, r->answer);
         if (k < 0)
                 return k;
+        if (error == 0)
+                r->commit = vfmig_stream_parser_new_commit(r->parser);
         r->answer_off = 0;
         r->pend = NULL;
         r->replied = true;
@@ -605,8 +647,11 @@ int vfmig_stream_receiver_step(VfmigStreamReceiver *r, VfmigPumpStatus *ret, uns
                         k = vfmig_stream_conn_send(r->conn, r->answer->data + r->answer_off, r->answer->len - r->answer_off);
                         if (k == -EAGAIN)
                                 return receiver_wait(r, ret);
-                        if (k < 0)
-                                return receiver_finish(r, ret);
+                        if (k < 0) {
+                                /* What the source sent is read all the same */
+                                r->state = RS_DRAINING;
+                                return 0;
+                        }
                         r->answer_off += (size_t) k;
                         return 0;
                 }
@@ -616,17 +661,30 @@ int vfmig_stream_receiver_step(VfmigStreamReceiver *r, VfmigPumpStatus *ret, uns
                 e = vfmig_stream_conn_shutdown(r->conn);
                 if (e == -EAGAIN)
                         return receiver_wait(r, ret);
-                if (e < 0)
-                        return receiver_finish(r, ret);
+                /* Failed or not: a source that read the answer may have sent
+                 * its COMMIT and closed before our close_notify went out
+                 * (EPIPE here); what it sent is still there to read. */
                 r->state = RS_DRAINING;
                 return 0;
-        case RS_DRAINING:
-                k = vfmig_stream_conn_recv(r->conn, r->drain, sizeof(r->drain));
+        case RS_DRAINING: {
+                /* After a success answer the source's COMMIT comes first;
+                 * anything else (or after it) is read and dropped. */
+                VfmigStreamEvent cev;
+                size_t want = 0;
+                void *into = r->commit && !vfmig_stream_parser_error(r->commit) ?
+                             vfmig_stream_parser_space(r->commit, &want) : NULL;
+
+                k = into ? vfmig_stream_conn_recv(r->conn, into, want)
+                         : vfmig_stream_conn_recv(r->conn, r->drain, sizeof(r->drain));
                 if (k == -EAGAIN)
                         return receiver_wait(r, ret);
                 if (k <= 0)
                         return receiver_finish(r, ret);
+                if (into && vfmig_stream_parser_commit(r->commit, (size_t) k, &cev) >= 0 &&
+                    cev.type == VFMIG_STREAM_EVENT_COMMIT)
+                        r->committed = true;
                 return 0;
+        }
         case RS_RECEIVING:
                 break;
         }
@@ -654,6 +712,7 @@ int vfmig_stream_receiver_step(VfmigStreamReceiver *r, VfmigPumpStatus *ret, uns
         switch (ev.type) {
         case VFMIG_STREAM_EVENT_NONE:
         case VFMIG_STREAM_EVENT_RESULT:
+        case VFMIG_STREAM_EVENT_COMMIT:         /* not from a stream parser */
                 return 0;
         case VFMIG_STREAM_EVENT_HEADER:
                 *ret = VFMIG_PUMP_HEADER;
@@ -689,6 +748,11 @@ int vfmig_stream_receiver_step(VfmigStreamReceiver *r, VfmigPumpStatus *ret, uns
 const char *vfmig_stream_receiver_error_message(VfmigStreamReceiver *r)
 {
         return r->message;
+}
+
+bool vfmig_stream_receiver_committed(VfmigStreamReceiver *r)
+{
+        return r->committed;
 }
 
 uint64_t vfmig_stream_receiver_bytes(VfmigStreamReceiver *r)

@@ -37,7 +37,8 @@ typedef enum VfmigPumpStatus {
         VFMIG_PUMP_HEADER,      /* target: the header arrived: check it, attach devices, call again */
         VFMIG_PUMP_DEVICE_DONE, /* target: *ret_device got its (verified) end record */
         VFMIG_PUMP_END,         /* target: the whole stream arrived and checked: finish devices, reply */
-        VFMIG_PUMP_DONE,        /* finished: source got a success answer / target sent its answer */
+        VFMIG_PUMP_DONE,        /* finished: source got a success answer (and sent COMMIT) / target sent its
+                                 * answer and the source closed (vfmig_stream_receiver_committed()) */
 } VfmigPumpStatus;
 
 /* ---- source ---- */
@@ -109,6 +110,10 @@ int vfmig_stream_receiver_step(VfmigStreamReceiver *r, VfmigPumpStatus *ret, uns
  * a reason (a refused header, a failed stream or device).  Steps then send
  * it, close our direction, read until the source closes, and end with DONE. */
 int vfmig_stream_receiver_reply(VfmigStreamReceiver *r, int error, const char *reason);
+
+/* After a success answer: whether the source's COMMIT arrived (it read the
+ * answer and will not resume its devices).  Final once the steps say DONE. */
+bool vfmig_stream_receiver_committed(VfmigStreamReceiver *r);
 
 const char *vfmig_stream_receiver_error_message(VfmigStreamReceiver *r);
 uint64_t vfmig_stream_receiver_bytes(VfmigStreamReceiver *r);              /* device bytes written */

@@ -18,6 +18,8 @@ struct VfmigStreamWriter {
         uint64_t total;
         bool begun;
         bool finished;
+        bool ended;             /* END (not ABORT) written */
+        bool committed;
         unsigned n_ended;
 };
 
@@ -173,6 +175,19 @@ int vfmig_stream_writer_end(VfmigStreamWriter *w, GByteArray *out)
         }
         stream_append_record(out, VFMIG_STREAM_REC_END, VFMIG_STREAM_NO_DEVICE, pl, 8 + 16 * n, w->seq++);
         w->finished = true;
+        w->ended = true;
+        return 0;
+}
+
+int vfmig_stream_writer_commit(VfmigStreamWriter *w, GByteArray *out)
+{
+        uint8_t pl[4];
+
+        if (!w->ended || w->committed)
+                return -EPROTO;
+        put_le32(pl, 0);
+        stream_append_record(out, VFMIG_STREAM_REC_COMMIT, VFMIG_STREAM_NO_DEVICE, pl, sizeof(pl), w->seq++);
+        w->committed = true;
         return 0;
 }
 

@@ -56,6 +56,7 @@ typedef enum VfmigStreamRecordType {
         VFMIG_STREAM_REC_ABORT = 0x06,
         VFMIG_STREAM_REC_PROGRESS = 0x07,
         VFMIG_STREAM_REC_RESULT = 0x08,         /* reverse direction only */
+        VFMIG_STREAM_REC_COMMIT = 0x09,         /* after END, once the source read a RESULT 0 */
 } VfmigStreamRecordType;
 
 /* "header", "precopy", ..., or NULL for an unknown type. */
@@ -128,6 +129,10 @@ int vfmig_stream_writer_progress(VfmigStreamWriter *w, uint64_t remaining, GByte
 /* STREAM_END with every device's counts; all devices must have ended. */
 int vfmig_stream_writer_end(VfmigStreamWriter *w, GByteArray *out);
 
+/* COMMIT: after END, when the target answered RESULT 0; the source will not
+ * resume its devices.  -EPROTO before END or after ABORT; once. */
+int vfmig_stream_writer_commit(VfmigStreamWriter *w, GByteArray *out);
+
 /* ABORT (error > 0, an errno; reason <= VFMIG_STREAM_MAX_REASON bytes of
  * UTF-8, truncated otherwise); allowed at any point before the end, also
  * before begin (the preamble is written first then). */
@@ -155,6 +160,7 @@ typedef enum VfmigStreamEventType {
         VFMIG_STREAM_EVENT_END,         /* the stream is complete and its counts verified */
         VFMIG_STREAM_EVENT_ABORT,       /* device (or NO_DEVICE), error, reason: the peer gave up */
         VFMIG_STREAM_EVENT_RESULT,      /* reply parser: error (0 = success), reason */
+        VFMIG_STREAM_EVENT_COMMIT,      /* commit parser: the source confirmed the end */
 } VfmigStreamEventType;
 
 typedef struct VfmigStreamEvent {
@@ -176,6 +182,9 @@ typedef struct VfmigStreamParser VfmigStreamParser;
 VfmigStreamParser *vfmig_stream_parser_new(void);
 /* A parser for the reverse direction: exactly one RESULT record. */
 VfmigStreamParser *vfmig_stream_parser_new_reply(void);
+/* A parser for what may follow the END record that stream (a parser that
+ * reported END) ended with: exactly one COMMIT record, numbered next. */
+VfmigStreamParser *vfmig_stream_parser_new_commit(const VfmigStreamParser *stream);
 void vfmig_stream_parser_free(VfmigStreamParser *p);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(VfmigStreamParser, vfmig_stream_parser_free)
 
@@ -195,7 +204,8 @@ int vfmig_stream_parser_commit(VfmigStreamParser *p, size_t n, VfmigStreamEvent 
 ssize_t vfmig_stream_parser_push(VfmigStreamParser *p, const void *buf, size_t n, VfmigStreamEvent *ret);
 
 /* The input has ended (EOF): 0 when the stream is complete (END, ABORT, or
- * RESULT in a reply parser), else -ENODATA (truncated). */
+ * RESULT in a reply parser, COMMIT in a commit parser), else -ENODATA
+ * (truncated). */
 int vfmig_stream_parser_finish(VfmigStreamParser *p);
 
 /* After HEADER: the parsed header (owned by the parser). */
@@ -208,5 +218,5 @@ const char *vfmig_stream_parser_error_message(VfmigStreamParser *p);
 /* Bytes of the stream consumed so far. */
 uint64_t vfmig_stream_parser_offset(VfmigStreamParser *p);
 
-/* Whether the stream is complete (END/ABORT seen, or RESULT). */
+/* Whether the stream is complete (END/ABORT seen, or RESULT, or COMMIT). */
 bool vfmig_stream_parser_done(VfmigStreamParser *p);

@@ -18,7 +18,10 @@ and the source vfmigd killed likewise (the survivor unwinds; the killed one,
 restarted, reports the interrupted job failed and its device reset);
 a corrupted and a truncated stream relayed by the test between SaveToFd and
 ReceiveFromFd, in plaintext and over TLS (a changed record fails to
-authenticate, a cut one ends without close_notify); a replayed ticket (after a success and after a failure: over
+authenticate, a cut one ends without close_notify); the end of a
+resume-running migration (the target starts its devices only on the
+source's COMMIT; with the COMMIT or the answer lost, it keeps the state
+stopped; Cancel of the target is refused while it waits); a replayed ticket (after a success and after a failure: over
 TCP against a new listener, and in fd mode) and an expired ticket; Cancel of
 a streaming source and of a streaming target; a target device rejecting the
 data (ERROR -> reset, reported); a target that stops reading the stream, and
@@ -50,13 +53,24 @@ class Relay:
     pausing after pause_at bytes until resume() (all offsets of the a -> b bytes).
     When either direction ends, both sockets are shut down, as a peer's close
     would be seen over one connection; with half_close, the end of one
-    direction is passed on as such (the source closes its side after END and
-    then reads the target's answer), and both close when both have ended."""
+    direction is passed on as such (the target closes its side after its
+    answer, the source after its COMMIT), and both close when both have ended.
+    answer: what becomes of the target's answer (the first b -> a bytes once
+    the whole state has passed: TLS bytes are opaque, and before the state
+    they belong to the handshake) and of what the source sends after it (its
+    COMMIT): 'drop' swallows the
+    answer and closes everything; 'cut' passes the answer on and closes the
+    a -> b direction before anything after it; 'hold' passes the answer on
+    and holds what follows until resume()."""
 
-    def __init__(self, a, b, corrupt_at=None, stop_at=None, pause_at=None, half_close=False):
+    def __init__(self, a, b, corrupt_at=None, stop_at=None, pause_at=None, half_close=False, answer=None):
         self.a, self.b = a, b
         self.corrupt_at, self.stop_at, self.pause_at = corrupt_at, stop_at, pause_at
         self.half_close = half_close
+        self.answer = answer
+        self.answered = threading.Event()
+        self.held = threading.Event()
+        self.forwarded = 0
         self.ended = 0
         self.paused = threading.Event()
         self._resume = threading.Event()
@@ -108,8 +122,14 @@ class Relay:
                 if self.stop_at is not None and n + len(buf) >= self.stop_at:
                     self.b.sendall(buf[:self.stop_at - n])
                     break
+                if self.answered.is_set() and self.answer == 'cut':
+                    break
+                if self.answered.is_set() and self.answer == 'hold':
+                    self.held.set()
+                    self._resume.wait()
                 self.b.sendall(buf)
                 n += len(buf)
+                self.forwarded = n
                 if self.pause_at is not None and n == self.pause_at:
                     self.paused.set()
                     self._resume.wait()
@@ -123,6 +143,12 @@ class Relay:
                 buf = self.b.recv(4096)
                 if not buf:
                     break
+                if self.answer and self.forwarded >= STATE_SIZE:
+                    if self.answer == 'drop':
+                        self.answered.set()
+                        self._close()
+                        return
+                    self.answered.set()     # before the source can see it
                 self.a.sendall(buf)
         except OSError:
             pass
@@ -368,22 +394,26 @@ class Faults(unittest.TestCase):
 
     # --- the stream relayed by the test ---------------------------------------------------------
 
-    def relayed(self, tls=False, **relay_opts):
-        """SaveToFd -> Relay -> ReceiveFromFd, in plaintext or over TLS."""
+    def relayed(self, tls=False, dst_opts=None, wait=True, **relay_opts):
+        """SaveToFd -> Relay -> ReceiveFromFd, in plaintext or over TLS.
+        wait=False: (relay, src_job, dst_job) at once."""
         self.reserve()
         a, a2 = socket.socketpair()
         b, b2 = socket.socketpair()
         opts = ({'ticket': GLib.Variant('s', random_ticket())} if tls else
                 {'plaintext': GLib.Variant('b', True)})
         try:
-            dst_job = self.dst.call(self.reservation, RESERVATION, 'ReceiveFromFd', '(ha{sv})', (0, opts),
-                                    fds=[b.fileno()])[0]
+            dst_job = self.dst.call(self.reservation, RESERVATION, 'ReceiveFromFd', '(ha{sv})',
+                                    (0, dict(opts, **(dst_opts or {}))), fds=[b.fileno()])[0]
             src_job = self.src.call(self.src.device(SRC_DEV), vt.DEVICE, 'SaveToFd', '(ha{sv})', (0, opts),
                                     fds=[a.fileno()])[0]
         finally:
             a.close()
             b.close()
         relay = Relay(a2, b2, **relay_opts)
+        if not wait:
+            self.addCleanup(relay.close)
+            return relay, src_job, dst_job
         try:
             return self.wait_final(self.src, src_job), self.wait_final(self.dst, dst_job)
         finally:
@@ -562,6 +592,58 @@ class Faults(unittest.TestCase):
         self.assert_failed(s, 'target')
         self.assertIn('cancel', s['Error'])
         self.assert_unwound()
+
+    # --- the end of a resume-running migration: the source's COMMIT ---------------------------
+
+    RESUME = {'resume-running': GLib.Variant('b', True)}
+
+    def assert_held(self, d):
+        """The target kept the whole state, stopped: not reset, not started."""
+        self.assert_failed(d, 'target', 'confirm', 'not started', 'hold the whole state')
+        self.assertTrue(d['Error'].startswith('org.vfmig1.Error.NotConfirmed'), d['Error'])
+        self.assertEqual(self.dst.state(DST_DEV), 'stop')
+        self.assertEqual(self.dst.memory(DST_DEV), self.src.memory(SRC_DEV))
+        self.assertEqual(self.dst.get(self.reservation, RESERVATION, 'State'), 'active')
+
+    def test_resume_running_commit(self):
+        """The source reads the answer and confirms; only then the target starts
+        its devices.  Between the two, Cancel of the target is refused: its
+        devices may hold the only copy of the state."""
+        relay, src_job, dst_job = self.relayed(tls=True, dst_opts=self.RESUME, wait=False, half_close=True,
+                                               answer='hold')
+        wait_until(relay.held.is_set, timeout=60, what='the COMMIT held by the relay')
+        s = self.wait_final(self.src, src_job)
+        self.assertEqual(s['State'], 'completed', s['Error'])
+        self.assertEqual(self.src.state(SRC_DEV), 'stop')
+        self.assertEqual(self.dst.job(dst_job)['State'], 'streaming')
+        self.assertEqual(self.dst.state(DST_DEV), 'stop')          # not started before the COMMIT
+        with self.assertRaises(GLib.Error) as e:
+            self.dst.call(dst_job, JOB, 'Cancel')
+        self.assertEqual(error_name(e.exception), 'org.vfmig1.Error.Busy')
+        self.assertIn("source's confirmation", str(e.exception))
+        relay.resume()
+        d = self.wait_final(self.dst, dst_job)
+        self.assertEqual(d['State'], 'completed', d['Error'])
+        self.assertEqual(self.dst.state(DST_DEV), 'running')
+        self.assertEqual(self.dst.memory(DST_DEV), self.src.memory(SRC_DEV))
+
+    def test_resume_running_commit_lost(self):
+        """The source read the answer and completed (its devices stay stopped),
+        its COMMIT never arrives: the target does not start its devices and
+        does not reset them either.  Nothing runs twice, nothing is lost."""
+        s, d = self.relayed(tls=True, dst_opts=self.RESUME, half_close=True, answer='cut')
+        self.assertEqual(s['State'], 'completed', s['Error'])
+        self.assertEqual(self.src.state(SRC_DEV), 'stop')
+        self.assert_held(d)
+
+    def test_resume_running_answer_lost(self):
+        """The target's answer never reaches the source: the source fails and
+        runs its devices again; the target, unconfirmed, keeps them stopped
+        (before the COMMIT step it started them: both would have run)."""
+        s, d = self.relayed(tls=True, dst_opts=self.RESUME, half_close=True, answer='drop')
+        self.assert_failed(s, 'connection', "the target's answer")
+        self.assertEqual(self.src.state(SRC_DEV), 'running')
+        self.assert_held(d)
 
     # --- the target stops reading: the source's stall timeout -------------------------------------
 

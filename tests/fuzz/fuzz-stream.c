@@ -3,9 +3,12 @@
  * fuzz-stream — the migration stream parser on arbitrary bytes.  The first
  * input byte picks the segmentation (and the forward or reply parser); the
  * parser must return an event or a typed error with a message, never read
- * past what it asked for, and keep its buffer within one record.
+ * past what it asked for, and keep its buffer within one record.  After the
+ * forward stream's END the rest goes to a commit parser, as a target reads
+ * the source's COMMIT.
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -18,12 +21,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
         VfmigStreamParser *p;
         size_t at = 1, chunk;
+        bool forward;
         int r = 0;
 
         if (size < 1)
                 return 0;
         chunk = (data[0] & 0x7f) + 1;
-        p = (data[0] & 0x80) ? vfmig_stream_parser_new_reply() : vfmig_stream_parser_new();
+        forward = !(data[0] & 0x80);
+        p = forward ? vfmig_stream_parser_new() : vfmig_stream_parser_new_reply();
 
         while (at < size && r >= 0) {
                 VfmigStreamEvent ev;
@@ -40,6 +45,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                         if (n == 0)
                                 __builtin_trap();
                         at += (size_t) n;
+                        if (forward && ev.type == VFMIG_STREAM_EVENT_END) {
+                                VfmigStreamParser *c = vfmig_stream_parser_new_commit(p);
+
+                                if (!c)
+                                        __builtin_trap();
+                                vfmig_stream_parser_free(p);
+                                p = c;
+                                forward = false;
+                        }
                         continue;
                 }
                 dst = vfmig_stream_parser_space(p, &room);
@@ -55,6 +69,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 r = vfmig_stream_parser_commit(p, k, &ev);
                 if (r == 0 && ev.type == VFMIG_STREAM_EVENT_DATA && (ev.size == 0 || ev.size > VFMIG_STREAM_MAX_DATA))
                         __builtin_trap();
+                if (r == 0 && forward && ev.type == VFMIG_STREAM_EVENT_END) {
+                        VfmigStreamParser *c = vfmig_stream_parser_new_commit(p);
+
+                        if (!c)
+                                __builtin_trap();
+                        vfmig_stream_parser_free(p);
+                        p = c;
+                        forward = false;
+                }
         }
         if (r >= 0)
                 r = vfmig_stream_parser_finish(p);

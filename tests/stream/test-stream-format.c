@@ -686,6 +686,98 @@ static void test_abort_and_result(void)
         g_assert_cmpstr(ev.reason, ==, "ok");
 }
 
+/* The COMMIT after END: written once, only after END; read by a commit
+ * parser numbered on from the stream's; the stream parser still refuses
+ * anything after END. */
+static void test_commit(void)
+{
+        VfmigStreamHeader h;
+        g_autoptr(VfmigStreamWriter) w = NULL, wa = NULL;
+        g_autoptr(GByteArray) out = g_byte_array_new(), commit = g_byte_array_new(), bad = g_byte_array_new();
+        g_autoptr(VfmigStreamParser) p = vfmig_stream_parser_new();
+        g_autoptr(VfmigStreamParser) cp = NULL;
+        uint8_t data[100], pl[24] = { 0 };
+        VfmigStreamEvent ev;
+        ssize_t r;
+
+        fill(data, sizeof(data), 3);
+        make_header(&h, 1, false);
+        g_assert_cmpint(vfmig_stream_writer_new(&h, &w), ==, 0);
+        g_assert_cmpint(vfmig_stream_writer_new(&h, &wa), ==, 0);
+        vfmig_stream_header_clear(&h);
+        g_assert_cmpint(vfmig_stream_writer_commit(w, commit), ==, -EPROTO);     /* before begin */
+        g_assert_cmpint(vfmig_stream_writer_begin(w, out), ==, 0);
+        g_assert_cmpint(vfmig_stream_writer_data(w, false, 0, data, sizeof(data), out), ==, 0);
+        g_assert_cmpint(vfmig_stream_writer_device_end(w, 0, out), ==, 0);
+        g_assert_cmpint(vfmig_stream_writer_commit(w, commit), ==, -EPROTO);     /* before END */
+        g_assert_cmpint(vfmig_stream_writer_end(w, out), ==, 0);
+        g_assert_cmpint(vfmig_stream_writer_commit(w, commit), ==, 0);
+        g_assert_cmpuint(commit->len, ==, VFMIG_STREAM_RECORD_OVERHEAD + 4);
+        g_assert_cmpint(vfmig_stream_writer_commit(w, bad), ==, -EPROTO);        /* once */
+        g_assert_cmpuint(bad->len, ==, 0);
+        g_assert_cmpint(vfmig_stream_writer_abort(wa, ECANCELED, "x", bad), ==, 0);
+        g_assert_cmpint(vfmig_stream_writer_commit(wa, bad), ==, -EPROTO);       /* after ABORT */
+
+        /* the stream, then the commit parser */
+        for (size_t at = 0; at < out->len; at += (size_t) r) {
+                r = vfmig_stream_parser_push(p, out->data + at, out->len - at, &ev);
+                g_assert_cmpint(r, >, 0);
+        }
+        g_assert_cmpint(ev.type, ==, VFMIG_STREAM_EVENT_END);
+        cp = vfmig_stream_parser_new_commit(p);
+        g_assert_nonnull(cp);
+        g_assert_false(vfmig_stream_parser_done(cp));
+        r = vfmig_stream_parser_push(cp, commit->data, commit->len, &ev);
+        g_assert_cmpint(r, ==, (ssize_t) commit->len);
+        g_assert_cmpint(ev.type, ==, VFMIG_STREAM_EVENT_COMMIT);
+        g_assert_true(vfmig_stream_parser_done(cp));
+        g_assert_cmpint(vfmig_stream_parser_finish(cp), ==, 0);
+        /* nothing after it, and the stream parser takes nothing after END */
+        g_assert_cmpint(vfmig_stream_parser_push(cp, commit->data, 1, &ev), ==, -EBADMSG);
+        g_assert_cmpint(vfmig_stream_parser_push(p, commit->data, commit->len, &ev), ==, -EBADMSG);
+
+        /* what a commit parser refuses: the record number (END's is 3), type,
+         * reserved field, a cut record, a flipped bit anywhere */
+        {
+                static const struct { uint8_t type; uint32_t seq; uint32_t reserved; const char *what; } bads[] = {
+                        { VFMIG_STREAM_REC_COMMIT, 5, 0, "sequence number" },
+                        { VFMIG_STREAM_REC_COMMIT, 3, 0, "sequence number" },
+                        { VFMIG_STREAM_REC_RESULT, 4, 0, "where a commit record was due" },
+                        { VFMIG_STREAM_REC_END, 4, 0, "where a commit record was due" },
+                        { VFMIG_STREAM_REC_COMMIT, 4, 1, "reserved" },
+                };
+
+                for (unsigned i = 0; i < G_N_ELEMENTS(bads); i++) {
+                        g_autoptr(VfmigStreamParser) q = vfmig_stream_parser_new_commit(p);
+
+                        g_byte_array_set_size(bad, 0);
+                        put_le32(pl, bads[i].reserved);
+                        stream_append_record(bad, bads[i].type, VFMIG_STREAM_NO_DEVICE, pl,
+                                             bads[i].type == VFMIG_STREAM_REC_END ? 24 : 4, bads[i].seq);
+                        r = vfmig_stream_parser_push(q, bad->data, bad->len, &ev);
+                        g_assert_cmpint(r, <, 0);
+                        g_assert_nonnull(strstr(vfmig_stream_parser_error_message(q), bads[i].what));
+                }
+        }
+        for (guint cut = 0; cut < commit->len; cut++) {
+                g_autoptr(VfmigStreamParser) q = vfmig_stream_parser_new_commit(p);
+
+                if (cut > 0)
+                        g_assert_cmpint(vfmig_stream_parser_push(q, commit->data, cut, &ev), ==, (ssize_t) cut);
+                g_assert_cmpint(vfmig_stream_parser_finish(q), ==, -ENODATA);
+                g_assert_nonnull(strstr(vfmig_stream_parser_error_message(q), cut ? "truncated" : "commit record"));
+        }
+        for (guint bit = 0; bit < commit->len * 8; bit++) {
+                g_autoptr(VfmigStreamParser) q = vfmig_stream_parser_new_commit(p);
+                g_autoptr(GByteArray) flipped = g_byte_array_new();
+
+                g_byte_array_append(flipped, commit->data, commit->len);
+                flipped->data[bit / 8] ^= (uint8_t) (1u << (bit % 8));
+                r = vfmig_stream_parser_push(q, flipped->data, flipped->len, &ev);
+                g_assert_true(r < 0 || ev.type != VFMIG_STREAM_EVENT_COMMIT);
+        }
+}
+
 /* Memory: the parser's buffer never exceeds one record whatever the stream. */
 static void test_space_bounded(void)
 {
@@ -723,6 +815,7 @@ int main(int argc, char **argv)
         g_test_add_func("/stream/broken/trailing", test_trailing);
         g_test_add_func("/stream/broken/classes", test_corrupt_classes);
         g_test_add_func("/stream/abort-and-result", test_abort_and_result);
+        g_test_add_func("/stream/commit", test_commit);
         g_test_add_func("/stream/space-bounded", test_space_bounded);
         return g_test_run();
 }

@@ -4,7 +4,10 @@
  * source devices -> sender -> socketpair (plaintext or TLS) -> receiver ->
  * target devices, stop-copy and pre-copy with the device writing memory
  * between iterations; the target memory must equal the source's.  And a
- * target device that rejects the state: the source learns why.
+ * target device that rejects the state: the source learns why.  And the
+ * end: the source confirms a success answer with a COMMIT record, which the
+ * target sees also when the source has closed the connection before the
+ * target's own close went out; without it the target is not confirmed.
  */
 #include <errno.h>
 #include <poll.h>
@@ -24,6 +27,7 @@ typedef struct Rig {
         VfmigStreamSender *sender;
         VfmigStreamReceiver *receiver;
         bool sender_done, receiver_done;
+        bool replied;                   /* the receiver answered success (at END) */
         int sender_error, receiver_error;
         unsigned devices_done;
         bool bad_target;
@@ -127,6 +131,7 @@ static void on_receiver(Rig *r, VfmigPumpStatus st, unsigned device)
         case VFMIG_PUMP_END:
                 g_assert_cmpuint(r->devices_done, ==, NDEV);
                 g_assert_cmpint(vfmig_stream_receiver_reply(r->receiver, 0, NULL), ==, 0);
+                r->replied = true;
                 break;
         case VFMIG_PUMP_DONE:
                 r->receiver_done = true;
@@ -207,6 +212,8 @@ static void stop_copy(gconstpointer tls)
         g_assert_cmpint(r.receiver_error, ==, 0);
         g_assert_cmpuint(vfmig_stream_receiver_bytes(r.receiver), ==, vfmig_stream_sender_bytes(r.sender));
         g_assert_cmpuint(vfmig_stream_sender_bytes(r.sender), >, (uint64_t) NDEV * MEM);
+        /* the source read the success answer and confirmed the end */
+        g_assert_true(vfmig_stream_receiver_committed(r.receiver));
         for (unsigned i = 0; i < NDEV; i++)
                 g_assert_cmpint(vfmig_vfio_set_state(r.src[i], VFMIG_MIG_STOP, NULL), ==, 0);
         assert_memory_equal(&r);
@@ -294,6 +301,100 @@ static void truncated(void)
         rig_close(&r);
 }
 
+/* Step the receiver until it has answered success and sent the answer. */
+static void until_answered(Rig *r)
+{
+        for (unsigned spins = 0; spins < 1000000 && !r->replied; spins++) {
+                VfmigPumpStatus ss, rs;
+                unsigned dev = 0;
+
+                g_assert_cmpint(vfmig_stream_sender_step(r->sender, &ss), ==, 0);
+                g_assert_cmpint(vfmig_stream_receiver_step(r->receiver, &rs, &dev), ==, 0);
+                on_receiver(r, rs, dev);
+                if (ss == VFMIG_PUMP_WAIT_IO && rs == VFMIG_PUMP_WAIT_IO) {
+                        struct pollfd p[2] = {
+                                { vfmig_stream_conn_fd(r->sconn), vfmig_stream_conn_events(r->sconn), 0 },
+                                { vfmig_stream_conn_fd(r->rconn), vfmig_stream_conn_events(r->rconn), 0 },
+                        };
+
+                        (void) poll(p, 2, 100);
+                }
+        }
+        g_assert_true(r->replied);
+}
+
+/* Step one side until DONE (the other side is not stepped). */
+static void sender_until_done(Rig *r)
+{
+        VfmigPumpStatus st = VFMIG_PUMP_AGAIN;
+
+        for (unsigned i = 0; i < 100000 && st != VFMIG_PUMP_DONE; i++) {
+                g_assert_cmpint(vfmig_stream_sender_step(r->sender, &st), ==, 0);
+                if (st == VFMIG_PUMP_WAIT_IO) {
+                        struct pollfd p = { vfmig_stream_conn_fd(r->sconn), vfmig_stream_conn_events(r->sconn), 0 };
+
+                        (void) poll(&p, 1, 100);
+                }
+        }
+        g_assert_cmpint(st, ==, VFMIG_PUMP_DONE);
+}
+
+static void receiver_until_done(Rig *r)
+{
+        VfmigPumpStatus st = VFMIG_PUMP_AGAIN;
+        unsigned dev;
+
+        for (unsigned i = 0; i < 100000 && st != VFMIG_PUMP_DONE; i++) {
+                g_assert_cmpint(vfmig_stream_receiver_step(r->receiver, &st, &dev), ==, 0);
+                if (st == VFMIG_PUMP_WAIT_IO) {
+                        struct pollfd p = { vfmig_stream_conn_fd(r->rconn), vfmig_stream_conn_events(r->rconn), 0 };
+
+                        (void) poll(&p, 1, 100);
+                }
+        }
+        g_assert_cmpint(st, ==, VFMIG_PUMP_DONE);
+}
+
+/*
+ * The answer goes out, the source reads it, confirms, and closes the whole
+ * connection (its job ends) before the target has sent its close_notify:
+ * the target's close fails (EPIPE) and the COMMIT, already in its receive
+ * buffer, must still count.
+ */
+static void commit_after_source_closed(gconstpointer tls)
+{
+        Rig r;
+        VfmigPumpStatus st;
+        unsigned dev;
+
+        rig_open(&r, GPOINTER_TO_INT(tls), false, false);
+        until_answered(&r);
+        /* one step sends the answer; the next would close our direction */
+        g_assert_cmpint(vfmig_stream_receiver_step(r.receiver, &st, &dev), ==, 0);
+        sender_until_done(&r);
+        g_assert_cmpint(r.sender_error, ==, 0);
+        g_assert_true(vfmig_stream_sender_end_queued(r.sender));
+        g_assert_cmpint(shutdown(vfmig_stream_conn_fd(r.sconn), SHUT_RDWR), ==, 0);
+        receiver_until_done(&r);
+        g_assert_true(vfmig_stream_receiver_committed(r.receiver));
+        rig_close(&r);
+}
+
+/* The source goes away after the END without reading the answer: no
+ * COMMIT, and the target says so. */
+static void no_commit(gconstpointer tls)
+{
+        Rig r;
+
+        rig_open(&r, GPOINTER_TO_INT(tls), false, false);
+        until_answered(&r);
+        g_clear_pointer(&r.sender, vfmig_stream_sender_free);
+        g_clear_pointer(&r.sconn, vfmig_stream_conn_free);
+        receiver_until_done(&r);
+        g_assert_false(vfmig_stream_receiver_committed(r.receiver));
+        rig_close(&r);
+}
+
 int main(int argc, char **argv)
 {
         g_test_init(&argc, &argv, NULL);
@@ -304,5 +405,11 @@ int main(int argc, char **argv)
         g_test_add_func("/stream/pump/target-rejects", target_rejects);
         g_test_add_func("/stream/pump/source-aborts", source_aborts);
         g_test_add_func("/stream/pump/truncated", truncated);
+        g_test_add_data_func("/stream/pump/commit-after-source-closed/plain", GINT_TO_POINTER(0),
+                             commit_after_source_closed);
+        g_test_add_data_func("/stream/pump/commit-after-source-closed/tls", GINT_TO_POINTER(1),
+                             commit_after_source_closed);
+        g_test_add_data_func("/stream/pump/no-commit/plain", GINT_TO_POINTER(0), no_commit);
+        g_test_add_data_func("/stream/pump/no-commit/tls", GINT_TO_POINTER(1), no_commit);
         return g_test_run();
 }
