@@ -225,6 +225,7 @@ void jobs_set_listener(Jobs *s, const JobsListener *l, void *userdata)
 
 static void unwind_devices(Job *j);
 static void job_reservations_active(Job *j);
+static void source_done(Job *j);
 
 void jobs_free(Jobs *s)
 {
@@ -443,7 +444,10 @@ static void unwind_devices(Job *j)
 {
         JobPrivate *p = j->priv;
 
-        if (p->hold_state) {
+        /* hold_state: a target whose devices may hold the only copy.  A
+         * source that read the target's success answer: the target may run
+         * the state (on the COMMIT), so these must not. */
+        if (p->hold_state || (j->kind == JOB_SAVE && p->sender && vfmig_stream_sender_answered(p->sender))) {
                 for (unsigned i = 0; i < p->n_dev; i++) {
                         g_clear_pointer(&p->dev[i].data, vfmig_vfio_data_close);
                         p->dev[i].moved = false;
@@ -761,6 +765,11 @@ static int on_stall(sd_event_source *src, uint64_t usec, void *userdata)
 
         if (job_state_is_final(j->state))
                 return 0;
+        if (p->sender && vfmig_stream_sender_answered(p->sender)) {
+                /* only the COMMIT is stuck: the migration succeeded */
+                source_done(j);
+                return 0;
+        }
         job_fail(j, ETIMEDOUT, "connection: no progress for %" PRIu64 " ms: the target stopped reading the "
                  "stream or did not answer", (uint64_t) (p->stall_usec / 1000ULL));
         return 0;

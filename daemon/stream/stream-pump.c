@@ -30,6 +30,7 @@ struct VfmigStreamSender {
         unsigned cursor;
         bool stopcopy;
         bool aborted;
+        bool answered;                  /* the target's RESULT 0 was read */
         SenderState state;
 
         size_t record_size;
@@ -184,6 +185,11 @@ bool vfmig_stream_sender_end_queued(VfmigStreamSender *s)
         return !s->aborted && (s->state == SS_END_FLUSH || s->state == SS_WAIT_RESULT || s->state == SS_COMMIT ||
                                s->state == SS_DONE) &&
                vfmig_stream_writer_finished(s->writer);
+}
+
+bool vfmig_stream_sender_answered(VfmigStreamSender *s)
+{
+        return s->answered;
 }
 
 int vfmig_stream_sender_abort(VfmigStreamSender *s, int error, const char *reason)
@@ -427,6 +433,7 @@ int vfmig_stream_sender_step(VfmigStreamSender *s, VfmigPumpStatus *ret)
                 }
                 /* The target took the state: it may start its devices once it
                  * reads the COMMIT, which says this side will not resume. */
+                s->answered = true;
                 g_byte_array_set_size(s->ctrl, 0);
                 r = vfmig_stream_writer_commit(s->writer, s->ctrl);
                 if (r < 0)

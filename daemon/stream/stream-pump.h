@@ -72,6 +72,10 @@ int vfmig_stream_sender_abort(VfmigStreamSender *s, int error, const char *reaso
  * target may take it): from then on only the target's answer can say how
  * the migration ends, and an abort would tell the target nothing. */
 bool vfmig_stream_sender_end_queued(VfmigStreamSender *s);
+/* Whether the target's success answer was read: the migration succeeded,
+ * the COMMIT is on its way, and the source devices must never run again
+ * (the target may start its own on that COMMIT). */
+bool vfmig_stream_sender_answered(VfmigStreamSender *s);
 /* While it streams, a sender that returned WAIT_IO is blocked on output
  * and reads what the target sends (an early answer, the end of the
  * connection) at its next step: wake it when the connection is writable or

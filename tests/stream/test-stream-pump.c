@@ -213,6 +213,7 @@ static void stop_copy(gconstpointer tls)
         g_assert_cmpuint(vfmig_stream_receiver_bytes(r.receiver), ==, vfmig_stream_sender_bytes(r.sender));
         g_assert_cmpuint(vfmig_stream_sender_bytes(r.sender), >, (uint64_t) NDEV * MEM);
         /* the source read the success answer and confirmed the end */
+        g_assert_true(vfmig_stream_sender_answered(r.sender));
         g_assert_true(vfmig_stream_receiver_committed(r.receiver));
         for (unsigned i = 0; i < NDEV; i++)
                 g_assert_cmpint(vfmig_vfio_set_state(r.src[i], VFMIG_MIG_STOP, NULL), ==, 0);
@@ -258,6 +259,8 @@ static void target_rejects(void)
         g_assert_cmpint(r.receiver_error, ==, -EINVAL);
         g_assert_cmpint(r.sender_error, ==, -EINVAL);
         g_assert_nonnull(strstr(vfmig_stream_sender_error_message(r.sender), "the target failed: device 0 rejected"));
+        g_assert_false(vfmig_stream_sender_answered(r.sender));
+        g_assert_false(vfmig_stream_receiver_committed(r.receiver));
         rig_close(&r);
 }
 
@@ -274,6 +277,7 @@ static void source_aborts(void)
         g_assert_cmpint(r.sender_error, ==, 0);
         g_assert_cmpint(r.receiver_error, ==, -ECONNABORTED);
         g_assert_nonnull(strstr(vfmig_stream_receiver_error_message(r.receiver), "cancelled by the operator"));
+        g_assert_false(vfmig_stream_sender_answered(r.sender));
         rig_close(&r);
 }
 
