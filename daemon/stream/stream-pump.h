@@ -18,7 +18,10 @@
  * then calls vfmig_stream_sender_switchover(); the target checks the header,
  * moves its devices to RESUMING and attaches their streams, closes each
  * stream and moves the device to STOP at DEVICE_DONE, and answers with
- * vfmig_stream_receiver_reply() — the source's last step reports that answer.
+ * vfmig_stream_receiver_reply() — the source's last step reports that answer
+ * and, when it is a success, confirms it with a COMMIT record, which the
+ * target sees as vfmig_stream_receiver_committed() (doc/stream-protocol.md,
+ * "The end").
  */
 #pragma once
 

@@ -17,6 +17,21 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
+/* At the forward stream's END: the parser for what may follow (the COMMIT). */
+static VfmigStreamParser *after_end(VfmigStreamParser *p, const VfmigStreamEvent *ev, bool *forward)
+{
+        VfmigStreamParser *c;
+
+        if (!*forward || ev->type != VFMIG_STREAM_EVENT_END)
+                return p;
+        c = vfmig_stream_parser_new_commit(p);
+        if (!c)
+                __builtin_trap();
+        vfmig_stream_parser_free(p);
+        *forward = false;
+        return c;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
         VfmigStreamParser *p;
@@ -45,15 +60,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                         if (n == 0)
                                 __builtin_trap();
                         at += (size_t) n;
-                        if (forward && ev.type == VFMIG_STREAM_EVENT_END) {
-                                VfmigStreamParser *c = vfmig_stream_parser_new_commit(p);
-
-                                if (!c)
-                                        __builtin_trap();
-                                vfmig_stream_parser_free(p);
-                                p = c;
-                                forward = false;
-                        }
+                        p = after_end(p, &ev, &forward);
                         continue;
                 }
                 dst = vfmig_stream_parser_space(p, &room);
@@ -69,15 +76,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 r = vfmig_stream_parser_commit(p, k, &ev);
                 if (r == 0 && ev.type == VFMIG_STREAM_EVENT_DATA && (ev.size == 0 || ev.size > VFMIG_STREAM_MAX_DATA))
                         __builtin_trap();
-                if (r == 0 && forward && ev.type == VFMIG_STREAM_EVENT_END) {
-                        VfmigStreamParser *c = vfmig_stream_parser_new_commit(p);
-
-                        if (!c)
-                                __builtin_trap();
-                        vfmig_stream_parser_free(p);
-                        p = c;
-                        forward = false;
-                }
+                if (r == 0)
+                        p = after_end(p, &ev, &forward);
         }
         if (r >= 0)
                 r = vfmig_stream_parser_finish(p);
