@@ -52,7 +52,9 @@ The steps run in order:
      of its stream and T1 in RESUMING: the stream cut, Cancel of the
      target, Cancel of the source, A killed (SIGKILL) and restarted (it
      resets S1 and reports the job failed); Cancel of the source once its
-     END is written refused (Busy), both jobs then completing; a wrong
+     END is written refused (Busy), both jobs then completing; with
+     resume-running, the target's answer lost (S1 runs again, T1 is neither
+     started nor reset: STOP with S1's state, NotConfirmed); a wrong
      ticket: refused in the handshake before either device moves, B's
      listener still waiting
   5  Release, both daemons exit 0 on SIGTERM, the instances are removed
@@ -308,11 +310,15 @@ class Relay(threading.Thread):
     at offset `corrupt_at` of what comes from `a` is changed; cut() ends both
     connections at once, as a network failure would.  With backlog, while
     gated it stops reading from `a` when that much waits: the sender blocks
-    in the middle of its stream."""
+    in the middle of its stream.  With drop_answer, the first bytes from `b`
+    (in plaintext: the target's answer) are swallowed and both connections
+    end there."""
 
-    def __init__(self, a, b, corrupt_at=None, backlog=None):
+    def __init__(self, a, b, corrupt_at=None, backlog=None, drop_answer=False):
         super().__init__(daemon=True)
         self.a, self.b = a, b
+        self.drop_answer = drop_answer
+        self.answer_dropped = False
         self.gate = threading.Event()
         self.stopping = threading.Event()
         self.allow = 0
@@ -357,6 +363,10 @@ class Relay(threading.Thread):
                     d = s.recv(65536)
                 except (ConnectionResetError, BlockingIOError):
                     d = b''
+                if d and s is b and self.drop_answer:
+                    self.answer_dropped = True
+                    self.stopping.set()
+                    break
                 if d:
                     if s is a and self.corrupt_at is not None and self.from_a <= self.corrupt_at < self.from_a + len(d):
                         d = bytearray(d)
@@ -694,7 +704,7 @@ class MigrateOnRealKernel(unittest.TestCase):
         pump(0.2)
         return res, data, {h.role: self.fds(h) for h in self.hosts}
 
-    def relayed(self, res, hold=False, **relay_kw):
+    def relayed(self, res, hold=False, dst_opts=None, **relay_kw):
         """S1 (A) -> T1 (B) in plaintext through a Relay this process holds.
         hold: A's socket takes little and the relay reads little ahead, so
         that A blocks in the middle of its stream (before END)."""
@@ -707,8 +717,8 @@ class MigrateOnRealKernel(unittest.TestCase):
         relay.start()
         plain = {'plaintext': GLib.Variant('b', True)}
         try:
-            dst_job = self.B.call(res, RESERVATION, 'ReceiveFromFd', '(ha{sv})', (0, plain),
-                                  fds=[b_daemon.fileno()])[0]
+            dst_job = self.B.call(res, RESERVATION, 'ReceiveFromFd', '(ha{sv})',
+                                  (0, dict(plain, **(dst_opts or {}))), fds=[b_daemon.fileno()])[0]
             src_job = self.A.call(self.A.device(self.S1), vt.DEVICE, 'SaveToFd', '(ha{sv})', (0, plain),
                                   fds=[a_daemon.fileno()])[0]
         finally:
@@ -819,6 +829,35 @@ class MigrateOnRealKernel(unittest.TestCase):
         self.assertEqual((s['State'], d['State']), ('completed', 'completed'), (s['Error'], d['Error']))
         self.assertEqual(self.B.read_memory(self.T1, SIZE[SMALL]), data)
         self.make_running(self.A, self.S1)
+        self.make_running(self.B, self.T1)
+
+    def test_4d_resume_running_answer_lost(self):
+        """resume-running, and the target's answer never reaches the source:
+        A gets no answer and runs S1 again; B does not start T1 (A may run)
+        nor reset it (it may be the only copy): T1 stays in STOP with S1's
+        state and B's job fails NotConfirmed.  Before the COMMIT step T1 was
+        started just before the answer: both would have run."""
+        res, data, fds = self.fault_setup()
+        relay, src_job, dst_job = self.relayed(res, drop_answer=True,
+                                               dst_opts={'resume-running': GLib.Variant('b', True)})
+        relay.gate.set()
+        try:
+            s = self.A.wait_final(src_job)
+            d = self.B.wait_final(dst_job)
+        finally:
+            self.end_relay(relay)
+        note(f'answer lost: source "{s["Error"]}"; target "{d["Error"]}"')
+        self.assertTrue(relay.answer_dropped)
+        self.assertEqual((s['State'], d['State']), ('failed', 'failed'))
+        self.assertTrue(d['Error'].startswith('org.vfmig1.Error.NotConfirmed: target: '), d['Error'])
+        pump(0.3)
+        self.assertEqual(self.A.state(self.S1), 'running')
+        self.assertEqual(self.A.read_memory(self.S1, SIZE[SMALL]), data, 'S1 lost its state')
+        self.assertEqual(self.B.state(self.T1), 'stop')
+        self.assertEqual(self.B.read_memory(self.T1, SIZE[SMALL]), data, 'T1 lost the state')
+        self.assertEqual(self.B.get(res, RESERVATION, 'State'), 'active')
+        for h in self.hosts:
+            self.assertLessEqual(self.fds(h), fds[h.role], f'vfmigd {h.role} holds more FDs than before')
         self.make_running(self.B, self.T1)
 
     def test_4e_source_killed_mid_stream(self):
