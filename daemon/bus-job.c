@@ -441,8 +441,8 @@ int bus_job_method_save_group_to_fd(sd_bus_message *m, void *userdata, sd_bus_er
 
 /* --- Reservation.PrepareIncoming / Reservation.ReceiveFromFd ------------------ */
 
-static const char *const prepare_keys[] = { "address", "port", "resume-running", "group", NULL };
-static const char *const receive_keys[] = { "plaintext", "ticket", "resume-running", "group", NULL };
+static const char *const prepare_keys[] = { "address", "port", "resume-running", "group", "timeout-ms", NULL };
+static const char *const receive_keys[] = { "plaintext", "ticket", "resume-running", "group", "timeout-ms", NULL };
 
 /* res, then the reservations of option "group", in that order: stream
  * device i is received into element i.  NotReserved for one that is gone. */
@@ -489,6 +489,9 @@ int bus_job_method_prepare_incoming(sd_bus_message *m, void *userdata, sd_bus_er
         r = read_options(m, &o, prepare_keys, error);
         if (r < 0)
                 return r;
+        r = check_timeout(&o, error);
+        if (r < 0)
+                return r;
         if (o.port > 65535)
                 return sd_bus_error_setf(error, VFMIG_ERROR_INVALID_ARGS,
                                          "option \"port\": %" PRIu32 " is out of range, expected 0..65535 (0: any)",
@@ -509,7 +512,8 @@ int bus_job_method_prepare_incoming(sd_bus_message *m, void *userdata, sd_bus_er
         if (r == 0)
                 return 1;
         r = jobs_prepare_incoming(d->jobs, (Reservation *const *) set->pdata, set->len, o.address, (uint16_t) o.port,
-                                  &(JobReceiveOptions) { .resume_running = o.resume_running }, &endpoint, &ticket, &j,
+                                  &(JobReceiveOptions) { .resume_running = o.resume_running,
+                                                         .timeout_ms = o.timeout_ms }, &endpoint, &ticket, &j,
                                   &msg);
         if (r < 0)
                 return set_error(error, r, msg);
@@ -550,7 +554,8 @@ int bus_job_method_receive_from_fd(sd_bus_message *m, void *userdata, sd_bus_err
                 return sd_bus_error_set_errnof(error, errno, "Cannot duplicate the fd: %m");
         r = jobs_start_receive_fd(d->jobs, (Reservation *const *) set->pdata, set->len, copy,
                                   &(JobReceiveOptions) { .resume_running = o.resume_running,
-                                                         .plaintext = o.plaintext, .ticket = o.ticket }, &j, &msg);
+                                                         .plaintext = o.plaintext, .ticket = o.ticket,
+                                                         .timeout_ms = o.timeout_ms }, &j, &msg);
         if (r < 0)
                 return set_error(error, r, msg);
         return reply_job(m, j);

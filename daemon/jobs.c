@@ -82,7 +82,8 @@ struct JobPrivate {
         bool replied;                   /* target: RESULT queued */
         bool end_seen;                  /* target: END handled */
         bool cancel_requested;
-        bool hold_state;                /* target: keep the devices as they are (they may hold the only copy) */
+        bool answered;                  /* source: read the target's RESULT 0 (kept when the sender is freed) */
+        uint64_t commit_usec;           /* target: how long to wait for the source's COMMIT after RESULT 0 */
         int pending_error;              /* target: the error being reported (>0) while draining */
         char *pending_message;
         /* time */
@@ -166,11 +167,28 @@ static void job_release_transport(Job *j)
                 close(p->listen_fd);
                 p->listen_fd = -1;
         }
+        if (p->sender && vfmig_stream_sender_answered(p->sender))
+                p->answered = true;
         g_clear_pointer(&p->sender, vfmig_stream_sender_free);
         g_clear_pointer(&p->receiver, vfmig_stream_receiver_free);
         g_clear_pointer(&p->conn, vfmig_stream_conn_free);
         for (unsigned i = 0; i < p->n_dev; i++)
                 g_clear_pointer(&p->dev[i].data, vfmig_vfio_data_close);
+}
+
+/*
+ * Devices that must stay as they are whatever ends the job: a source's once
+ * it read the target's success answer (the target may run the state as soon
+ * as the COMMIT arrives), a target's once it answered success (the source
+ * may have completed: they may hold the only copy).
+ */
+static bool job_holds_state(Job *j)
+{
+        JobPrivate *p = j->priv;
+
+        if (j->kind == JOB_SAVE)
+                return p->answered || (p->sender && vfmig_stream_sender_answered(p->sender));
+        return p->replied && !p->pending_error;
 }
 
 static void job_free(Job *j)
@@ -444,10 +462,7 @@ static void unwind_devices(Job *j)
 {
         JobPrivate *p = j->priv;
 
-        /* hold_state: a target whose devices may hold the only copy.  A
-         * source that read the target's success answer: the target may run
-         * the state (on the COMMIT), so these must not. */
-        if (p->hold_state || (j->kind == JOB_SAVE && p->sender && vfmig_stream_sender_answered(p->sender))) {
+        if (job_holds_state(j)) {
                 for (unsigned i = 0; i < p->n_dev; i++) {
                         g_clear_pointer(&p->dev[i].data, vfmig_vfio_data_close);
                         p->dev[i].moved = false;
@@ -851,7 +866,7 @@ static void wait_io(Job *j)
 }
 
 static uint64_t job_handshake_usec(Job *j);
-static void target_not_confirmed(Job *j, const char *why);
+static void target_answered_end(Job *j, bool timed_out);
 
 static int on_timer_expired(sd_event_source *src, uint64_t usec, void *userdata)
 {
@@ -874,9 +889,8 @@ static int on_timer_expired(sd_event_source *src, uint64_t usec, void *userdata)
                 return 0;
         }
         if (j->kind == JOB_RESTORE && p->replied && !p->pending_error && !p->cancel_requested) {
-                /* resume-running: the source did not confirm in time */
-                target_not_confirmed(j, "the source did not confirm the end within "
-                                     G_STRINGIFY(JOB_COMMIT_SECONDS) " s");
+                /* our success answer is out; the source neither confirmed nor closed in time */
+                target_answered_end(j, true);
                 return 0;
         }
         if (p->pending_error || p->cancel_requested) {
@@ -1430,9 +1444,9 @@ static void target_end(Job *j)
         }
         p->replied = true;
         /* With resume-running the devices start when the source's COMMIT
-         * says it will not resume its own; bounded in time. */
-        if (p->resume_running)
-                arm_timer(j, JOB_COMMIT_USEC);
+         * says it will not resume its own.  Bounded in time either way: a
+         * source host that dies now leaves no close behind. */
+        arm_timer(j, p->commit_usec);
 }
 
 /*
@@ -1445,30 +1459,62 @@ static void target_end(Job *j)
  */
 static void target_not_confirmed(Job *j, const char *why)
 {
-        JobPrivate *p = j->priv;
-
-        p->hold_state = true;           /* not unwound: they hold the state */
+        /* not unwound (job_holds_state()): they hold the state */
         job_fail(j, ENOLINK, "target: %s, so its devices were not started; they hold the whole state, "
-                 "stopped: start them if the source job completed, reset them if it failed", why);
+                 "stopped: start them unless the source's devices run again, reset them if they do", why);
 }
 
-/* The source confirmed the end: start the devices (resume-running). */
+/*
+ * The source confirmed the end: start the devices (resume-running).  A
+ * group as a source group stops, in reverse: every P2P device to
+ * RUNNING_P2P first, then each to RUNNING, so none runs while a peer cannot
+ * take its DMA yet.  A device that does not start: the others go back to
+ * STOP and nothing is reset (the source has completed; the state is here).
+ */
 static void target_commit(Job *j)
 {
         JobPrivate *p = j->priv;
-        int r;
+        const VfmigMigState steps[] = { VFMIG_MIG_RUNNING_P2P, VFMIG_MIG_RUNNING };
 
-        for (unsigned i = 0; i < p->n_dev; i++) {
-                ManagedDevice *m = job_managed_at(j, i);
+        for (unsigned s = p->n_dev > 1 ? 0 : 1; s < G_N_ELEMENTS(steps); s++)
+                for (unsigned i = 0; i < p->n_dev; i++) {
+                        ManagedDevice *m = job_managed_at(j, i);
+                        int r;
 
-                r = m ? vfmig_vfio_set_state(m->vfio, VFMIG_MIG_RUNNING, NULL) : -ENODEV;
-                if (r < 0) {
-                        job_fail(j, EIO, "target: device %s took the state but did not start running: %s",
-                                 j->devices[i], strerror(-r));
-                        return;
+                        if (steps[s] == VFMIG_MIG_RUNNING_P2P && m && !(m->migration_flags & VFMIG_MIGRATION_P2P))
+                                continue;
+                        r = m ? vfmig_vfio_set_state(m->vfio, steps[s], NULL) : -ENODEV;
+                        if (r < 0) {
+                                for (unsigned k = 0; k < p->n_dev; k++) {
+                                        ManagedDevice *o = job_managed_at(j, k);
+
+                                        if (o && k != i)
+                                                (void) vfmig_vfio_set_state(o->vfio, VFMIG_MIG_STOP, NULL);
+                                }
+                                job_fail(j, EIO, "target: device %s took the state but did not start running (%s); "
+                                         "no device was reset: the others hold the state, stopped (the source has "
+                                         "completed)", j->devices[i], strerror(-r));
+                                return;
+                        }
                 }
-        }
         job_finish(j, JOB_COMPLETED, 0, NULL);
+}
+
+/* After our success answer: the COMMIT, the source's close, or the timer. */
+static void target_answered_end(Job *j, bool timed_out)
+{
+        JobPrivate *p = j->priv;
+
+        if (!p->resume_running)
+                job_finish(j, JOB_COMPLETED, 0, NULL);     /* the devices stay in STOP either way */
+        else if (vfmig_stream_receiver_committed(p->receiver))
+                target_commit(j);
+        else if (timed_out) {
+                g_autofree char *why = g_strdup_printf("the source did not confirm the end within %" PRIu64 " ms",
+                                                       (uint64_t) (p->commit_usec / 1000ULL));
+                target_not_confirmed(j, why);
+        } else
+                target_not_confirmed(j, "the source closed the connection without confirming the end");
 }
 
 static void target_run(Job *j)
@@ -1557,6 +1603,12 @@ static void target_run(Job *j)
                         return;
                 }
                 update_counters(j);
+                /* resume-running: start on the COMMIT, not only at the close */
+                if (p->resume_running && p->replied && !p->pending_error && !p->cancel_requested &&
+                    vfmig_stream_receiver_committed(p->receiver)) {
+                        target_commit(j);
+                        return;
+                }
                 switch (st) {
                 case VFMIG_PUMP_AGAIN:
                         break;
@@ -1578,13 +1630,8 @@ static void target_run(Job *j)
                                 job_fail(j, p->pending_error, "%s", p->pending_message);
                         else if (p->cancel_requested)
                                 job_fail(j, ECANCELED, "cancelled");
-                        else if (!p->resume_running)
-                                job_finish(j, JOB_COMPLETED, 0, NULL);
-                        else if (vfmig_stream_receiver_committed(p->receiver))
-                                target_commit(j);
                         else
-                                target_not_confirmed(j, "the source closed the connection without confirming "
-                                                     "the end");
+                                target_answered_end(j, false);
                         return;
                 default:
                         job_fail(j, EPROTO, "target: unexpected pump status %d", (int) st);
@@ -1785,6 +1832,11 @@ int jobs_start_save_fd(Jobs *s, const char *const *devices, int fd, const JobSav
         g_autofree char *why = NULL;
         int r;
 
+        if (o->timeout_ms && (o->timeout_ms < JOB_STALL_MIN_MS || o->timeout_ms > JOB_STALL_MAX_MS)) {
+                close(fd);
+                return *error = g_strdup_printf("timeout-ms: %u is out of range, expected %u..%u", o->timeout_ms,
+                                                JOB_STALL_MIN_MS, JOB_STALL_MAX_MS), -EINVAL;
+        }
         r = vfmig_stream_fd_check(fd, NULL, &why);
         if (r < 0) {
                 close(fd);
@@ -1859,6 +1911,7 @@ static Job *new_restore(Jobs *s, Reservation *const *res, unsigned n, const JobR
                 j->reservations[i] = g_strdup(res[i]->id);
         j->reservation_id = g_strdup(res[0]->id);
         j->priv->resume_running = o->resume_running;
+        j->priv->commit_usec = o->timeout_ms ? (uint64_t) o->timeout_ms * 1000ULL : JOB_COMMIT_USEC;
         /* the ticket lives as long as the first reservation of the set to end */
         j->priv->ticket_expires_usec = res[0]->expires_usec;
         for (unsigned i = 0; i < n; i++) {
@@ -1922,6 +1975,9 @@ int jobs_prepare_incoming(Jobs *s, Reservation *const *res, unsigned n, const ch
         int lfd = -1, r;
         Job *j;
 
+        if (o->timeout_ms && (o->timeout_ms < JOB_STALL_MIN_MS || o->timeout_ms > JOB_STALL_MAX_MS))
+                return *error = g_strdup_printf("timeout-ms: %u is out of range, expected %u..%u", o->timeout_ms,
+                                                JOB_STALL_MIN_MS, JOB_STALL_MAX_MS), -EINVAL;
         r = check_target_set(s, res, n, error);
         if (r < 0)
                 return r;

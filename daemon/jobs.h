@@ -134,7 +134,8 @@ typedef struct JobSaveOptions {
 } JobSaveOptions;
 
 typedef struct JobReceiveOptions {
-        bool resume_running;            /* target -> RUNNING after STOP */
+        bool resume_running;            /* target -> RUNNING after STOP (on the source's COMMIT) */
+        uint32_t timeout_ms;            /* the wait for the COMMIT after our success answer; 0 = JOB_COMMIT_USEC */
         bool plaintext;                 /* fd mode only */
         const char *ticket;             /* fd mode with TLS: the ticket both sides were given */
 } JobReceiveOptions;

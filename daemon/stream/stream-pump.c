@@ -16,6 +16,8 @@ typedef enum SenderState {
         SS_END_FLUSH,           /* END queued: flush it, our direction stays open */
         SS_WAIT_RESULT,
         SS_COMMIT,              /* the target answered 0: COMMIT queued; flush, close; nothing can fail now */
+        SS_LINGER,              /* read until the target closes: a close with unread input resets the
+                                 * connection, and could take the COMMIT with it */
         SS_DONE,
         SS_FAILED,
 } SenderState;
@@ -183,7 +185,7 @@ static int sender_blocked(VfmigStreamSender *s, VfmigPumpStatus *ret)
 bool vfmig_stream_sender_end_queued(VfmigStreamSender *s)
 {
         return !s->aborted && (s->state == SS_END_FLUSH || s->state == SS_WAIT_RESULT || s->state == SS_COMMIT ||
-                               s->state == SS_DONE) &&
+                               s->state == SS_LINGER || s->state == SS_DONE) &&
                vfmig_stream_writer_finished(s->writer);
 }
 
@@ -196,7 +198,8 @@ int vfmig_stream_sender_abort(VfmigStreamSender *s, int error, const char *reaso
 {
         int r;
 
-        if (s->state == SS_FAILED || s->state == SS_DONE || s->state == SS_COMMIT || s->aborted)
+        if (s->state == SS_FAILED || s->state == SS_DONE || s->state == SS_COMMIT || s->state == SS_LINGER ||
+            s->aborted)
                 return 0;
         if (error <= 0)
                 return -EINVAL;
@@ -344,7 +347,7 @@ int vfmig_stream_sender_step(VfmigStreamSender *s, VfmigPumpStatus *ret)
                 k = vfmig_stream_conn_send(s->conn, s->out + s->out_off, s->out_len - s->out_off);
                 if (k == -EAGAIN)
                         return sender_blocked(s, ret);
-                if (k < 0 && s->state == SS_COMMIT) {
+                if (k < 0 && (s->state == SS_COMMIT || s->state == SS_LINGER)) {
                         /* The target answered 0: the migration succeeded whether
                          * or not the COMMIT arrives (without it the target keeps
                          * its devices stopped). */
@@ -447,9 +450,22 @@ int vfmig_stream_sender_step(VfmigStreamSender *s, VfmigPumpStatus *ret)
                         *ret = VFMIG_PUMP_WAIT_IO;
                         return 0;
                 }
+                s->state = SS_LINGER;
+                return 0;
+        case SS_LINGER: {
+                uint8_t rest[256];
+
+                k = vfmig_stream_conn_recv(s->conn, rest, sizeof(rest));
+                if (k == -EAGAIN) {
+                        *ret = VFMIG_PUMP_WAIT_IO;
+                        return 0;
+                }
+                if (k > 0)
+                        return 0;
                 s->state = SS_DONE;
                 *ret = VFMIG_PUMP_DONE;
                 return 0;
+        }
         default:
                 g_assert_not_reached();
         }

@@ -645,6 +645,30 @@ class Faults(unittest.TestCase):
         self.assertEqual(self.src.state(SRC_DEV), 'running')
         self.assert_held(d)
 
+    def commit_withheld(self, dst_opts):
+        """The source's COMMIT held back by the relay, the connection left open
+        (a source host gone silent): the target waits timeout-ms, 1000 here."""
+        opts = dict(dst_opts, **{'timeout-ms': GLib.Variant('u', 1000)})
+        relay, src_job, dst_job = self.relayed(tls=True, dst_opts=opts, wait=False, half_close=True, answer='hold')
+        wait_until(relay.held.is_set, timeout=60, what='the COMMIT held by the relay')
+        s = self.wait_final(self.src, src_job)
+        self.assertEqual(s['State'], 'completed', s['Error'])
+        self.assertEqual(self.src.state(SRC_DEV), 'stop')
+        return self.wait_final(self.dst, dst_job, timeout=30)
+
+    def test_commit_withheld_resume_running(self):
+        d = self.commit_withheld(self.RESUME)
+        self.assert_held(d)
+        self.assertIn('within 1000 ms', d['Error'])
+
+    def test_commit_withheld_without_resume_running(self):
+        """Without resume-running the target's devices stay in STOP anyway: the
+        job completes when the wait ends, it does not hang."""
+        d = self.commit_withheld({})
+        self.assertEqual(d['State'], 'completed', d['Error'])
+        self.assertEqual(self.dst.state(DST_DEV), 'stop')
+        self.assertEqual(self.dst.memory(DST_DEV), self.src.memory(SRC_DEV))
+
     # --- the target stops reading: the source's stall timeout -------------------------------------
 
     def test_target_stops_reading(self):
@@ -723,6 +747,26 @@ class Faults(unittest.TestCase):
             self.migrate('127.0.0.1:1', random_ticket(), {'timeout-ms': GLib.Variant('s', '5')})
         self.assertEqual(error_name(e.exception), 'org.vfmig1.Error.InvalidArgs')
         self.assertEqual(self.src.state(SRC_DEV), 'running')
+        # the target's: how long it waits for the COMMIT (PrepareIncoming, ReceiveFromFd)
+        self.reserve()
+        for v in (1, 99, 3600001):
+            with self.assertRaises(GLib.Error) as e:
+                self.dst.call(self.reservation, RESERVATION, 'PrepareIncoming', '(a{sv})',
+                              ({'timeout-ms': GLib.Variant('u', v)},))
+            self.assertEqual(error_name(e.exception), 'org.vfmig1.Error.InvalidArgs')
+            self.assertIn('timeout-ms', str(e.exception))
+            a, b = socket.socketpair()
+            try:
+                with self.assertRaises(GLib.Error) as e:
+                    self.dst.call(self.reservation, RESERVATION, 'ReceiveFromFd', '(ha{sv})',
+                                  (0, {'plaintext': GLib.Variant('b', True), 'timeout-ms': GLib.Variant('u', v)}),
+                                  fds=[b.fileno()])
+            finally:
+                a.close()
+                b.close()
+            self.assertEqual(error_name(e.exception), 'org.vfmig1.Error.InvalidArgs')
+        self.assertEqual(self.dst.get(self.reservation, RESERVATION, 'State'), 'active')
+        self.assertEqual([j for j in self.dst.jobs().values() if j['State'] not in FINAL], [])
 
     # --- the target device rejects the data ---------------------------------------------------------
 
