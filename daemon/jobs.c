@@ -1496,6 +1496,9 @@ static void target_commit(Job *j)
                                          "completed)", j->devices[i], strerror(-r));
                                 return;
                         }
+                        if (p->n_dev > 1)
+                                log_device(LOG_INFO, j->devices[i], "Job %s: device in %s", j->id,
+                                           mig_state_name(steps[s]));
                 }
         job_finish(j, JOB_COMPLETED, 0, NULL);
 }

@@ -259,6 +259,45 @@ class Group(unittest.TestCase):
             self.assertEqual(self.dst.get(r, RESERVATION, 'State'), 'active')
         self.assert_p2p_order(src_job, [x for x, _ in PAIRS], 'running-p2p')
 
+    def test_group_resume_running(self):
+        """A group received with resume-running starts on the source's COMMIT,
+        the way a source group stops, in reverse: every device in running-p2p
+        (from the target's log) before any is in running."""
+        for i, (s, _) in enumerate(PAIRS):
+            self.src.write_memory(s, 8192 * (i + 1), f'vfmig-rrgroup-{i}-'.encode() * 300)
+        res = self.reserve_pairs(PAIRS)
+        ticket = random_ticket()
+        a, b = socket.socketpair()
+        try:
+            dst_job = self.dst.call(res[0], RESERVATION, 'ReceiveFromFd', '(ha{sv})',
+                                    (0, {'ticket': GLib.Variant('s', ticket), 'group': GLib.Variant('ao', res[1:]),
+                                         'resume-running': GLib.Variant('b', True)}),
+                                    fds=[b.fileno()])[0]
+            src_job = self.src.call(vt.ROOT_PATH, vt.MANAGER, 'SaveGroupToFd', '(asha{sv})',
+                                    ([s for s, _ in PAIRS], 0, {'ticket': GLib.Variant('s', ticket)}),
+                                    fds=[a.fileno()])[0]
+        finally:
+            a.close()
+            b.close()
+        s = self.wait_final(self.src, src_job)
+        d = self.wait_final(self.dst, dst_job)
+        self.assertEqual((s['State'], d['State']), ('completed', 'completed'), (s['Error'], d['Error']))
+        for i, (x, y) in enumerate(PAIRS):
+            self.assertEqual((self.src.state(x), self.dst.state(y)), ('stop', 'running'))
+            self.assertEqual(self.dst.memory(y), self.src.memory(x), f'{x} -> {y}')
+        jid = dst_job.rsplit('/', 1)[1]
+        lines = self.log(self.dst)
+        p2p = [i for i, l in enumerate(lines) if f'Job {jid}: device in running-p2p' in l]
+        run = [i for i, l in enumerate(lines) if f'Job {jid}: device in running' in l and 'running-p2p' not in l]
+        self.assertEqual(len(p2p), len(PAIRS), [l for l in lines if f'Job {jid}:' in l])
+        self.assertEqual(len(run), len(PAIRS), [l for l in lines if f'Job {jid}:' in l])
+        for (_, y), i, k in zip(PAIRS, p2p, run):
+            self.assertIn(y, lines[i])
+            self.assertIn(y, lines[k])
+        self.assertLess(max(p2p), min(run))
+        for r in res:
+            self.assertEqual(self.dst.get(r, RESERVATION, 'State'), 'active')
+
     def test_group_over_fds_refused(self):
         """SaveGroupToFd refuses what SaveToFd and MigrateGroup refuse, before
         anything moves."""
