@@ -156,7 +156,8 @@ class Vfmigd:
 
     def __init__(self):
         self.log = open(LOG, 'w')
-        self.proc = subprocess.Popen([vt.VFMIGD, '--config', '/nonexistent/vfmigd.conf'],
+        # --debug: every uevent it handles is in the log, for a failure's report
+        self.proc = subprocess.Popen([vt.VFMIGD, '--config', '/nonexistent/vfmigd.conf', '--debug'],
                                      stdout=self.log, stderr=subprocess.STDOUT)
 
     def wait_for_name(self, timeout=60):
@@ -392,6 +393,12 @@ class DaemonOnRealKernel(unittest.TestCase):
         deadline = time.monotonic() + 10
         while len(self.types()) < 2 and time.monotonic() < deadline:
             self.rec.pump(0.1)
+        if set(self.types()) != {f'{MOD}-small', f'{MOD}-large'}:
+            # what vfmigd saw of the reload, and what sysfs has now
+            tail = self.daemon.output().splitlines()[-60:]
+            print('\n'.join(['vfmigd log (tail):'] + tail), file=sys.stderr)
+            print(subprocess.run(['ls', '-lR', PARENT_SYS + '/mdev_supported_types'], capture_output=True,
+                                 text=True).stdout, file=sys.stderr)
         self.assertEqual(set(self.types()), {f'{MOD}-small', f'{MOD}-large'})
         # vfmigd shuts down cleanly while it holds a device ...
         uuid, _, _ = self.create_and_wait('small')
