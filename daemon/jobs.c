@@ -65,7 +65,8 @@ struct JobPrivate {
         /* options */
         bool precopy, plaintext, resume_running, tcp;
         uint32_t downtime_budget_ms;
-        uint64_t stall_usec;            /* source: no progress on the connection this long fails the job */
+        uint64_t stall_usec;            /* no progress on the connection this long fails the job (a target
+                                         * that answered success: ends its wait for the COMMIT) */
         char *ticket;
         uint64_t ticket_expires_usec;
         VfmigPsk psk;
@@ -83,7 +84,6 @@ struct JobPrivate {
         bool end_seen;                  /* target: END handled */
         bool cancel_requested;
         bool answered;                  /* source: read the target's RESULT 0 (kept when the sender is freed) */
-        uint64_t commit_usec;           /* target: how long to wait for the source's COMMIT after RESULT 0 */
         int pending_error;              /* target: the error being reported (>0) while draining */
         char *pending_message;
         /* time */
@@ -244,6 +244,7 @@ void jobs_set_listener(Jobs *s, const JobsListener *l, void *userdata)
 static void unwind_devices(Job *j);
 static void job_reservations_active(Job *j);
 static void source_done(Job *j);
+static void target_answered_end(Job *j, bool timed_out);
 
 void jobs_free(Jobs *s)
 {
@@ -780,6 +781,16 @@ static int on_stall(sd_event_source *src, uint64_t usec, void *userdata)
 
         if (job_state_is_final(j->state))
                 return 0;
+        if (j->kind == JOB_RESTORE) {
+                if (p->replied && !p->pending_error && !p->cancel_requested)
+                        target_answered_end(j, true);   /* no COMMIT, no close */
+                else if (p->pending_error)
+                        job_fail(j, p->pending_error, "%s", p->pending_message);   /* draining after a refusal */
+                else
+                        job_fail(j, ETIMEDOUT, "connection: no progress for %" PRIu64 " ms: the source stopped "
+                                 "sending", (uint64_t) (p->stall_usec / 1000ULL));
+                return 0;
+        }
         if (p->sender && vfmig_stream_sender_answered(p->sender)) {
                 /* only the COMMIT is stuck: the migration succeeded */
                 source_done(j);
@@ -790,14 +801,17 @@ static int on_stall(sd_event_source *src, uint64_t usec, void *userdata)
         return 0;
 }
 
-/* Source, after the handshake, about to wait on the connection: fail when
- * it makes no progress for stall_usec (re-armed at every wait). */
+/* After the handshake, about to wait on the connection: fail when it makes
+ * no progress for stall_usec (re-armed at every wait).  A source whose
+ * target stops reading or answering; a target whose source stops sending
+ * (a host gone without a FIN or reset) or, after the success answer, does
+ * not confirm. */
 static void arm_stall(Job *j)
 {
         JobPrivate *p = j->priv;
         int r;
 
-        if (j->kind != JOB_SAVE || !p->handshaken)
+        if (!p->handshaken)
                 return;
         if (!p->stall_src) {
                 r = sd_event_add_time_relative(p->set->event, &p->stall_src, CLOCK_MONOTONIC, p->stall_usec, 1000,
@@ -866,7 +880,6 @@ static void wait_io(Job *j)
 }
 
 static uint64_t job_handshake_usec(Job *j);
-static void target_answered_end(Job *j, bool timed_out);
 
 static int on_timer_expired(sd_event_source *src, uint64_t usec, void *userdata)
 {
@@ -886,11 +899,6 @@ static int on_timer_expired(sd_event_source *src, uint64_t usec, void *userdata)
                 }
                 job_fail(j, ETIMEDOUT, "connection: the peer did not complete the connection and TLS handshake "
                          "within %" PRIu64 " ms", (uint64_t) (job_handshake_usec(j) / 1000ULL));
-                return 0;
-        }
-        if (j->kind == JOB_RESTORE && p->replied && !p->pending_error && !p->cancel_requested) {
-                /* our success answer is out; the source neither confirmed nor closed in time */
-                target_answered_end(j, true);
                 return 0;
         }
         if (p->pending_error || p->cancel_requested) {
@@ -1444,15 +1452,14 @@ static void target_end(Job *j)
         }
         p->replied = true;
         /* With resume-running the devices start when the source's COMMIT
-         * says it will not resume its own.  Bounded in time either way: a
-         * source host that dies now leaves no close behind. */
-        arm_timer(j, p->commit_usec);
+         * says it will not resume its own.  The wait is bounded by the stall
+         * timer: a source host that dies now leaves no close behind. */
 }
 
 /*
  * The target answered that its devices took the state, and the source did
- * not confirm (no COMMIT before the connection ended or JOB_COMMIT_USEC
- * passed): the source may have read the answer and stopped for good, or
+ * not confirm (no COMMIT before the connection ended or the stall timer
+ * fired): the source may have read the answer and stopped for good, or
  * may not have and resumed its devices.  Either way the devices here keep
  * the state, stopped: not reset (it may be the only copy), not started (the
  * source may run).  The orchestrator decides from the source job.
@@ -1514,7 +1521,7 @@ static void target_answered_end(Job *j, bool timed_out)
                 target_commit(j);
         else if (timed_out) {
                 g_autofree char *why = g_strdup_printf("the source did not confirm the end within %" PRIu64 " ms",
-                                                       (uint64_t) (p->commit_usec / 1000ULL));
+                                                       (uint64_t) (p->stall_usec / 1000ULL));
                 target_not_confirmed(j, why);
         } else
                 target_not_confirmed(j, "the source closed the connection without confirming the end");
@@ -1914,7 +1921,8 @@ static Job *new_restore(Jobs *s, Reservation *const *res, unsigned n, const JobR
                 j->reservations[i] = g_strdup(res[i]->id);
         j->reservation_id = g_strdup(res[0]->id);
         j->priv->resume_running = o->resume_running;
-        j->priv->commit_usec = o->timeout_ms ? (uint64_t) o->timeout_ms * 1000ULL : JOB_COMMIT_USEC;
+        if (o->timeout_ms)
+                j->priv->stall_usec = (uint64_t) o->timeout_ms * 1000ULL;
         /* the ticket lives as long as the first reservation of the set to end */
         j->priv->ticket_expires_usec = res[0]->expires_usec;
         for (unsigned i = 0; i < n; i++) {

@@ -57,10 +57,6 @@
 #define JOB_RETENTION_USEC      (300ULL * 1000000ULL)
 #define JOB_HANDSHAKE_USEC      (30ULL * 1000000ULL)
 #define JOB_DRAIN_USEC          (5ULL * 1000000ULL)
-/* How long a resume-running target waits for the source's COMMIT after its
- * success answer (the source sends it as soon as it reads the answer). */
-#define JOB_COMMIT_SECONDS      30
-#define JOB_COMMIT_USEC         ((uint64_t) JOB_COMMIT_SECONDS * 1000000ULL)
 #define JOB_PRECOPY_POLL_USEC   (20ULL * 1000ULL)
 /* Source: the connection may make no progress this long (default of the
  * "timeout-ms" option, and its bounds). */
@@ -135,7 +131,8 @@ typedef struct JobSaveOptions {
 
 typedef struct JobReceiveOptions {
         bool resume_running;            /* target -> RUNNING after STOP (on the source's COMMIT) */
-        uint32_t timeout_ms;            /* the wait for the COMMIT after our success answer; 0 = JOB_COMMIT_USEC */
+        uint32_t timeout_ms;            /* stall timeout: the source stops sending, or does not confirm after our
+                                         * success answer; 0 = JOB_STALL_DEFAULT_MS */
         bool plaintext;                 /* fd mode only */
         const char *ticket;             /* fd mode with TLS: the ticket both sides were given */
 } JobReceiveOptions;

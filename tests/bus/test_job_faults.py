@@ -21,7 +21,8 @@ ReceiveFromFd, in plaintext and over TLS (a changed record fails to
 authenticate, a cut one ends without close_notify); the end of a
 resume-running migration (the target starts its devices only on the
 source's COMMIT; with the COMMIT or the answer lost, it keeps the state
-stopped; Cancel of the target is refused while it waits); a replayed ticket (after a success and after a failure: over
+stopped; Cancel of the target is refused while it waits); a source that
+stops sending mid-stream (the target's timeout-ms); a replayed ticket (after a success and after a failure: over
 TCP against a new listener, and in fd mode) and an expired ticket; Cancel of
 a streaming source and of a streaming target; a target device rejecting the
 data (ERROR -> reset, reported); a target that stops reading the stream, and
@@ -279,9 +280,9 @@ class Faults(unittest.TestCase):
         return self.reservation
 
 
-    def prepare(self):
+    def prepare(self, opts=None):
         endpoint, ticket = self.dst.call(self.reservation, RESERVATION, 'PrepareIncoming', '(a{sv})',
-                                         ({'address': GLib.Variant('s', '127.0.0.1')},))
+                                         (dict({'address': GLib.Variant('s', '127.0.0.1')}, **(opts or {})),))
         waiting = [p for p, j in self.dst.jobs().items() if j['State'] == 'waiting']
         self.assertEqual(len(waiting), 1)
         return endpoint, ticket, waiting[0]
@@ -668,6 +669,27 @@ class Faults(unittest.TestCase):
         self.assertEqual(d['State'], 'completed', d['Error'])
         self.assertEqual(self.dst.state(DST_DEV), 'stop')
         self.assertEqual(self.dst.memory(DST_DEV), self.src.memory(SRC_DEV))
+
+    # --- the source stops sending: the target's stall timeout -------------------------------------
+
+    def test_source_stops_sending(self):
+        """The source goes silent in the middle of its stream (its host gone
+        without a FIN or a reset: the relay just stops passing bytes on): with
+        timeout-ms 1000 the target fails TimedOut, resets its device and keeps
+        its reservation, instead of waiting for ever."""
+        self.reserve()
+        endpoint, ticket, dst_job = self.prepare({'timeout-ms': GLib.Variant('u', 1000)})
+        proxy = Proxy(endpoint, pause_at=16 << 20)
+        self.addCleanup(proxy.close)
+        src_job = self.migrate(proxy.endpoint, ticket)
+        wait_until(lambda: proxy.relay and proxy.relay.paused.is_set(), timeout=60, what='16 MiB relayed')
+        d = self.wait_final(self.dst, dst_job, timeout=30)
+        self.assert_failed(d, 'connection', 'no progress for 1000 ms', 'stopped sending')
+        self.assertTrue(d['Error'].startswith('org.vfmig1.Error.TimedOut'), d['Error'])
+        proxy.close()
+        s = self.wait_final(self.src, src_job)
+        self.assertEqual(s['State'], 'failed')
+        self.assert_unwound()
 
     # --- the target stops reading: the source's stall timeout -------------------------------------
 
