@@ -226,17 +226,19 @@ class Group(unittest.TestCase):
         self.assertEqual(d['State'], 'completed')
         self.assertEqual(d['Devices'], [b for _, b in pairs])
 
-    def test_group_over_fds(self):
-        """Manager.SaveGroupToFd on the source, ReceiveFromFd with group on the
-        target, over a socketpair the test hands to both, with TLS."""
+    def fd_group(self, tag, dst_opts=None):
+        """PAIRS' sources, each with a marked memory, to PAIRS' targets with
+        SaveGroupToFd and ReceiveFromFd with group over a socketpair, with TLS:
+        (source job, target job, reservations), both jobs final."""
         for i, (s, _) in enumerate(PAIRS):
-            self.src.write_memory(s, 8192 * (i + 1), f'vfmig-fdgroup-{i}-'.encode() * 300)
+            self.src.write_memory(s, 8192 * (i + 1), f'vfmig-{tag}-{i}-'.encode() * 300)
         res = self.reserve_pairs(PAIRS)
         ticket = random_ticket()
         a, b = socket.socketpair()
         try:
             dst_job = self.dst.call(res[0], RESERVATION, 'ReceiveFromFd', '(ha{sv})',
-                                    (0, {'ticket': GLib.Variant('s', ticket), 'group': GLib.Variant('ao', res[1:])}),
+                                    (0, dict({'ticket': GLib.Variant('s', ticket),
+                                              'group': GLib.Variant('ao', res[1:])}, **(dst_opts or {}))),
                                     fds=[b.fileno()])[0]
             src_job = self.src.call(vt.ROOT_PATH, vt.MANAGER, 'SaveGroupToFd', '(asha{sv})',
                                     ([s for s, _ in PAIRS], 0, {'ticket': GLib.Variant('s', ticket)}),
@@ -244,8 +246,12 @@ class Group(unittest.TestCase):
         finally:
             a.close()
             b.close()
-        s = self.wait_final(self.src, src_job)
-        d = self.wait_final(self.dst, dst_job)
+        return self.wait_final(self.src, src_job), self.wait_final(self.dst, dst_job), src_job, dst_job, res
+
+    def test_group_over_fds(self):
+        """Manager.SaveGroupToFd on the source, ReceiveFromFd with group on the
+        target, over a socketpair the test hands to both, with TLS."""
+        s, d, src_job, dst_job, res = self.fd_group('fdgroup')
         self.assertEqual((s['State'], s['Error']), ('completed', ''))
         self.assertEqual((d['State'], d['Error']), ('completed', ''))
         self.assertEqual(s['Devices'], [x for x, _ in PAIRS])
@@ -263,24 +269,7 @@ class Group(unittest.TestCase):
         """A group received with resume-running starts on the source's COMMIT,
         the way a source group stops, in reverse: every device in running-p2p
         (from the target's log) before any is in running."""
-        for i, (s, _) in enumerate(PAIRS):
-            self.src.write_memory(s, 8192 * (i + 1), f'vfmig-rrgroup-{i}-'.encode() * 300)
-        res = self.reserve_pairs(PAIRS)
-        ticket = random_ticket()
-        a, b = socket.socketpair()
-        try:
-            dst_job = self.dst.call(res[0], RESERVATION, 'ReceiveFromFd', '(ha{sv})',
-                                    (0, {'ticket': GLib.Variant('s', ticket), 'group': GLib.Variant('ao', res[1:]),
-                                         'resume-running': GLib.Variant('b', True)}),
-                                    fds=[b.fileno()])[0]
-            src_job = self.src.call(vt.ROOT_PATH, vt.MANAGER, 'SaveGroupToFd', '(asha{sv})',
-                                    ([s for s, _ in PAIRS], 0, {'ticket': GLib.Variant('s', ticket)}),
-                                    fds=[a.fileno()])[0]
-        finally:
-            a.close()
-            b.close()
-        s = self.wait_final(self.src, src_job)
-        d = self.wait_final(self.dst, dst_job)
+        s, d, src_job, dst_job, res = self.fd_group('rrgroup', {'resume-running': GLib.Variant('b', True)})
         self.assertEqual((s['State'], d['State']), ('completed', 'completed'), (s['Error'], d['Error']))
         for i, (x, y) in enumerate(PAIRS):
             self.assertEqual((self.src.state(x), self.dst.state(y)), ('stop', 'running'))
