@@ -1462,7 +1462,7 @@ static void target_end(Job *j)
  * fired): the source may have read the answer and stopped for good, or
  * may not have and resumed its devices.  Either way the devices here keep
  * the state, stopped: not reset (it may be the only copy), not started (the
- * source may run).  The orchestrator decides from the source job.
+ * source may run).  The orchestrator decides from the source's devices.
  */
 static void target_not_confirmed(Job *j, const char *why)
 {
