@@ -1667,6 +1667,16 @@ static void job_run(Job *j)
 
 /* --- starting ----------------------------------------------------------------- */
 
+/* A job's timeout-ms: 0 (the default) or JOB_STALL_MIN_MS..JOB_STALL_MAX_MS. */
+static bool timeout_ms_valid(uint32_t ms, char **error)
+{
+        if (ms == 0 || (ms >= JOB_STALL_MIN_MS && ms <= JOB_STALL_MAX_MS))
+                return true;
+        *error = g_strdup_printf("timeout-ms: %u is out of range, expected %u..%u", ms, JOB_STALL_MIN_MS,
+                                 JOB_STALL_MAX_MS);
+        return false;
+}
+
 static int check_source(Jobs *s, const char *device, char **error)
 {
         ManagedDevice *m = device_access_get(s->access, device);
@@ -1815,9 +1825,8 @@ int jobs_start_migrate(Jobs *s, const char *const *devices, const char *endpoint
         if (!o->ticket || vfmig_ticket_decode(o->ticket, raw) < 0)
                 return *error = g_strdup("ticket: expected the 43 characters PrepareIncoming returned"), -EINVAL;
         memset(raw, 0, sizeof raw);
-        if (o->timeout_ms && (o->timeout_ms < JOB_STALL_MIN_MS || o->timeout_ms > JOB_STALL_MAX_MS))
-                return *error = g_strdup_printf("timeout-ms: %u is out of range, expected %u..%u", o->timeout_ms,
-                                                JOB_STALL_MIN_MS, JOB_STALL_MAX_MS), -EINVAL;
+        if (!timeout_ms_valid(o->timeout_ms, error))
+                return -EINVAL;
         r = check_sources(s, devices, error);
         if (r < 0)
                 return r;
@@ -1842,10 +1851,9 @@ int jobs_start_save_fd(Jobs *s, const char *const *devices, int fd, const JobSav
         g_autofree char *why = NULL;
         int r;
 
-        if (o->timeout_ms && (o->timeout_ms < JOB_STALL_MIN_MS || o->timeout_ms > JOB_STALL_MAX_MS)) {
+        if (!timeout_ms_valid(o->timeout_ms, error)) {
                 close(fd);
-                return *error = g_strdup_printf("timeout-ms: %u is out of range, expected %u..%u", o->timeout_ms,
-                                                JOB_STALL_MIN_MS, JOB_STALL_MAX_MS), -EINVAL;
+                return -EINVAL;
         }
         r = vfmig_stream_fd_check(fd, NULL, &why);
         if (r < 0) {
@@ -1855,11 +1863,6 @@ int jobs_start_save_fd(Jobs *s, const char *const *devices, int fd, const JobSav
         if (!o->plaintext && (!o->ticket || !o->ticket[0])) {
                 close(fd);
                 return *error = g_strdup("option \"ticket\" is required for TLS (or ask for \"plaintext\")"), -EINVAL;
-        }
-        if (o->timeout_ms && (o->timeout_ms < JOB_STALL_MIN_MS || o->timeout_ms > JOB_STALL_MAX_MS)) {
-                close(fd);
-                return *error = g_strdup_printf("timeout-ms: %u is out of range, expected %u..%u", o->timeout_ms,
-                                                JOB_STALL_MIN_MS, JOB_STALL_MAX_MS), -EINVAL;
         }
         return start_save(s, devices, fd, false, o, ret, error);
 }
@@ -1986,9 +1989,8 @@ int jobs_prepare_incoming(Jobs *s, Reservation *const *res, unsigned n, const ch
         int lfd = -1, r;
         Job *j;
 
-        if (o->timeout_ms && (o->timeout_ms < JOB_STALL_MIN_MS || o->timeout_ms > JOB_STALL_MAX_MS))
-                return *error = g_strdup_printf("timeout-ms: %u is out of range, expected %u..%u", o->timeout_ms,
-                                                JOB_STALL_MIN_MS, JOB_STALL_MAX_MS), -EINVAL;
+        if (!timeout_ms_valid(o->timeout_ms, error))
+                return -EINVAL;
         r = check_target_set(s, res, n, error);
         if (r < 0)
                 return r;
@@ -2040,6 +2042,10 @@ int jobs_start_receive_fd(Jobs *s, Reservation *const *res, unsigned n, int fd, 
         Job *j;
         int r;
 
+        if (!timeout_ms_valid(o->timeout_ms, error)) {
+                close(fd);
+                return -EINVAL;
+        }
         r = vfmig_stream_fd_check(fd, NULL, &why);
         if (r < 0) {
                 close(fd);
