@@ -235,13 +235,25 @@ if [ $SHELL_MODE = 1 ]; then
 fi
 
 note "booting $ABI for $(basename "$SCRIPT") (timeout ${TIMEOUT}s, log $LOG)"
-TB=$(now)
-set +e
-timeout -k 10 "$TIMEOUT" "${QEMU[@]}" -display none -monitor none \
-    -serial "file:$LOG" -append "$CMDLINE" </dev/null >>"$LOG.qemu" 2>&1
-QRC=$?
-set -e
-VM_SECS=$(since "$TB")
+boot() {
+    TB=$(now)
+    set +e
+    timeout -k 10 "$TIMEOUT" "${QEMU[@]}" -display none -monitor none \
+        -serial "file:$LOG" -append "$CMDLINE" </dev/null >>"$LOG.qemu" 2>&1
+    QRC=$?
+    set -e
+    VM_SECS=$(since "$TB")
+}
+boot
+# QEMU itself crashing (TCG has been seen to take a general protection fault
+# now and then) before the guest started its job is no result of the test:
+# boot once more, and say so.  A crash after the job started still fails.
+if [ $QRC -gt 128 ] && [ $QRC -ne 137 ] && ! grep -q '^vm-job: start' "$LOG"; then
+    echo "run-vm: qemu died of signal $((QRC - 128)) before the guest started its job; booting once more" >&2
+    { echo "--- qemu died of signal $((QRC - 128)) before the job started; booting again ---"; } >>"$LOG.qemu"
+    : >"$LOG"
+    boot
+fi
 if [ -s "$LOG.qemu" ]; then
     { echo "--- qemu stdout/stderr ---"; cat "$LOG.qemu"; } >>"$LOG"
 fi
