@@ -441,7 +441,7 @@ MatrixEntry *matrix_entry_ref(MatrixEntry *e)
 
 static void entry_clear_result(MatrixEntry *e)
 {
-        g_clear_pointer(&e->acceptor, vfmig_acceptor_free);
+        g_clear_pointer(&e->acceptor, vfmig_acceptor_unref);
         g_clear_pointer(&e->reason, g_free);
         g_clear_pointer(&e->class_key, g_ref_string_release);
 }
@@ -2160,16 +2160,57 @@ static void planned_clear(gpointer p)
 
         pl->e->planned = false;
         g_free(pl->reason);
-        vfmig_acceptor_free(pl->acceptor);
+        vfmig_acceptor_unref(pl->acceptor);
 }
 
 #define BAD(...) do { *why = g_strdup_printf(__VA_ARGS__); goto out; } while (0)
 
+/* One group of the cache: targets of one rule, own profile and kind. */
+typedef struct CacheGroup {
+        char *rule;
+        guint profile;          /* index into profiles */
+        bool creatable;
+        KeyList targets;
+} CacheGroup;
+
+/* Targets without an acceptor that share one reason ("\x01": the target). */
+typedef struct CacheUnmatched {
+        char *reason;
+        KeyList targets;
+} CacheUnmatched;
+
+static void cache_group_clear(gpointer p)
+{
+        CacheGroup *g = p;
+
+        g_free(g->rule);
+        key_list_clear(&g->targets);
+}
+
+static void cache_unmatched_clear(gpointer p)
+{
+        CacheUnmatched *u = p;
+
+        g_free(u->reason);
+        key_list_clear(&u->targets);
+}
+
+/*
+ * A cache file read and decoded as far as it can be without the matrix:
+ * everything but the fingerprint comparison and the look-up of each target.
+ * A start does this on another thread (matrix_cache_file_read()).
+ */
 struct MatrixCacheFile {
-        int state;              /* 1 parsed, 0 no file, -1 unusable (why) */
+        int state;              /* 1 read, 0 no file, -1 unusable (why) */
         char *path;
         char *why;
-        JsonParser *parser;     /* the body, a JSON object (state 1) */
+        /* The body (state 1), in the order matrix_load_file() reports problems: */
+        int64_t generation;     /* -1: not an integer 0..2^62 */
+        char *fingerprint;      /* NULL: not a string */
+        char *body_why;         /* the first problem in profiles, groups or unmatched */
+        GPtrArray *profiles;    /* VfmigProfile* */
+        GArray *groups;         /* CacheGroup */
+        GArray *unmatched;      /* CacheUnmatched */
 };
 
 /* The frame (version, checksum) and the body's JSON: 1; 0 no file; -1 and *why. */
@@ -2232,52 +2273,12 @@ out:
         return -1;
 }
 
-MatrixCacheFile *matrix_cache_file_read(const char *dir)
+/* profiles, groups and unmatched of the body: 0, or -1 and *why. */
+static int cache_decode_body(MatrixCacheFile *f, JsonObject *root, char **why)
 {
-        MatrixCacheFile *f = g_new0(MatrixCacheFile, 1);
-
-        f->path = g_build_filename(dir ? dir : ".", MATRIX_CACHE_FILE, NULL);
-        f->parser = json_parser_new_immutable();
-        f->state = cache_parse(f->path, f->parser, &f->why);
-        if (f->state <= 0)
-                g_clear_object(&f->parser);
-        return f;
-}
-
-void matrix_cache_file_free(MatrixCacheFile *f)
-{
-        if (!f)
-                return;
-        g_free(f->path);
-        g_free(f->why);
-        g_clear_object(&f->parser);
-        g_free(f);
-}
-
-/* Restore from a parsed cache file: 1 and the entries restored; -1 and *why. */
-static int try_load(Matrix *m, const MatrixCacheFile *f, const char *expected, char **why)
-{
-        g_autoptr(GPtrArray) profiles = g_ptr_array_new_with_free_func((GDestroyNotify) vfmig_profile_free);
-        g_autoptr(GArray) plan = g_array_sized_new(false, false, sizeof(Planned), g_hash_table_size(m->entries));
-        g_array_set_clear_func(plan, planned_clear);
-        g_autoptr(GPtrArray) class_keys = g_ptr_array_new_with_free_func((GDestroyNotify) g_ref_string_release);
-        JsonObject *root;
         JsonArray *groups, *unmatched, *parr;
-        JsonNode *n = json_parser_get_root(f->parser);
-        const char *fp;
-        guint pending = 0;
-        int64_t gen;
+        JsonNode *n;
 
-        root = json_node_get_object(n);
-        n = member(root, "generation", JSON_NODE_VALUE, G_TYPE_INT64);
-        if (!n || (gen = json_node_get_int(n)) < 0 || gen > G_MAXINT64 / 2)
-                BAD("\"generation\" must be an integer 0..2^62");
-        m->cache_generation = gen;
-        fp = string_of(member(root, "fingerprint", JSON_NODE_VALUE, G_TYPE_STRING), 128);
-        if (!fp)
-                BAD("\"fingerprint\" must be a string");
-        if (strcmp(fp, expected) != 0)
-                BAD("stale: the fingerprint differs (devices, drivers, rules or kernel changed)");
         if (!(n = member(root, "profiles", JSON_NODE_ARRAY, 0)) ||
             !(parr = json_node_get_array(n)) ||
             !(n = member(root, "groups", JSON_NODE_ARRAY, 0)) ||
@@ -2291,35 +2292,122 @@ static int try_load(Matrix *m, const MatrixCacheFile *f, const char *expected, c
                 VfmigProfile *p = NULL;
                 if (vfmig_profile_from_json_node(json_array_get_element(parr, i), &p, &perr) < 0)
                         BAD("profiles[%u]: %s", i, perr);
-                g_ptr_array_add(profiles, p);
+                g_ptr_array_add(f->profiles, p);
         }
-
-        /* Which entry gets what; every pending entry exactly once. */
         for (guint i = 0; i < json_array_get_length(groups); i++) {
                 JsonNode *gn = json_array_get_element(groups, i);
                 JsonObject *g = JSON_NODE_HOLDS_OBJECT(gn) ? json_node_get_object(gn) : NULL;
                 JsonNode *pi = member(g, "profile", JSON_NODE_VALUE, G_TYPE_INT64);
                 JsonNode *cr = member(g, "creatable", JSON_NODE_VALUE, G_TYPE_BOOLEAN);
+                const char *rule = string_of(member(g, "rule", JSON_NODE_VALUE, G_TYPE_STRING), 64);
                 const char *tn = string_of(member(g, "targets", JSON_NODE_VALUE, G_TYPE_STRING), MATRIX_CACHE_MAX);
-                g_auto(KeyList) targets = { 0 };
-                bool creatable;
-                if (!g || !string_of(member(g, "rule", JSON_NODE_VALUE, G_TYPE_STRING), 64) || !pi || !cr || !tn)
+                CacheGroup cg = { 0 };
+                if (!g || !rule || !pi || !cr || !tn)
                         BAD("groups[%u]: needs \"rule\", \"profile\", \"creatable\" and \"targets\"", i);
-                if (json_node_get_int(pi) < 0 || json_node_get_int(pi) >= (gint64) profiles->len)
+                if (json_node_get_int(pi) < 0 || json_node_get_int(pi) >= (gint64) f->profiles->len)
                         BAD("groups[%u].profile: %" G_GINT64_FORMAT " is not a profile index", i,
                             json_node_get_int(pi));
-                if (!front_decode(tn, &targets))
+                cg.profile = (guint) json_node_get_int(pi);
+                cg.creatable = json_node_get_boolean(cr);
+                if (!front_decode(tn, &cg.targets))
                         BAD("groups[%u].targets: damaged target list", i);
-                creatable = json_node_get_boolean(cr);
-                for (guint j = 0; j < targets.n; j++) {
+                cg.rule = g_strdup(rule);
+                g_array_append_val(f->groups, cg);
+        }
+        for (guint i = 0; i < json_array_get_length(unmatched); i++) {
+                JsonNode *un = json_array_get_element(unmatched, i);
+                JsonObject *u = JSON_NODE_HOLDS_OBJECT(un) ? json_node_get_object(un) : NULL;
+                const char *tmpl = string_of(member(u, "reason", JSON_NODE_VALUE, G_TYPE_STRING), REASON_MAX);
+                const char *tn = string_of(member(u, "targets", JSON_NODE_VALUE, G_TYPE_STRING), MATRIX_CACHE_MAX);
+                CacheUnmatched cu = { 0 };
+                if (!tmpl || !*tmpl || !tn)
+                        BAD("unmatched[%u]: needs \"reason\" and \"targets\" strings", i);
+                if (!front_decode(tn, &cu.targets))
+                        BAD("unmatched[%u].targets: damaged target list", i);
+                cu.reason = g_strdup(tmpl);
+                g_array_append_val(f->unmatched, cu);
+        }
+        return 0;
+out:
+        return -1;
+}
+
+/* What the body says, checked as far as it can be without the matrix. */
+static void cache_decode(MatrixCacheFile *f, JsonParser *parser)
+{
+        JsonObject *root = json_node_get_object(json_parser_get_root(parser));
+        JsonNode *n = member(root, "generation", JSON_NODE_VALUE, G_TYPE_INT64);
+
+        f->generation = n ? json_node_get_int(n) : -1;
+        if (f->generation > G_MAXINT64 / 2)
+                f->generation = -1;
+        f->fingerprint = g_strdup(string_of(member(root, "fingerprint", JSON_NODE_VALUE, G_TYPE_STRING), 128));
+        f->profiles = g_ptr_array_new_with_free_func((GDestroyNotify) vfmig_profile_free);
+        f->groups = g_array_new(false, false, sizeof(CacheGroup));
+        g_array_set_clear_func(f->groups, cache_group_clear);
+        f->unmatched = g_array_new(false, false, sizeof(CacheUnmatched));
+        g_array_set_clear_func(f->unmatched, cache_unmatched_clear);
+        (void) cache_decode_body(f, root, &f->body_why);
+}
+
+MatrixCacheFile *matrix_cache_file_read(const char *dir)
+{
+        MatrixCacheFile *f = g_new0(MatrixCacheFile, 1);
+
+        g_autoptr(JsonParser) parser = json_parser_new_immutable();
+
+        /* Decoded here, and the JSON tree freed here: on the reading thread. */
+        f->path = g_build_filename(dir ? dir : ".", MATRIX_CACHE_FILE, NULL);
+        f->state = cache_parse(f->path, parser, &f->why);
+        if (f->state > 0)
+                cache_decode(f, parser);
+        return f;
+}
+
+void matrix_cache_file_free(MatrixCacheFile *f)
+{
+        if (!f)
+                return;
+        g_free(f->path);
+        g_free(f->why);
+        g_free(f->body_why);
+        g_clear_pointer(&f->profiles, g_ptr_array_unref);
+        g_clear_pointer(&f->groups, g_array_unref);
+        g_clear_pointer(&f->unmatched, g_array_unref);
+        g_free(f->fingerprint);
+        g_free(f);
+}
+
+/* Restore from a decoded cache file: 1 and the entries restored; -1 and *why. */
+static int try_load(Matrix *m, const MatrixCacheFile *f, const char *expected, char **why)
+{
+        g_autoptr(GArray) plan = g_array_sized_new(false, false, sizeof(Planned), g_hash_table_size(m->entries));
+        g_array_set_clear_func(plan, planned_clear);
+        g_autoptr(GPtrArray) class_keys = g_ptr_array_new_with_free_func((GDestroyNotify) g_ref_string_release);
+        guint pending = 0;
+
+        if (f->generation < 0)
+                BAD("\"generation\" must be an integer 0..2^62");
+        m->cache_generation = f->generation;
+        if (!f->fingerprint)
+                BAD("\"fingerprint\" must be a string");
+        if (strcmp(f->fingerprint, expected) != 0)
+                BAD("stale: the fingerprint differs (devices, drivers, rules or kernel changed)");
+        if (f->body_why)
+                BAD("%s", f->body_why);
+
+        /* Which entry gets what; every pending entry exactly once. */
+        for (guint i = 0; i < f->groups->len; i++) {
+                const CacheGroup *cg = &g_array_index(f->groups, CacheGroup, i);
+                for (guint j = 0; j < cg->targets.n; j++) {
                         /* A key that is not a valid name is on no host: the
                          * table has none (no need to check it first). */
-                        const char *key = targets.keys[j];
+                        const char *key = cg->targets.keys[j];
                         MatrixEntry *e = g_hash_table_lookup(m->entries, key);
                         Planned pl = { .e = e, .group = i };
                         if (!e)
                                 BAD("groups[%u].targets[%u]: %s is not on this host", i, j, key);
-                        if ((e->kind == MATRIX_ENTRY_CREATABLE) != creatable)
+                        if ((e->kind == MATRIX_ENTRY_CREATABLE) != cg->creatable)
                                 BAD("groups[%u].targets[%u]: %s is of the other kind", i, j, key);
                         if (!e->pending)
                                 continue;
@@ -2329,18 +2417,10 @@ static int try_load(Matrix *m, const MatrixCacheFile *f, const char *expected, c
                         g_array_append_val(plan, pl);
                 }
         }
-        for (guint i = 0; i < json_array_get_length(unmatched); i++) {
-                JsonNode *un = json_array_get_element(unmatched, i);
-                JsonObject *u = JSON_NODE_HOLDS_OBJECT(un) ? json_node_get_object(un) : NULL;
-                const char *tmpl = string_of(member(u, "reason", JSON_NODE_VALUE, G_TYPE_STRING), REASON_MAX);
-                const char *tn = string_of(member(u, "targets", JSON_NODE_VALUE, G_TYPE_STRING), MATRIX_CACHE_MAX);
-                g_auto(KeyList) targets = { 0 };
-                if (!tmpl || !*tmpl || !tn)
-                        BAD("unmatched[%u]: needs \"reason\" and \"targets\" strings", i);
-                if (!front_decode(tn, &targets))
-                        BAD("unmatched[%u].targets: damaged target list", i);
-                for (guint j = 0; j < targets.n; j++) {
-                        const char *key = targets.keys[j];
+        for (guint i = 0; i < f->unmatched->len; i++) {
+                const CacheUnmatched *cu = &g_array_index(f->unmatched, CacheUnmatched, i);
+                for (guint j = 0; j < cu->targets.n; j++) {
+                        const char *key = cu->targets.keys[j];
                         MatrixEntry *e = g_hash_table_lookup(m->entries, key);
                         g_autoptr(GString) reason = NULL;
                         Planned pl = { .e = e, .group = G_MAXUINT };
@@ -2351,7 +2431,7 @@ static int try_load(Matrix *m, const MatrixCacheFile *f, const char *expected, c
                         if (e->planned)
                                 BAD("unmatched[%u].targets[%u]: %s is listed twice", i, j, key);
                         e->planned = true;
-                        reason = g_string_new(tmpl);
+                        reason = g_string_new(cu->reason);
                         g_string_replace(reason, "\x01", key, 0);
                         pl.reason = g_string_free(g_steal_pointer(&reason), false);
                         g_array_append_val(plan, pl);
@@ -2372,8 +2452,8 @@ static int try_load(Matrix *m, const MatrixCacheFile *f, const char *expected, c
 
         /* Acceptors from the cached rule ids and profiles: no matching. */
         {
-                g_autofree VfmigAcceptor **first = g_new0(VfmigAcceptor *, json_array_get_length(groups) + 1);
-                g_autofree char **gkeys = g_new0(char *, json_array_get_length(groups) + 1);
+                g_autofree VfmigAcceptor **first = g_new0(VfmigAcceptor *, f->groups->len + 1);
+                g_autofree char **gkeys = g_new0(char *, f->groups->len + 1);
                 for (guint i = 0; i < plan->len; i++) {
                         Planned *pl = &g_array_index(plan, Planned, i);
                         const MatrixEntry *e = pl->e;
@@ -2382,10 +2462,9 @@ static int try_load(Matrix *m, const MatrixCacheFile *f, const char *expected, c
                         if (pl->group == G_MAXUINT)
                                 continue;
                         if (!first[pl->group]) {
-                                JsonObject *g = json_array_get_object_element(groups, pl->group);
+                                const CacheGroup *cg = &g_array_index(f->groups, CacheGroup, pl->group);
                                 g_autofree char *aerr = NULL;
-                                const VfmigProfile *p = profiles->pdata[json_object_get_int_member(g, "profile")];
-                                if (vfmig_acceptor_new_cached(m->rs, json_object_get_string_member(g, "rule"), p,
+                                if (vfmig_acceptor_new_cached(m->rs, cg->rule, f->profiles->pdata[cg->profile],
                                                               device, e->parent, e->mdev_type, &a, &aerr) < 0)
                                         BAD("groups[%u]: %s", pl->group, aerr);
                                 first[pl->group] = a;

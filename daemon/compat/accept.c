@@ -12,12 +12,23 @@ typedef struct SharedProfile {
         VfmigProfile *p;
 } SharedProfile;
 
+/*
+ * Only a rule that asks the kernel judges each target on its own (the
+ * driver of that device answers); every other verdict depends on the rule,
+ * the target's own profile and whether the target is a creatable type.  So
+ * an acceptor keeps the target's names only for such a rule, and targets
+ * alike share one acceptor otherwise (vfmig_acceptor_new_like()): a warm
+ * start of thousands of identical VFs makes a handful, not thousands.
+ */
 struct VfmigAcceptor {
+        gint n_ref;
+        bool creatable;            /* a creatable mdev type, no device yet */
         VfmigRuleSet *rs;          /* keeps rule alive */
         const Rule *rule;
         SharedProfile *shared;
         const VfmigProfile *profile;   /* shared->p: the target's own profile */
         char *where;               /* " (rule ID in FILE)" */
+        /* The target, for a kernel query (rule->has_kernel only, else NULL). */
         char *device;              /* NULL for a creatable type */
         char *parent;
         char *mdev_type;
@@ -83,15 +94,18 @@ static char *put_string(char **at, const char *s)
         return r;
 }
 
-/* One allocation with its strings: a restored matrix makes thousands. */
+/* One allocation with its strings.  device NULL: a creatable type. */
 static VfmigAcceptor *acceptor_alloc(VfmigRuleSet *rs, const Rule *r, SharedProfile *shared, const char *device,
                                      const char *parent, const char *mdev_type, const char *where)
 {
         g_autofree char *own_where = where ? NULL : compat_rule_where(r);
         size_t size = sizeof(VfmigAcceptor);
+        bool creatable = !device;
         VfmigAcceptor *a;
         char *at;
 
+        if (!r->has_kernel)
+                device = parent = mdev_type = NULL;
         where = where ? where : own_where;
         size += strlen(where) + 1;
         size += device ? strlen(device) + 1 : 0;
@@ -99,6 +113,8 @@ static VfmigAcceptor *acceptor_alloc(VfmigRuleSet *rs, const Rule *r, SharedProf
         size += mdev_type ? strlen(mdev_type) + 1 : 0;
         a = g_malloc0(size);
         at = (char *) (a + 1);
+        a->n_ref = 1;
+        a->creatable = creatable;
         a->rs = vfmig_rules_ref(rs);
         a->rule = r;
         a->shared = shared;
@@ -205,12 +221,20 @@ int vfmig_acceptor_new_cached(VfmigRuleSet *rs, const char *rule_id, const Vfmig
         return 0;
 }
 
-VfmigAcceptor *vfmig_acceptor_new_like(const VfmigAcceptor *a, const char *device, const char *parent,
+VfmigAcceptor *vfmig_acceptor_new_like(VfmigAcceptor *a, const char *device, const char *parent,
                                        const char *mdev_type)
 {
+        if (!a->rule->has_kernel && a->creatable == !device)
+                return vfmig_acceptor_ref(a);   /* nothing of this target is looked at */
         g_atomic_int_inc(&a->shared->n_ref);
         return acceptor_alloc(a->rs, a->rule, a->shared, device, parent && *parent ? parent : NULL,
                               mdev_type && *mdev_type ? mdev_type : NULL, a->where);
+}
+
+VfmigAcceptor *vfmig_acceptor_ref(VfmigAcceptor *a)
+{
+        g_atomic_int_inc(&a->n_ref);
+        return a;
 }
 
 bool vfmig_acceptor_uses_kernel(const VfmigAcceptor *a)
@@ -230,12 +254,12 @@ const char *vfmig_acceptor_get_rule_definition(const VfmigAcceptor *a)
 
 bool vfmig_acceptor_is_creatable(const VfmigAcceptor *a)
 {
-        return !a->device;
+        return a->creatable;
 }
 
-void vfmig_acceptor_free(VfmigAcceptor *a)
+void vfmig_acceptor_unref(VfmigAcceptor *a)
 {
-        if (!a)
+        if (!a || !g_atomic_int_dec_and_test(&a->n_ref))
                 return;
         shared_unref(a->shared);
         vfmig_rules_unref(a->rs);
@@ -520,7 +544,7 @@ static void check_product(Eval *e, const Clause *c)
         }
         int64_t want = s[0] * s[1];
         for (int i = 0; i < 2; i++) {
-                if ((!tf[i] || !e->a->device) && c->solve && strcmp(c->solve, c->factor[i]) == 0) {
+                if ((!tf[i] || e->a->creatable) && c->solve && strcmp(c->solve, c->factor[i]) == 0) {
                         /* The target's factor is still free (a creatable mdev, or an
                          * instance without it): solve for it. */
                         int o = 1 - i;
@@ -633,7 +657,7 @@ bool vfmig_acceptor_check(const VfmigAcceptor *a, const VfmigProfile *source, co
                 case CHECK_KERNEL: check_kernel(&e, c, hook); break;
                 }
         }
-        if (!a->device)
+        if (a->creatable)
                 e.penalty += 5;   /* an instance still has to be created */
         v->compatible = v->reasons->len == 0;
         if (!v->compatible)

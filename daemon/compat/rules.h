@@ -153,12 +153,19 @@ int vfmig_acceptor_new_for_mdev_type(VfmigRuleSet *rs, const VfmigDevice *parent
 int vfmig_acceptor_new_cached(VfmigRuleSet *rs, const char *rule_id, const VfmigProfile *profile,
                               const char *device, const char *parent, const char *mdev_type,
                               VfmigAcceptor **ret, char **error);
-/* Another target with the same rule and the same own profile as a (shared,
- * not copied): the cheap path for many identical VFs. */
-VfmigAcceptor *vfmig_acceptor_new_like(const VfmigAcceptor *a, const char *device, const char *parent,
+/*
+ * Another target with the same rule and the same own profile as a: the
+ * cheap path for many identical VFs.  device NULL: a creatable type.  When
+ * the rule has no kernel clause and the target is of a's kind, this is a
+ * itself with one more reference (no verdict then depends on the target's
+ * names); otherwise a new acceptor sharing a's profile.
+ */
+VfmigAcceptor *vfmig_acceptor_new_like(VfmigAcceptor *a, const char *device, const char *parent,
                                        const char *mdev_type);
-void vfmig_acceptor_free(VfmigAcceptor *a);
-G_DEFINE_AUTOPTR_CLEANUP_FUNC(VfmigAcceptor, vfmig_acceptor_free)
+/* Acceptors are reference-counted (shared by targets alike) and immutable. */
+VfmigAcceptor *vfmig_acceptor_ref(VfmigAcceptor *a);
+void vfmig_acceptor_unref(VfmigAcceptor *a);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(VfmigAcceptor, vfmig_acceptor_unref)
 
 /* Whether the rule has a {"check": "kernel"} clause: with a hook, the verdict
  * then depends on the target device itself, not only on rule and profile. */

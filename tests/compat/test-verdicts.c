@@ -399,6 +399,72 @@ static void test_acceptor(void)
         assert_contains(why, "no compatibility rule matches device (to be created) (mdev, driver none, 0000:0000, type mtty-3)");
 }
 
+/*
+ * Targets alike share one acceptor unless the rule asks the kernel: then
+ * each keeps its own names, and the query names that target.
+ */
+static void test_acceptor_like(void)
+{
+        g_autoptr(VfmigDevice) mtty = dev_new("mtty", VFMIG_DEVICE_PCI, "mtty", 0, 0, NULL);
+        g_autoptr(VfmigDevice) m1 = mdev_new("99999999-9999-9999-9999-999999999999", mtty, "mtty-1");
+        g_autoptr(VfmigProfile) p = profile_of(rules, m1, mtty, ALL_FLAGS);
+        g_autoptr(VfmigDevice) parent = dev_new("vfmig_testmdev", VFMIG_DEVICE_PCI, "vfmig_testmdev", 0, 0,
+                                                "software_version", "2", NULL);
+        g_autoptr(VfmigDevice) t1 = mdev_new("66666666-6666-6666-6666-666666666666", parent, "vfmig_testmdev-small");
+        g_autoptr(VfmigProfile) tp = profile_of(rules, t1, parent, VFMIG_COMPAT_FLAG_STOP_COPY | VFMIG_COMPAT_FLAG_P2P);
+        g_autoptr(VfmigAcceptor) a = NULL, k1 = NULL;
+        FakeKernel k = { .answer = 1 };
+        VfmigKernelHook hook = { .ask = fake_ask, .userdata = &k };
+        g_auto(VfmigVerdict) v = { 0 };
+
+        /* no kernel clause: another type instance is the same acceptor */
+        g_assert_cmpint(vfmig_acceptor_new_for_mdev_type(rules, mtty, "mtty-1", VFMIG_COMPAT_FLAG_UNKNOWN, &a, NULL), ==, 0);
+        {
+                g_autoptr(VfmigAcceptor) same = vfmig_acceptor_new_like(a, NULL, "mtty2", "mtty-1");
+                g_autoptr(VfmigAcceptor) dev = vfmig_acceptor_new_like(a, "11111111-1111-1111-1111-111111111111",
+                                                                       "mtty", "mtty-1");
+                g_assert_true(same == a);
+                /* a device is of the other kind: its own acceptor, scored as one */
+                g_assert_true(dev != a);
+                g_assert_true(vfmig_acceptor_is_creatable(a));
+                g_assert_false(vfmig_acceptor_is_creatable(dev));
+                g_assert_true(vfmig_acceptor_get_profile(dev) == vfmig_acceptor_get_profile(a));
+                g_assert_true(vfmig_acceptor_check(same, p, NULL, &v));
+                g_assert_cmpint(v.score, ==, 95);
+                vfmig_verdict_clear(&v);
+                g_assert_true(vfmig_acceptor_check(dev, p, NULL, &v));
+                g_assert_cmpint(v.score, ==, 100);
+                vfmig_verdict_clear(&v);
+        }
+        /* the shared one outlives the references dropped above */
+        g_assert_true(vfmig_acceptor_check(a, p, NULL, &v));
+        vfmig_verdict_clear(&v);
+
+        /* a kernel clause: each target its own acceptor, and the query names it */
+        g_assert_cmpint(vfmig_acceptor_new(rules, t1, parent, VFMIG_COMPAT_FLAG_STOP_COPY | VFMIG_COMPAT_FLAG_P2P,
+                                           &k1, NULL), ==, 0);
+        g_assert_true(vfmig_acceptor_uses_kernel(k1));
+        {
+                g_autoptr(VfmigAcceptor) k2 = vfmig_acceptor_new_like(k1, "55555555-5555-5555-5555-555555555555",
+                                                                      "other_parent", "vfmig_testmdev-small");
+                g_assert_true(k2 != k1);
+                g_assert_true(vfmig_acceptor_get_profile(k2) == vfmig_acceptor_get_profile(k1));
+                g_assert_true(vfmig_acceptor_check(k2, tp, &hook, &v));
+                vfmig_verdict_clear(&v);
+                g_assert_cmpint(k.calls, ==, 1);
+                g_assert_false(k.last_device_null);
+                g_assert_cmpstr(k.last_parent, ==, "other_parent");
+                g_assert_true(vfmig_acceptor_check(k1, tp, &hook, &v));
+                vfmig_verdict_clear(&v);
+                g_assert_cmpint(k.calls, ==, 2);
+                g_assert_cmpstr(k.last_parent, ==, "vfmig_testmdev");
+        }
+        g_free(k.last_interface);
+        g_free(k.last_parent);
+        g_free(k.last_type);
+        g_free(k.last_written);
+}
+
 int main(int argc, char **argv)
 {
         g_autofree char *fixtures = g_build_filename(COMPAT_FIXTURES, "vendor", NULL);
@@ -420,6 +486,7 @@ int main(int argc, char **argv)
         g_test_add_func("/compat/verdict/p2p", test_p2p);
         g_test_add_func("/compat/verdict/kernel-hook", test_kernel_hook);
         g_test_add_func("/compat/verdict/acceptor", test_acceptor);
+        g_test_add_func("/compat/verdict/acceptor-like", test_acceptor_like);
         r = g_test_run();
         vfmig_rules_unref(rules);
         vfmig_rules_unref(fixture_rules);
