@@ -9,6 +9,7 @@
 #include <glib/gstdio.h>
 #include <json-glib/json-glib.h>
 
+#include "json-reader.h"
 #include "matrix.h"
 
 #define DIGEST_LEN 16
@@ -2104,7 +2105,8 @@ static int read_cache(const char *path, char **ret, size_t *ret_len, char **why)
                 *why = g_strdup_printf("not a regular file of at most %d bytes", MATRIX_CACHE_MAX);
                 return -EINVAL;
         }
-        buf = g_malloc((size_t) st.st_size + 1);
+        /* The JSON reader's padding after the NUL. */
+        buf = g_malloc0((size_t) st.st_size + 1 + JV_PAD);
         while (done < (size_t) st.st_size) {
                 ssize_t n = read(fd, buf + done, (size_t) st.st_size - done);
                 if (n < 0 && errno == EINTR)
@@ -2126,25 +2128,71 @@ static int read_cache(const char *path, char **ret, size_t *ret_len, char **why)
         return 1;
 }
 
-static JsonNode *member(JsonObject *o, const char *name, JsonNodeType type, GType vtype)
+/* The member name of o when it is of type t, or NULL. */
+static const Jv *member(const Jv *o, const char *name, JvType t)
 {
-        JsonNode *n = o ? json_object_get_member(o, name) : NULL;
+        const Jv *n = o && o->type == JV_OBJECT ? jv_member(o, name) : NULL;
 
-        if (!n || json_node_get_node_type(n) != type)
-                return NULL;
-        if (type == JSON_NODE_VALUE && json_node_get_value_type(n) != vtype)
-                return NULL;
-        return n;
+        return n && n->type == t ? n : NULL;
 }
 
-static const char *string_of(JsonNode *n, size_t max)
+static const char *string_of(const Jv *n, size_t max)
 {
-        const char *s;
+        return n && n->type == JV_STRING && strlen(n->s) <= max ? n->s : NULL;
+}
 
-        if (!n || !JSON_NODE_HOLDS_VALUE(n) || json_node_get_value_type(n) != G_TYPE_STRING)
-                return NULL;
-        s = json_node_get_string(n);
-        return s && strlen(s) <= max ? s : NULL;
+/*
+ * A profile from its object in the cache, through vfmig_profile_set() as
+ * every profile from outside (the types as vfmig_profile_from_json_node()
+ * maps JSON's).  0, or -EINVAL and *error.
+ */
+static int profile_from_jv(const Jv *o, VfmigProfile **ret, char **error)
+{
+        g_autoptr(VfmigProfile) p = vfmig_profile_new();
+        int r;
+
+        *ret = NULL;
+        if (!o || o->type != JV_OBJECT) {
+                *error = g_strdup("profile: must be a JSON object");
+                return -EINVAL;
+        }
+        for (guint i = 0; i < o->n; i++) {
+                const Jv *n = o->o.vals[i];
+                g_autofree const char **list = NULL;
+                VfmigValue v = { .type = VFMIG_VALUE_OTHER };
+
+                if (n->type == JV_INT) {
+                        v.type = VFMIG_VALUE_INT64;
+                        v.i64 = n->i;
+                } else if (n->type == JV_STRING) {
+                        v.type = VFMIG_VALUE_STRING;
+                        v.str = n->s;
+                } else if (n->type == JV_ARRAY || n->type == JV_OBJECT) {
+                        bool pairs = n->type == JV_OBJECT;
+                        guint k = 0;
+                        list = g_new0(const char *, (pairs ? 2 : 1) * n->n + 1);
+                        v.type = pairs ? VFMIG_VALUE_PAIRS : VFMIG_VALUE_STRV;
+                        for (guint j = 0; j < n->n; j++) {
+                                const Jv *e = pairs ? n->o.vals[j] : n->items[j];
+                                if (e->type != JV_STRING) {
+                                        v.type = VFMIG_VALUE_OTHER;
+                                        break;
+                                }
+                                if (pairs)
+                                        list[k++] = n->o.keys[j];
+                                list[k++] = e->s;
+                        }
+                        v.strv = list;
+                }
+                r = vfmig_profile_set(p, o->o.keys[i], &v, error);
+                if (r < 0)
+                        return r;
+        }
+        r = vfmig_profile_validate(p, error);
+        if (r < 0)
+                return r;
+        *ret = g_steal_pointer(&p);
+        return 0;
 }
 
 typedef struct Planned {
@@ -2214,12 +2262,11 @@ struct MatrixCacheFile {
 };
 
 /* The frame (version, checksum) and the body's JSON: 1; 0 no file; -1 and *why. */
-static int cache_parse(const char *path, JsonParser *parser, char **why)
+static int cache_parse(const char *path, Arena *arena, char **ret_text, const Jv **ret_root, char **why)
 {
-        g_autoptr(GError) err = NULL;
-        g_autofree char *text = NULL;
-        JsonNode *n;
-        const char *body = NULL;
+        g_autofree char *text = NULL, *perr = NULL;
+        const Jv *root;
+        char *body = NULL;
         size_t len = 0, body_len = 0;
         int r;
 
@@ -2255,7 +2302,7 @@ static int cache_parse(const char *path, JsonParser *parser, char **why)
                 if (end[-1] != '}')
                         BAD("truncated (no closing brace)");
                 end--;
-                body = p + CHECKSUM_HEX + strlen(CACHE_BODY);
+                body = text + (p - text) + CHECKSUM_HEX + strlen(CACHE_BODY);
                 if (end < body)
                         BAD("truncated");
                 body_len = (size_t) (end - body);
@@ -2263,62 +2310,60 @@ static int cache_parse(const char *path, JsonParser *parser, char **why)
                 if (strncmp(sum, p, CHECKSUM_HEX) != 0)
                         BAD("checksum mismatch: truncated or damaged");
         }
-        if (!json_parser_load_from_data(parser, body, (gssize) body_len, &err))
-                BAD("not valid JSON: %s", err->message);
-        n = json_parser_get_root(parser);
-        if (!n || !JSON_NODE_HOLDS_OBJECT(n))
+        /* The body in place: ended by a NUL over the frame's closing brace,
+         * the buffer's padding after it (read_cache()). */
+        body[body_len] = '\0';
+        root = jv_parse(body, body_len, arena, NULL, NULL, NULL, &perr);
+        if (!root)
+                BAD("not valid JSON: %s", perr);
+        if (root->type != JV_OBJECT)
                 BAD("the body is not a JSON object");
+        *ret_root = root;
+        *ret_text = g_steal_pointer(&text);
         return 1;
 out:
         return -1;
 }
 
 /* profiles, groups and unmatched of the body: 0, or -1 and *why. */
-static int cache_decode_body(MatrixCacheFile *f, JsonObject *root, char **why)
+static int cache_decode_body(MatrixCacheFile *f, const Jv *root, char **why)
 {
-        JsonArray *groups, *unmatched, *parr;
-        JsonNode *n;
+        const Jv *groups, *unmatched, *parr;
 
-        if (!(n = member(root, "profiles", JSON_NODE_ARRAY, 0)) ||
-            !(parr = json_node_get_array(n)) ||
-            !(n = member(root, "groups", JSON_NODE_ARRAY, 0)) ||
-            !(groups = json_node_get_array(n)) ||
-            !(n = member(root, "unmatched", JSON_NODE_ARRAY, 0)) ||
-            !(unmatched = json_node_get_array(n)))
+        if (!(parr = member(root, "profiles", JV_ARRAY)) ||
+            !(groups = member(root, "groups", JV_ARRAY)) ||
+            !(unmatched = member(root, "unmatched", JV_ARRAY)))
                 BAD("\"profiles\", \"groups\" and \"unmatched\" must be lists");
 
-        for (guint i = 0; i < json_array_get_length(parr); i++) {
+        for (guint i = 0; i < parr->n; i++) {
                 g_autofree char *perr = NULL;
                 VfmigProfile *p = NULL;
-                if (vfmig_profile_from_json_node(json_array_get_element(parr, i), &p, &perr) < 0)
+                if (profile_from_jv(parr->items[i], &p, &perr) < 0)
                         BAD("profiles[%u]: %s", i, perr);
                 g_ptr_array_add(f->profiles, p);
         }
-        for (guint i = 0; i < json_array_get_length(groups); i++) {
-                JsonNode *gn = json_array_get_element(groups, i);
-                JsonObject *g = JSON_NODE_HOLDS_OBJECT(gn) ? json_node_get_object(gn) : NULL;
-                JsonNode *pi = member(g, "profile", JSON_NODE_VALUE, G_TYPE_INT64);
-                JsonNode *cr = member(g, "creatable", JSON_NODE_VALUE, G_TYPE_BOOLEAN);
-                const char *rule = string_of(member(g, "rule", JSON_NODE_VALUE, G_TYPE_STRING), 64);
-                const char *tn = string_of(member(g, "targets", JSON_NODE_VALUE, G_TYPE_STRING), MATRIX_CACHE_MAX);
+        for (guint i = 0; i < groups->n; i++) {
+                const Jv *g = groups->items[i]->type == JV_OBJECT ? groups->items[i] : NULL;
+                const Jv *pi = member(g, "profile", JV_INT);
+                const Jv *cr = member(g, "creatable", JV_BOOL);
+                const char *rule = string_of(member(g, "rule", JV_STRING), 64);
+                const char *tn = string_of(member(g, "targets", JV_STRING), MATRIX_CACHE_MAX);
                 CacheGroup cg = { 0 };
                 if (!g || !rule || !pi || !cr || !tn)
                         BAD("groups[%u]: needs \"rule\", \"profile\", \"creatable\" and \"targets\"", i);
-                if (json_node_get_int(pi) < 0 || json_node_get_int(pi) >= (gint64) f->profiles->len)
-                        BAD("groups[%u].profile: %" G_GINT64_FORMAT " is not a profile index", i,
-                            json_node_get_int(pi));
-                cg.profile = (guint) json_node_get_int(pi);
-                cg.creatable = json_node_get_boolean(cr);
+                if (pi->i < 0 || pi->i >= (gint64) f->profiles->len)
+                        BAD("groups[%u].profile: %" G_GINT64_FORMAT " is not a profile index", i, pi->i);
+                cg.profile = (guint) pi->i;
+                cg.creatable = cr->b;
                 if (!front_decode(tn, &cg.targets))
                         BAD("groups[%u].targets: damaged target list", i);
                 cg.rule = g_strdup(rule);
                 g_array_append_val(f->groups, cg);
         }
-        for (guint i = 0; i < json_array_get_length(unmatched); i++) {
-                JsonNode *un = json_array_get_element(unmatched, i);
-                JsonObject *u = JSON_NODE_HOLDS_OBJECT(un) ? json_node_get_object(un) : NULL;
-                const char *tmpl = string_of(member(u, "reason", JSON_NODE_VALUE, G_TYPE_STRING), REASON_MAX);
-                const char *tn = string_of(member(u, "targets", JSON_NODE_VALUE, G_TYPE_STRING), MATRIX_CACHE_MAX);
+        for (guint i = 0; i < unmatched->n; i++) {
+                const Jv *u = unmatched->items[i]->type == JV_OBJECT ? unmatched->items[i] : NULL;
+                const char *tmpl = string_of(member(u, "reason", JV_STRING), REASON_MAX);
+                const char *tn = string_of(member(u, "targets", JV_STRING), MATRIX_CACHE_MAX);
                 CacheUnmatched cu = { 0 };
                 if (!tmpl || !*tmpl || !tn)
                         BAD("unmatched[%u]: needs \"reason\" and \"targets\" strings", i);
@@ -2333,15 +2378,14 @@ out:
 }
 
 /* What the body says, checked as far as it can be without the matrix. */
-static void cache_decode(MatrixCacheFile *f, JsonParser *parser)
+static void cache_decode(MatrixCacheFile *f, const Jv *root)
 {
-        JsonObject *root = json_node_get_object(json_parser_get_root(parser));
-        JsonNode *n = member(root, "generation", JSON_NODE_VALUE, G_TYPE_INT64);
+        const Jv *n = member(root, "generation", JV_INT);
 
-        f->generation = n ? json_node_get_int(n) : -1;
+        f->generation = n ? n->i : -1;
         if (f->generation > G_MAXINT64 / 2)
                 f->generation = -1;
-        f->fingerprint = g_strdup(string_of(member(root, "fingerprint", JSON_NODE_VALUE, G_TYPE_STRING), 128));
+        f->fingerprint = g_strdup(string_of(member(root, "fingerprint", JV_STRING), 128));
         f->profiles = g_ptr_array_new_with_free_func((GDestroyNotify) vfmig_profile_free);
         f->groups = g_array_new(false, false, sizeof(CacheGroup));
         g_array_set_clear_func(f->groups, cache_group_clear);
@@ -2354,13 +2398,15 @@ MatrixCacheFile *matrix_cache_file_read(const char *dir)
 {
         MatrixCacheFile *f = g_new0(MatrixCacheFile, 1);
 
-        g_autoptr(JsonParser) parser = json_parser_new_immutable();
+        g_auto(Arena) arena = { 0 };
+        g_autofree char *text = NULL;
+        const Jv *root = NULL;
 
-        /* Decoded here, and the JSON tree freed here: on the reading thread. */
+        /* Decoded here, and the text and its tree freed here: on the reading thread. */
         f->path = g_build_filename(dir ? dir : ".", MATRIX_CACHE_FILE, NULL);
-        f->state = cache_parse(f->path, parser, &f->why);
+        f->state = cache_parse(f->path, &arena, &text, &root, &f->why);
         if (f->state > 0)
-                cache_decode(f, parser);
+                cache_decode(f, root);
         return f;
 }
 

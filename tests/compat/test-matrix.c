@@ -1082,7 +1082,10 @@ static void test_corrupt_cache(void)
                 { "body not JSON", "{\"a\":", "not valid JSON" },
                 { "no generation", "{\"fingerprint\":\"x\"}", "generation" },
                 { "negative generation", "{\"generation\":-1}", "generation" },
-                { "huge generation", "{\"generation\":1e400}", "generation" },
+                /* refused by the reader at the number itself */
+                { "huge generation", "{\"generation\":1e400}", "number out of range" },
+                { "real generation", "{\"generation\":1.0,\"fingerprint\":\"x\"}", "generation" },
+                { "string generation", "{\"generation\":\"1\",\"fingerprint\":\"x\"}", "generation" },
                 { "generation too big", "{\"generation\":9223372036854775807}", "generation" },
                 { "fingerprint not a string", "{\"generation\":1,\"fingerprint\":5}", "fingerprint" },
                 { "no lists", b_fp, "must be lists" },
