@@ -1849,44 +1849,52 @@ G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(KeyList, key_list_clear)
  * warm start decodes thousands. */
 static bool front_decode(const char *s, KeyList *out)
 {
-        g_autoptr(GString) buf = g_string_sized_new(2 * strlen(s) + 16);
-        g_autoptr(GArray) at = g_array_new(false, false, sizeof(gsize));
-        gsize prev = 0, prev_len = 0;   /* the previous key in buf ("" at first) */
+        size_t total = 0, lines = 0;
+        const char *q, *prev = "";   /* the previous key ("" at first) */
+        size_t prev_len = 0;
+        char *at;
 
+        /* First the sizes: one allocation for all keys, one for the index. */
+        for (q = s; *q;) {
+                const char *nl = strchr(q, '\n');
+                size_t len = nl ? (size_t) (nl - q) : strlen(q);
+                char c = q[0];
+                size_t n = c >= '0' && c <= '9' ? (size_t) (c - '0') : c >= 'a' && c <= 'z' ? (size_t) (c - 'a' + 10) : 0;
+                total += n + len;       /* prefix + suffix + NUL */
+                lines++;
+                q += len + (nl ? 1 : 0);
+                if (nl && !*q)
+                        return false;   /* a trailing separator */
+        }
+        out->buf = at = g_malloc(MAX(total, (size_t) 1));
+        out->keys = g_new(const char *, lines + 1);
+        out->n = 0;
         while (*s) {
                 const char *nl = strchr(s, '\n');
                 size_t len = nl ? (size_t) (nl - s) : strlen(s), n;
                 char c = s[0];
-                gsize here = buf->len;
                 if (c >= '0' && c <= '9')
                         n = (size_t) (c - '0');
                 else if (c >= 'a' && c <= 'z')
                         n = (size_t) (c - 'a' + 10);
                 else
-                        return false;
+                        goto bad;
                 if (n > prev_len || len < 1 || n + len - 1 == 0 || n + len - 1 > 2 * KEY_MAX + 1)
-                        return false;
-                g_string_set_size(buf, here + n + len);
-                memcpy(buf->str + here, buf->str + prev, n);
-                memcpy(buf->str + here + n, s + 1, len - 1);
-                buf->str[here + n + len - 1] = '\0';
-                g_array_append_val(at, here);
-                prev = here;
+                        goto bad;
+                memcpy(at, prev, n);
+                memcpy(at + n, s + 1, len - 1);
+                at[n + len - 1] = '\0';
+                out->keys[out->n++] = at;
+                prev = at;
                 prev_len = n + len - 1;
-                s += len;
-                if (nl) {
-                        s++;
-                        if (!*s)
-                                return false;   /* a trailing separator */
-                }
+                at += n + len;
+                s += len + (nl ? 1 : 0);
         }
-        out->n = at->len;
-        out->buf = g_string_free(g_steal_pointer(&buf), false);
-        out->keys = g_new(const char *, out->n + 1);
-        for (guint i = 0; i < out->n; i++)
-                out->keys[i] = out->buf + g_array_index(at, gsize, i);
         out->keys[out->n] = NULL;
         return true;
+bad:
+        key_list_clear(out);
+        return false;
 }
 
 static char *cache_to_json(Matrix *m)

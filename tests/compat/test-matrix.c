@@ -1131,6 +1131,33 @@ static void test_corrupt_cache(void)
                 assert_contains(warning, "groups[0]");
                 assert_content(m, cold_json);
         }
+        /* damaged front-coded target lists (groups[0]'s, in the valid body) */
+        {
+                const char *lists[] = {
+                        "5abc",                 /* a prefix longer than the key before */
+                        "0a\\n",              /* a trailing separator */
+                        "0a\\n\\n0b",       /* an empty line */
+                        "0a\\n%b",            /* not a prefix length */
+                        "0",                    /* an empty key */
+                        "0a\\nz",             /* prefix 35 after a key of 1 */
+                };
+                const char *t = strstr(body, "\"targets\":\"");
+                const char *end;
+                g_assert_nonnull(t);
+                t += strlen("\"targets\":\"");
+                end = strchr(t, '"');
+                for (guint i = 0; i < G_N_ELEMENTS(lists); i++) {
+                        g_autofree char *warning = NULL, *b = NULL;
+                        g_autoptr(Matrix) m = NULL;
+                        b = g_strdup_printf("%.*s%s%s", (int) (t - body), body, lists[i], end);
+                        write_framed(dir, b);
+                        m = start(h, "6.1.0-27-amd64", dir, &w, &warning);
+                        g_test_message("list %u: %s", i, warning);
+                        g_assert_cmpint(w, ==, 0);
+                        assert_contains(warning, "groups[0].targets: damaged target list");
+                        assert_content(m, cold_json);
+                }
+        }
         /* a directory where the file should be */
         {
                 g_autofree char *p = g_build_filename(dir, MATRIX_CACHE_FILE, NULL);
