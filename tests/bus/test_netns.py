@@ -140,6 +140,11 @@ class Netns(unittest.TestCase):
     @classmethod
     def tearDownClass(cls):
         rcs = (cls.src.stop(), cls.dst.stop())      # SIGTERM: a clean exit
+        for host, rc in zip((cls.src, cls.dst), rcs):
+            if rc != 0:     # say why: a sanitizer's report is in the log
+                with open(host.log_path, errors='replace') as f:
+                    tail = ''.join(f.readlines()[-120:])
+                print(f'--- vfmigd in {host.ns} exited with {rc}; the end of its log:\n{tail}', file=sys.stderr)
         assert rcs == (0, 0), rcs
 
     def setUp(self):
