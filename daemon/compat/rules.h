@@ -124,7 +124,7 @@ G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(VfmigVerdict, vfmig_verdict_clear)
 /* All reasons joined with "; " (empty when none); free with g_free(). */
 char *vfmig_verdict_reasons_text(const VfmigVerdict *v);
 
-/* ---- precompiled acceptors (one per target in the matrix) ---------------- */
+/* ---- precompiled acceptors (targets alike share one) ------------------- */
 
 /*
  * The target side of a check, computed once: the target's rule and own
