@@ -31,7 +31,8 @@
  * garbage, wrong shapes) builds cold and says why.  Never crashes on any
  * file content.
  *
- * Core module: GLib + json-glib, no sd-bus, no sd-event, no sysfs.
+ * Core module: GLib + json-glib (the cache is written with it, read with
+ * json-reader.h), no sd-bus, no sd-event, no sysfs.
  * Single-threaded (the daemon's event loop).
  */
 #pragma once
@@ -105,11 +106,13 @@ bool matrix_build(Matrix *m);
 int matrix_load(Matrix *m, const char *dir, const char *expected_fp, char **warning);
 
 /*
- * The same in two steps.  matrix_cache_file_read() reads DIR/matrix.json and
- * checks its frame, checksum and JSON; it needs no matrix and touches no
- * shared state, so a start runs it on another thread while the host is
- * enumerated.  matrix_load_file() then does the rest of matrix_load() with
- * it (a missing or unusable file: cold, as there).
+ * The same in two steps.  matrix_cache_file_read() reads DIR/matrix.json,
+ * checks its frame and checksum, parses the body (json-reader.h) and decodes
+ * it: generation, fingerprint, profiles, every group's and reason's targets.
+ * It needs no matrix and touches no shared state, so a start runs it on
+ * another thread while the host is enumerated.  matrix_load_file() then
+ * compares the fingerprint, maps the targets to the recorded entries and
+ * restores them (a missing or unusable file: cold, as matrix_load()).
  */
 typedef struct MatrixCacheFile MatrixCacheFile;
 MatrixCacheFile *matrix_cache_file_read(const char *dir);
