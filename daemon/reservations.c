@@ -199,7 +199,11 @@ Reservation *reservations_get(Reservations *s, const char *id)
 
 Reservation *reservations_get_by_target(Reservations *s, const char *target)
 {
-        return target ? g_hash_table_lookup(s->by_target, target) : NULL;
+        /* FindCompatibleTargets asks this of every candidate; most hosts hold
+         * no reservation, and an empty table needs no hashing of the key. */
+        if (!target || g_hash_table_size(s->by_target) == 0)
+                return NULL;
+        return g_hash_table_lookup(s->by_target, target);
 }
 
 static gint compare_target(gconstpointer a, gconstpointer b)

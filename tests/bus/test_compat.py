@@ -142,6 +142,29 @@ class Compat(unittest.TestCase):
             other_host = dict(self.prof_a, **{'source-host': 'elsewhere'})
             self.assertEqual([r[0] for r in a.find(other_host)], ['0000:17:00.1', '0000:17:00.2'])
 
+    def test_find_explanations_are_check_reasons(self):
+        # Find copies ASCII strings without sd-bus's UTF-8 walk and leaves
+        # the rest to it.  Reasons name the rules file, so rules read from a
+        # directory with non-ASCII letters in its name give reasons with
+        # them: both kinds must reach the caller as CheckCompatibility says.
+        rules = os.path.join(self.tmp, 'r\u00e8gles-\u65b0')
+        shutil.copytree(RULES, rules)
+        cache = os.path.join(self.tmp, 'cache-utf8')
+        os.makedirs(cache)
+        try:
+            for rules_dir in (RULES, rules):
+                with self.subTest(rules=rules_dir), \
+                        Host('host-a.json', cache, extra=['--rules', rules_dir]) as a:
+                    res = a.find(self.prof_b, include_incompatible=True)
+                    self.assertEqual(sorted(r[0] for r in res), ['0000:17:00.1', '0000:17:00.2'])
+                    for target, kind, ok, score, avail, why in res:
+                        self.assertEqual((kind, ok), ('device', False))
+                        self.assertEqual(why, a.check(self.prof_b, target)[1])
+                        self.assertIn(f'{rules_dir}/mlx5.json', why[0])
+        finally:
+            shutil.rmtree(rules)
+            shutil.rmtree(cache)
+
     def test_unknown_target(self):
         with Host('host-b.json', self.cache_b) as b:
             ok, why = b.check(self.prof_a, '0000:99:00.0')
