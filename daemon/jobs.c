@@ -308,8 +308,8 @@ char *jobs_busy_hook(const char *device, void *userdata)
         GHashTableIter it;
         Job *j;
 
-        if (!s || !device)
-                return NULL;
+        if (!s || !device || g_hash_table_size(s->live) == 0)
+                return NULL;    /* asked of every FindCompatibleTargets candidate */
         g_hash_table_iter_init(&it, s->live);
         while (g_hash_table_iter_next(&it, NULL, (void **) &j))
                 if (g_strv_contains((const char *const *) j->devices, device))

@@ -447,6 +447,13 @@ class Jobs(unittest.TestCase):
                 self.src.call(self.src.device(SRC_DEV), vt.DEVICE, 'Migrate', '(ssa{sv})',
                               ('127.0.0.1:1', random_ticket(), {}))
             self.assertEqual(error_name(e.exception), 'org.vfmig1.Error.Busy')
+            # ... offered as a target to nobody, and not reservable
+            self.assertEqual(self.offered_on_src(), ['0000:17:00.2'])
+            with self.assertRaises(GLib.Error) as e:
+                self.src.call(vt.ROOT_PATH, vt.MANAGER, 'Reserve', '(sa{sv}a{sv})',
+                              (SRC_DEV, self.profile_from_elsewhere(), {}))
+            self.assertEqual(error_name(e.exception), 'org.vfmig1.Error.Busy')
+            self.assertIn(f'job {src_job.rsplit("/", 1)[1]}', e.exception.message)
             self.src.call(src_job, JOB, 'Cancel')
             s = self.wait_final(self.src, src_job)
         finally:
@@ -454,6 +461,17 @@ class Jobs(unittest.TestCase):
             b.close()
         self.assertEqual(s['State'], 'cancelled')
         self.assertEqual(self.src.state(SRC_DEV), 'running')
+        self.assertEqual(self.offered_on_src(), [SRC_DEV, '0000:17:00.2'])
+
+    def profile_from_elsewhere(self):
+        """SRC_DEV's profile as another host would send it (so it is not its own source)."""
+        profile = self.src.call(vt.ROOT_PATH, vt.MANAGER, 'GetMigrationProfile', '(s)', (SRC_DEV,))[0]
+        return vt.profile_variants(dict(profile, **{'source-host': 'elsewhere'}))
+
+    def offered_on_src(self):
+        found = self.src.call(vt.ROOT_PATH, vt.MANAGER, 'FindCompatibleTargets', '(a{sv}a{sv})',
+                              (self.profile_from_elsewhere(), {}))[0]
+        return sorted(r[0] for r in found)
 
     # --- the target refuses -------------------------------------------------------------
 
