@@ -348,11 +348,10 @@ int bus_method_check_compatibility(sd_bus_message *m, void *userdata, sd_bus_err
         Daemon *d = userdata;
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         g_autoptr(VfmigProfile) p = NULL;
-        g_auto(VfmigVerdict) v;
+        g_auto(VfmigVerdict) v = { 0 };   /* matrix_check() fills it */
         const char *target;
         int r;
 
-        vfmig_verdict_init(&v);
         r = read_profile(m, &p, error);
         if (r < 0)
                 return r;
@@ -367,7 +366,8 @@ int bus_method_check_compatibility(sd_bus_message *m, void *userdata, sd_bus_err
         if (r >= 0)
                 r = sd_bus_message_append(reply, "b", v.compatible);
         if (r >= 0)
-                r = append_verdict_lines(reply, &v, matrix_lookup(compat_service_matrix(d->compat), target), true);
+                r = append_verdict_lines(reply, &v, matrix_resolve(compat_service_matrix(d->compat), target, NULL),
+                                         true);
         if (r < 0)
                 return r;
         return sd_bus_send(NULL, reply, NULL);

@@ -502,9 +502,8 @@ static int reservation_check_compatible(Daemon *d, JsonNode *profile, const char
 {
         g_autoptr(VfmigProfile) src = NULL;
         g_autofree char *why = NULL;
-        g_auto(VfmigVerdict) v;
+        g_auto(VfmigVerdict) v = { 0 };   /* matrix_check() fills it */
 
-        vfmig_verdict_init(&v);
         if (vfmig_profile_from_json_node(profile, &src, &why) < 0)
                 return sd_bus_error_setf(error, VFMIG_ERROR_INVALID_ARGS, "Invalid profile: %s", why);
         if (!matrix_check(compat_service_matrix(d->compat), src, target, compat_service_hook(d->compat), &v)) {

@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -44,6 +45,114 @@ static uint64_t compat_flags(uint64_t vfio_flags, bool dma_logging)
         return f;
 }
 
+/* The target's migration/ directory (mdev, else PCI), open; -EOPNOTSUPP
+ * when the driver offers none. */
+static int open_migration_dir(const char *device, char **ret_path)
+{
+        static const char *const buses[] = { "mdev", "pci" };
+
+        for (size_t i = 0; i < ELEMENTSOF(buses); i++) {
+                g_autofree char *path = g_strdup_printf("/sys/bus/%s/devices/%s/migration", buses[i], device);
+                int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+                if (fd >= 0) {
+                        *ret_path = g_steal_pointer(&path);
+                        return fd;
+                }
+                if (errno != ENOENT)
+                        return -errno;
+        }
+        return -EOPNOTSUPP;
+}
+
+static gint compare_strings(gconstpointer a, gconstpointer b)
+{
+        return strcmp(*(char *const *) a, *(char *const *) b);
+}
+
+/* One migration/compatible_<name> file against the source's attribute
+ * <name>; appends to fails what does not fit.  -errno when unreadable. */
+static int check_compatible_file(int dir, const char *dir_path, const char *file, const VfmigProfile *source,
+                                 GPtrArray *fails)
+{
+        const char *name = file + strlen("compatible_");
+        const char *value = source->attributes ? g_hash_table_lookup(source->attributes, name) : NULL;
+        g_autofree char *bad = NULL;
+        char text[VFMIG_COMPATIBLE_LIST_MAX + 2];
+        _cleanup_close_ int fd = -1;
+        ssize_t n;
+        int r;
+
+        fd = openat(dir, file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0)
+                return -errno;
+        n = read(fd, text, sizeof text - 1);
+        if (n < 0)
+                return -errno;
+        text[n] = '\0';
+        if ((size_t) n == sizeof text - 1) {
+                g_ptr_array_add(fails, g_strdup_printf("%s/%s is longer than %d bytes", dir_path, file,
+                                                       VFMIG_COMPATIBLE_LIST_MAX));
+                return 0;
+        }
+        r = vfmig_compatible_list_admits(text, (size_t) n, value, &bad);
+        g_strchomp(text);
+        if (r < 0)
+                g_ptr_array_add(fails, g_strdup_printf("%s/%s is not understood (%s)", dir_path, file, bad));
+        else if (r == 0 && !value)
+                g_ptr_array_add(fails, g_strdup_printf("the source profile has no attribute \"%s\", which the "
+                                                       "target limits to \"%s\" (%s/%s)", name, text, dir_path, file));
+        else if (r == 0)
+                g_ptr_array_add(fails, g_strdup_printf("source %s \"%s\" is not in \"%s\" (%s/%s)", name, value,
+                                                       text, dir_path, file));
+        return 0;
+}
+
+/*
+ * migration-compatible (seed 000): every migration/compatible_<name> file of
+ * the target lists the values of <name> its driver accepts from a source;
+ * the source's value is its profile's attribute <name>.  Accepted when each
+ * list admits the source's value; refused, naming every list that does not.
+ * A target without any such file has no such interface.
+ */
+static int kernel_compatible(const VfmigKernelQuery *q, char **why)
+{
+        g_autoptr(GPtrArray) files = g_ptr_array_new_with_free_func(g_free);
+        g_autoptr(GPtrArray) fails = g_ptr_array_new_with_free_func(g_free);
+        g_autofree char *dir_path = NULL;
+        _cleanup_close_ int dir = -1;
+        DIR *d;
+        struct dirent *de;
+        int r = 0;
+
+        if (!q->device)
+                return -EOPNOTSUPP;     /* a creatable type: no instance to read */
+        if (!vfmig_device_name_is_valid(q->device))
+                return -EINVAL;
+        dir = open_migration_dir(q->device, &dir_path);
+        if (dir < 0)
+                return dir;
+        d = fdopendir(dup(dir));
+        if (!d)
+                return -errno;
+        while ((de = readdir(d)))
+                if (g_str_has_prefix(de->d_name, "compatible_") && de->d_name[strlen("compatible_")])
+                        g_ptr_array_add(files, g_strdup(de->d_name));
+        closedir(d);
+        if (files->len == 0)
+                return -EOPNOTSUPP;
+        g_ptr_array_sort(files, compare_strings);
+        for (guint i = 0; r >= 0 && i < files->len; i++)
+                r = check_compatible_file(dir, dir_path, files->pdata[i], q->source, fails);
+        if (r < 0)
+                return r;
+        if (fails->len == 0)
+                return 1;
+        g_ptr_array_add(fails, NULL);
+        *why = g_strjoinv("; ", (char **) fails->pdata);
+        return 0;
+}
+
 /*
  * migration_version write-and-test (seed 001): write the source's version to
  * the target's attribute; the driver refuses an incompatible one (EINVAL).
@@ -55,6 +164,8 @@ static int kernel_ask(void *userdata, const VfmigKernelQuery *q, char **why)
         const char *v;
         ssize_t n;
 
+        if (strcmp(q->interface, "migration-compatible") == 0)
+                return kernel_compatible(q, why);
         if (strcmp(q->interface, "migration_version") != 0 || !q->device)
                 return -EOPNOTSUPP;
         v = q->source->migration_version;
@@ -170,8 +281,11 @@ int compat_service_new(sd_event *event, const CompatConfig *cfg, CompatService *
         s->cfg.preload = NULL;
         for (guint i = 0; errors && i < errors->len; i++)
                 log_warning("compatibility rules: %s (file skipped)", (const char *) errors->pdata[i]);
-        log_info("compatibility rules: %u rules from %s and %s", vfmig_rules_count(s->rules),
-                 s->vendor_dir, s->admin_dir);
+        {
+                g_autofree char *vendor = g_filename_display_name(s->vendor_dir);
+                g_autofree char *admin = g_filename_display_name(s->admin_dir);
+                log_info("compatibility rules: %u rules from %s and %s", vfmig_rules_count(s->rules), vendor, admin);
+        }
         s->matrix = matrix_new(s->rules, cfg->host_name);
         matrix_set_kernel_release(s->matrix, cfg->kernel_release);
         matrix_defer(s->matrix);

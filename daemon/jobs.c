@@ -1332,10 +1332,9 @@ static int target_check_device(Job *j, const VfmigStreamHeader *h, unsigned i, R
         g_autoptr(JsonNode) node = json_node_init_object(json_node_alloc(), h->devices[i].profile);
         g_autoptr(VfmigProfile) src = NULL;
         g_autofree char *why = NULL;
-        g_auto(VfmigVerdict) v;
+        g_auto(VfmigVerdict) v = { 0 };   /* matrix_check() fills it */
         const char *want = reservation_migration_type(res);
 
-        vfmig_verdict_init(&v);
         if (vfmig_profile_from_json_node(node, &src, &why) < 0) {
                 target_refuse(j, EBADMSG, "target: the stream header's profile of device %u is invalid: %s", i, why);
                 return -EBADMSG;

@@ -1641,16 +1641,15 @@ static bool refuse_with(VfmigVerdict *v, char *reason)
         return false;
 }
 
-bool matrix_check(Matrix *m, const VfmigProfile *src, const char *target, const VfmigKernelHook *hook,
-                  VfmigVerdict *v)
+MatrixEntry *matrix_resolve(Matrix *m, const char *target, guint *n_offering)
 {
         MatrixEntry *e = matrix_lookup(m, target);
+        guint n = e ? 1 : 0;
 
         if (!e && target && !strchr(target, '/')) {
                 /* A bare type id: fine when exactly one parent offers it. */
                 GHashTableIter it;
                 gpointer val;
-                guint n = 0;
                 g_hash_table_iter_init(&it, m->parents);
                 while (g_hash_table_iter_next(&it, NULL, &val)) {
                         ParentRec *r = val;
@@ -1663,10 +1662,21 @@ bool matrix_check(Matrix *m, const VfmigProfile *src, const char *target, const 
                                 }
                         }
                 }
-                if (n > 1)
-                        return refuse_with(v, g_strdup_printf("mdev type %s is offered by %u parents on host %s: "
-                                                              "name one as PARENT/%s", target, n, m->host, target));
         }
+        if (n_offering)
+                *n_offering = n;
+        return n == 1 ? e : NULL;
+}
+
+bool matrix_check(Matrix *m, const VfmigProfile *src, const char *target, const VfmigKernelHook *hook,
+                  VfmigVerdict *v)
+{
+        guint n = 0;
+        MatrixEntry *e = matrix_resolve(m, target, &n);
+
+        if (n > 1)
+                return refuse_with(v, g_strdup_printf("mdev type %s is offered by %u parents on host %s: "
+                                                      "name one as PARENT/%s", target, n, m->host, target));
         if (!e)
                 return refuse_with(v, g_strdup_printf("no VFIO device or creatable mdev type \"%s\" on host %s",
                                                       target ? target : "", m->host));

@@ -232,9 +232,18 @@ guint matrix_find(Matrix *m, const VfmigProfile *src, const MatrixFindOptions *o
                   GPtrArray **ret);
 
 /*
+ * The entry a target names: a key (device name or PARENT/TYPE), or a bare
+ * TYPE that exactly one parent offers.  NULL when none, or when several
+ * parents offer a bare TYPE; *n_offering (when not NULL): how many entries
+ * the name fits.
+ */
+MatrixEntry *matrix_resolve(Matrix *m, const char *target, guint *n_offering);
+
+/*
  * CheckCompatibility: can target (a key: device name or "PARENT/TYPE";
  * a bare "TYPE" works when exactly one parent offers it) resume src?  Fills
- * *v (cleared by the caller) and returns v->compatible.  An unknown target, a
+ * *v, which must come in empty ({ 0 }; the caller clears it after), and
+ * returns v->compatible.  An unknown target, a
  * target no rule matches, and a creatable type without instances are refused
  * with a reason saying so.
  */

@@ -618,7 +618,10 @@ static void check_kernel(Eval *e, const Clause *c, const VfmigKernelHook *hook)
         r = hook->ask(hook->userdata, &q, &why);
         if (r > 0 || r == -EOPNOTSUPP)
                 return;
-        if (r == 0)
+        if (r == 0 && strcmp(c->interface, "migration-compatible") == 0)
+                refuse(e, "the target's driver does not accept this source via migration/compatible_*: %s",
+                       why ? why : "no reason given");
+        else if (r == 0)
                 refuse(e, "the target's driver refused source version \"%s\" via %s%s%s",
                        e->source->migration_version, c->interface, why ? ": " : "", why ? why : "");
         else

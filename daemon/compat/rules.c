@@ -941,9 +941,11 @@ static void list_dir(const char *dir, GHashTable *name_to_path, GPtrArray *error
                 return;
         d = g_dir_open(dir, 0, &err);
         if (!d) {
-                if (!g_error_matches(err, G_FILE_ERROR, G_FILE_ERROR_NOENT) && errors)
-                        g_ptr_array_add(errors, g_strdup_printf("%s: cannot read the directory: %s", dir,
+                if (!g_error_matches(err, G_FILE_ERROR, G_FILE_ERROR_NOENT) && errors) {
+                        g_autofree char *shown = g_filename_display_name(dir);
+                        g_ptr_array_add(errors, g_strdup_printf("%s: cannot read the directory: %s", shown,
                                                                 err->message));
+                }
                 return;
         }
         while ((name = g_dir_read_name(d)))
@@ -993,12 +995,15 @@ VfmigRuleSet *vfmig_rules_load(const char *vendor_dir, const char *admin_dir, GP
                 g_autoptr(GPtrArray) rules = g_ptr_array_new_with_free_func((GDestroyNotify) rule_free);
                 g_autoptr(GError) err = NULL;
                 g_autofree char *text = NULL;
+                /* The path as messages, reasons and ExportMatrix show it: valid
+                 * UTF-8 whatever bytes the file system holds (D-Bus strings
+                 * must be UTF-8; a reply that is not fails to be sent). */
+                g_autofree char *shown = g_filename_display_name(path);
                 gsize len = 0;
-                Ctx c = { .path = path };
-                char *file;
+                Ctx c = { .path = shown };
 
                 if (!g_file_get_contents(path, &text, &len, &err)) {
-                        g_ptr_array_add(errs, g_strdup_printf("%s: cannot read: %s", path, err->message));
+                        g_ptr_array_add(errs, g_strdup_printf("%s: cannot read: %s", shown, err->message));
                         continue;
                 }
                 g_checksum_update(sum, (const guchar *) names->pdata[i], -1);
@@ -1013,17 +1018,16 @@ VfmigRuleSet *vfmig_rules_load(const char *vendor_dir, const char *admin_dir, GP
                         const Rule *other = g_hash_table_lookup(rs->ids, r->id);
                         if (other)
                                 c.error = g_strdup_printf("%s: rules[%u]: rule id \"%s\" is already defined in %s",
-                                                          path, j, r->id, other->file);
+                                                          shown, j, r->id, other->file);
                 }
                 if (c.error) {
                         g_ptr_array_add(errs, c.error);
                         continue;
                 }
-                file = g_strdup(path);
-                g_ptr_array_add(rs->files, file);
+                g_ptr_array_add(rs->files, g_strdup(shown));
                 for (guint j = 0; j < rules->len; j++) {
                         Rule *r = rules->pdata[j];
-                        r->file = file;
+                        r->file = g_ptr_array_index(rs->files, rs->files->len - 1);
                         r->order = order++;
                         g_hash_table_insert(rs->ids, r->id, r);
                 }

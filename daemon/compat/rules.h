@@ -107,6 +107,20 @@ typedef struct VfmigKernelHook {
         void *userdata;
 } VfmigKernelHook;
 
+/*
+ * The interface "migration-compatible": a target's driver lists, in
+ * migration/compatible_<name>, the values of <name> it accepts from a source
+ * (seed 000); the source's value is the profile attribute <name>.  A list
+ * is items separated by commas (spaces around them ignored); an item
+ * "A-B" of two decimal numbers is an inclusive range, any other item a
+ * value; decimal numbers compare as numbers.  Returns 1 when value is
+ * admitted, 0 when not (value NULL: never), -EINVAL when the list is not
+ * understood (*why, when why is not NULL, says why).  len: the bytes of
+ * list, which need not end in NUL.
+ */
+#define VFMIG_COMPATIBLE_LIST_MAX 4000
+int vfmig_compatible_list_admits(const char *list, size_t len, const char *value, char **why);
+
 /* ---- verdicts ------------------------------------------------------------ */
 
 typedef struct VfmigVerdict {

@@ -123,8 +123,11 @@ class Compat(unittest.TestCase):
             res = b.find(self.vgpu_a)
             self.assertEqual([(r[0], r[1], r[4]) for r in res], [('0000:af:00.0/nvidia-223', 'creatable', 8)])
             self.assertEqual(b.find(self.vgpu_a, include_creatable=False), [])
-            ok, _ = b.check(self.vgpu_a, '0000:af:00.0/nvidia-223')
+            ok, why = b.check(self.vgpu_a, '0000:af:00.0/nvidia-223')
             self.assertTrue(ok)
+            self.assertIn('accepted by rule nvidia-vgpu', why[0])
+            # A bare type one parent offers: the same answer, explanation included.
+            self.assertEqual(b.check(self.vgpu_a, 'nvidia-223'), (ok, why))
             ok, why = b.check(self.vgpu_a, '0000:af:00.0/nvidia-222')   # another vGPU type
             self.assertFalse(ok)
             self.assertTrue(why)
@@ -147,23 +150,30 @@ class Compat(unittest.TestCase):
         # the rest to it.  Reasons name the rules file, so rules read from a
         # directory with non-ASCII letters in its name give reasons with
         # them: both kinds must reach the caller as CheckCompatibility says.
-        rules = os.path.join(self.tmp, 'r\u00e8gles-\u65b0')
-        shutil.copytree(RULES, rules)
+        # A name that is not UTF-8 at all (Latin-1 here) is shown with
+        # U+FFFD for its bad bytes: a D-Bus string must be UTF-8, and a
+        # reply that is not would fail to be sent.
+        utf8 = os.path.join(self.tmp, 'r\u00e8gles-\u65b0')
+        latin1 = os.fsdecode(os.path.join(os.fsencode(self.tmp), b'r\xe8gles'))
+        shown = os.path.join(self.tmp, 'r\ufffdgles')
         cache = os.path.join(self.tmp, 'cache-utf8')
         os.makedirs(cache)
         try:
-            for rules_dir in (RULES, rules):
-                with self.subTest(rules=rules_dir), \
+            for rules_dir, where in ((RULES, RULES), (utf8, utf8), (latin1, shown)):
+                if rules_dir != RULES:
+                    shutil.copytree(RULES, rules_dir)
+                with self.subTest(rules=where), \
                         Host('host-a.json', cache, extra=['--rules', rules_dir]) as a:
                     res = a.find(self.prof_b, include_incompatible=True)
                     self.assertEqual(sorted(r[0] for r in res), ['0000:17:00.1', '0000:17:00.2'])
                     for target, kind, ok, score, avail, why in res:
                         self.assertEqual((kind, ok), ('device', False))
                         self.assertEqual(why, a.check(self.prof_b, target)[1])
-                        self.assertIn(f'{rules_dir}/mlx5.json', why[0])
+                        self.assertIn(f'{where}/mlx5.json', why[0])
+                    self.assertIn(f'{where}/mlx5.json', a.c.manager('ExportMatrix')[0])
         finally:
-            shutil.rmtree(rules)
-            shutil.rmtree(cache)
+            for d in (utf8, latin1, cache):
+                shutil.rmtree(d, ignore_errors=True)
 
     def test_unknown_target(self):
         with Host('host-b.json', self.cache_b) as b:

@@ -1244,7 +1244,8 @@ static void test_export(void)
 }
 
 typedef struct HookData {
-        guint calls;
+        guint calls;            /* migration_version */
+        guint compatible_calls; /* migration-compatible: answered as a target without the files */
         const char *refuse;
 } HookData;
 
@@ -1252,6 +1253,10 @@ static int hook_ask(void *userdata, const VfmigKernelQuery *q, char **why)
 {
         HookData *hd = userdata;
 
+        if (strcmp(q->interface, "migration-compatible") == 0) {
+                hd->compatible_calls++;
+                return -EOPNOTSUPP;
+        }
         hd->calls++;
         if (q->device && strcmp(q->device, hd->refuse) == 0) {
                 *why = g_strdup("Invalid argument");
@@ -1286,6 +1291,7 @@ static void test_kernel_hook(void)
         matrix_reset_stats(m);
         g_assert_cmpuint(matrix_find(m, src, &opt, &hook, &res), ==, 3);
         g_assert_cmpuint(hd.calls, ==, 4);
+        g_assert_cmpuint(hd.compatible_calls, ==, 4);
         for (guint i = 0; i < res->len; i++)
                 g_assert_cmpstr(matrix_entry_get_key(((MatrixResult *) res->pdata[i])->entry), !=, hd.refuse);
         g_clear_pointer(&res, g_ptr_array_unref);

@@ -282,6 +282,7 @@ static void test_p2p(void)
 typedef struct FakeKernel {
         int answer;
         int calls;
+        const char *only;       /* when set, other interfaces answer -EOPNOTSUPP */
         char *last_interface, *last_parent, *last_type, *last_written;
         bool last_device_null;
 } FakeKernel;
@@ -290,6 +291,8 @@ static int fake_ask(void *userdata, const VfmigKernelQuery *q, char **why)
 {
         FakeKernel *k = userdata;
 
+        if (k->only && strcmp(q->interface, k->only) != 0)
+                return -EOPNOTSUPP;
         k->calls++;
         g_free(k->last_interface);
         g_free(k->last_parent);
@@ -315,12 +318,15 @@ static void test_kernel_hook(void)
         g_autoptr(VfmigDevice) src2 = mdev_new("88888888-8888-8888-8888-888888888888", parent, "vfmig_testmdev-small");
         g_autoptr(VfmigProfile) p1 = profile_of(rules, src, old_parent, VFMIG_COMPAT_FLAG_STOP_COPY | VFMIG_COMPAT_FLAG_P2P);
         g_autoptr(VfmigProfile) p2 = profile_of(rules, src2, parent, VFMIG_COMPAT_FLAG_STOP_COPY | VFMIG_COMPAT_FLAG_P2P);
-        FakeKernel k = { .answer = 1 };
+        FakeKernel k = { .answer = 1, .only = "migration_version" };
         VfmigKernelHook hook = { .ask = fake_ask, .userdata = &k };
         g_auto(VfmigVerdict) v = { 0 };
 
         g_assert_cmpstr(p1->migration_type, ==, "vfmig_testmdev:vfmig_testmdev-small");
         g_assert_cmpstr(p1->migration_version, ==, "vfmig_testmdev-small-v1");
+        /* what migration/compatible_* are checked against */
+        g_assert_cmpstr(g_hash_table_lookup(p1->attributes, "type"), ==, "vfmig_testmdev-small");
+        g_assert_cmpstr(g_hash_table_lookup(p1->attributes, "software_version"), ==, "1");
         /* v1 → v2 host: rules and kernel agree */
         g_assert_true(vfmig_rules_check_mdev_type(rules, p1, parent, "vfmig_testmdev-small", VFMIG_COMPAT_FLAG_UNKNOWN, &hook, &v));
         g_assert_cmpint(k.calls, ==, 1);
@@ -352,10 +358,94 @@ static void test_kernel_hook(void)
         /* small → large: never */
         g_assert_false(vfmig_rules_check_mdev_type(rules, p1, parent, "vfmig_testmdev-large", VFMIG_COMPAT_FLAG_UNKNOWN, &hook, &v));
         assert_contains(v.reasons->pdata[0], "differs from the target's \"vfmig_testmdev:vfmig_testmdev-large\"");
+        vfmig_verdict_clear(&v);
+        /* migration-compatible: asked too, its refusal says it is that interface */
+        k.only = "migration-compatible";
+        k.answer = 1;
+        k.calls = 0;
+        g_assert_true(vfmig_rules_check_mdev_type(rules, p1, parent, "vfmig_testmdev-small", VFMIG_COMPAT_FLAG_UNKNOWN, &hook, &v));
+        g_assert_cmpint(k.calls, ==, 1);
+        g_assert_cmpstr(k.last_interface, ==, "migration-compatible");
+        vfmig_verdict_clear(&v);
+        k.answer = 0;
+        g_assert_false(vfmig_rules_check_mdev_type(rules, p1, parent, "vfmig_testmdev-small", VFMIG_COMPAT_FLAG_UNKNOWN, &hook, &v));
+        g_assert_cmpuint(v.reasons->len, ==, 1);
+        assert_contains(v.reasons->pdata[0], "the target's driver does not accept this source via "
+                                             "migration/compatible_*: write-and-test returned EINVAL (rule vfmig-testmdev in ");
+        vfmig_verdict_clear(&v);
+        /* both interfaces refusing: two reasons */
+        k.only = NULL;
+        k.calls = 0;
+        g_assert_false(vfmig_rules_check_mdev_type(rules, p1, parent, "vfmig_testmdev-small", VFMIG_COMPAT_FLAG_UNKNOWN, &hook, &v));
+        g_assert_cmpint(k.calls, ==, 2);
+        g_assert_cmpuint(v.reasons->len, ==, 2);
         g_free(k.last_interface);
         g_free(k.last_parent);
         g_free(k.last_type);
         g_free(k.last_written);
+}
+
+/* ---- migration/compatible_* value lists --------------------------------- */
+
+static void test_compatible_lists(void)
+{
+        static const struct {
+                const char *list, *value;
+                int want;               /* 1 admitted, 0 not, -EINVAL not understood */
+                const char *why;        /* part of the refusal to understand */
+        } cases[] = {
+                { "vfmig_testmdev-small\n", "vfmig_testmdev-small", 1, NULL },
+                { "vfmig_testmdev-small\n", "vfmig_testmdev-large", 0, NULL },
+                { "vfmig_testmdev-small", "vfmig_testmdev-smal", 0, NULL },
+                { "1-3\n", "1", 1, NULL },
+                { "1-3", "3", 1, NULL },
+                { "1-3", "4", 0, NULL },
+                { "1-3", "0", 0, NULL },
+                { "2-2", "2", 1, NULL },
+                { "1-3", "x", 0, NULL },                 /* not a number: never in a range */
+                { "1-3", "1-3", 0, NULL },               /* a range admits numbers, not its own text */
+                { "5", "05", 1, NULL },                  /* numbers compare as numbers */
+                { "a, b ,c", "b", 1, NULL },
+                { "a,b,c", "d", 0, NULL },
+                { "i915-GVTg_V4_4, i915-GVTg_V5_4", "i915-GVTg_V4_4", 1, NULL },
+                { "1-2,7,10-12", "11", 1, NULL },
+                { "1-2,7,10-12", "8", 0, NULL },
+                { "18446744073709551615", "18446744073709551615", 1, NULL },   /* 20 digits: compared as text */
+                { "1-9", "0000000000000000000001", 0, NULL },                    /* ... and never in a range */
+                { "1-3", NULL, 0, NULL },                /* the source says nothing */
+                { "", "1", -EINVAL, "empty" },
+                { "\n", "1", -EINVAL, "empty" },
+                { "a,,b", "a", -EINVAL, "item 2 is empty" },
+                { ",a", "a", -EINVAL, "item 1 is empty" },
+                { "a,", "a", -EINVAL, "item 2 is empty" },
+                { "3-1", "2", -EINVAL, "runs backwards" },
+                { "a b", "a", -EINVAL, "a space" },
+                { "caf\xc3\xa9", "caf", -EINVAL, "non-ASCII" },
+                { "a\x01", "a", -EINVAL, "control" },
+                { "1-3,3-1", "2", -EINVAL, "runs backwards" },   /* understood whole or not at all */
+        };
+
+        for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+                g_autofree char *why = NULL;
+                int r = vfmig_compatible_list_admits(cases[i].list, strlen(cases[i].list), cases[i].value, &why);
+
+                if (r != cases[i].want)
+                        g_error("case %zu (\"%s\" ∋ \"%s\"): got %d, want %d (%s)", i, cases[i].list,
+                                cases[i].value ? cases[i].value : "(none)", r, cases[i].want, why ? why : "");
+                if (cases[i].why)
+                        assert_contains(why, cases[i].why);
+                else
+                        g_assert_null(why);
+        }
+        /* length-bounded: the bytes after len are not read */
+        g_assert_cmpint(vfmig_compatible_list_admits("1-3,garbage\x01", 3, "2", NULL), ==, 1);
+        /* too long for a sysfs page of lists */
+        {
+                g_autofree char *big = g_strnfill(VFMIG_COMPATIBLE_LIST_MAX + 1, 'a');
+                g_autofree char *why = NULL;
+                g_assert_cmpint(vfmig_compatible_list_admits(big, strlen(big), "a", &why), ==, -EINVAL);
+                assert_contains(why, "longer than");
+        }
 }
 
 /* ---- acceptors: what the matrix keeps ----------------------------------- */
@@ -413,7 +503,7 @@ static void test_acceptor_like(void)
         g_autoptr(VfmigDevice) t1 = mdev_new("66666666-6666-6666-6666-666666666666", parent, "vfmig_testmdev-small");
         g_autoptr(VfmigProfile) tp = profile_of(rules, t1, parent, VFMIG_COMPAT_FLAG_STOP_COPY | VFMIG_COMPAT_FLAG_P2P);
         g_autoptr(VfmigAcceptor) a = NULL, k1 = NULL;
-        FakeKernel k = { .answer = 1 };
+        FakeKernel k = { .answer = 1, .only = "migration_version" };
         VfmigKernelHook hook = { .ask = fake_ask, .userdata = &k };
         g_auto(VfmigVerdict) v = { 0 };
 
@@ -485,6 +575,7 @@ int main(int argc, char **argv)
         g_test_add_func("/compat/verdict/vendor-namespaces", test_vendor_namespaces);
         g_test_add_func("/compat/verdict/p2p", test_p2p);
         g_test_add_func("/compat/verdict/kernel-hook", test_kernel_hook);
+        g_test_add_func("/compat/verdict/compatible-lists", test_compatible_lists);
         g_test_add_func("/compat/verdict/acceptor", test_acceptor);
         g_test_add_func("/compat/verdict/acceptor-like", test_acceptor_like);
         r = g_test_run();

@@ -6,8 +6,9 @@ inside the test VM).
 The real daemon in host mode with the shipped rules (--rules
 data/compat.d, no admin rules) on vfmig_testmdev devices, loaded with
 stream_version=2.  The rule vfmig-testmdev builds profiles from the
-driver's migration/ attributes and asks the driver itself through the
-migration_version write-and-test.  The steps run in order on one daemon:
+driver's migration/ attributes and asks the driver itself, through the
+migration_version write-and-test and through the lists in
+migration/compatible_*.  The steps run in order on one daemon:
 
   1  GetMigrationProfile of a small instance A: the migration type, the
      version the driver reports (migration_version and
@@ -21,6 +22,9 @@ migration_version write-and-test.  The steps run in order on one daemon:
      is refused on B with the driver's refusal quoted; the real one is
      accepted; the same strings written to B's migration_version by this
      test get EINVAL / succeed, so the daemon's answer is the kernel's
+  3b migration/compatible_*: a source type the driver's compatible_type does
+     not list, and a profile without the attribute, are refused on B by that
+     interface alone, quoting the driver's list and its file
   4  stream_version lowered to 1 at run time (no uevent): the stale matrix
      still sees B at version 2 but the kernel refuses the newer source; a
      fresh instance D is at version 1 and refused by the rules and by the
@@ -248,7 +252,7 @@ class CompatOnRealKernel(unittest.TestCase):
         # built from migration/mdev_type and migration/software_version.
         self.assertEqual(p['migration-version'], sys_mv)
         self.assertEqual(p['migration-version'], f'{sys_type}-v{sys_sv}')
-        self.assertEqual(p['attributes'], {'software_version': sys_sv})
+        self.assertEqual(p['attributes'], {'software_version': sys_sv, 'type': sys_type})
         self.assertEqual(p['capabilities'], ['stop-copy', 'p2p'])
         self.assertEqual(p['source-device'], A)
         self.assertTrue(p['source-host'])
@@ -312,7 +316,7 @@ class CompatOnRealKernel(unittest.TestCase):
                 # The attributes still satisfy the rules' range clause
                 # (software_version 2 <= target's 2): only the kernel refuses.
                 prof = dict(self.prof_a, **{'migration-version': bad})
-                self.assertEqual(prof['attributes'], {'software_version': str(START_VERSION)})
+                self.assertEqual(prof['attributes'], {'software_version': str(START_VERSION), 'type': SMALL})
                 self.assertEqual(sysfs_write(mv_b, bad), errno.EINVAL,
                                  f'the driver did not refuse {bad!r} with EINVAL')
                 ok, why = self.check(prof, self.B)
@@ -339,6 +343,37 @@ class CompatOnRealKernel(unittest.TestCase):
         self.assertEqual(sysfs_write(mv_b, good), 0)
         self.assertTrue(self.check(self.prof_a, self.B)[0])
 
+    def test_3b_compatible_lists(self):
+        self.assertIsNotNone(self.prof_a, 'step 1 failed')
+        mig_b = f'{mdev_dir(self.B)}/migration'
+        self.assertEqual(sysfs_read(f'{mig_b}/compatible_type'), SMALL)
+        self.assertEqual(sysfs_read(f'{mig_b}/compatible_software_version'), f'1-{START_VERSION}')
+        # The real profile: both lists admit it.
+        B = self.B
+        ok, why = self.check(self.prof_a, B)
+        self.assertTrue(ok, why)
+        # A source type B's driver does not list.  The version string and
+        # the range clause still pass: only migration/compatible_* refuses.
+        other = dict(self.prof_a, attributes=dict(self.prof_a['attributes'], type=LARGE))
+        ok, why = self.check(other, B)
+        self.assertFalse(ok, why)
+        self.assertEqual(why, [f'the target\'s driver does not accept this source via migration/compatible_*: '
+                               f'source type "{LARGE}" is not in "{SMALL}" ({mig_b}/compatible_type) {self.where()}'])
+        res, _ = self.find(other, include_incompatible=True)
+        self.assertFalse(res[B][2])
+        self.assertEqual(res[B][5], why)
+        # A profile that says nothing of a field the driver limits.
+        silent = dict(self.prof_a, attributes={'software_version': str(START_VERSION)})
+        ok, why = self.check(silent, B)
+        self.assertFalse(ok, why)
+        self.assertEqual(len(why), 1, why)
+        self.assertIn(f'the source profile has no attribute "type", which the target limits to "{SMALL}" '
+                      f'({mig_b}/compatible_type)', why[0])
+        # A creatable type has no instance to read: the interface is skipped.
+        ok, why = self.check(other, CREATABLE_SMALL)
+        note(f'a creatable type with a source type its instances would not list: '
+             f'{"accepted (no instance to ask)" if ok else why}')
+
     def test_4_stream_version_lowered(self):
         self.assertIsNotNone(self.prof_a, 'step 1 failed')
         newer = self.prof_a                              # stream version 2
@@ -355,12 +390,16 @@ class CompatOnRealKernel(unittest.TestCase):
              f'(sysfs: 1)')
         self.assertEqual(stale['attributes']['software_version'], str(START_VERSION),
                          'the inventory re-read B without a uevent (fine, but update this test)')
-        # The stale matrix would accept; the kernel, asked live, does not.
+        # The stale matrix would accept; the kernel, asked live, does not,
+        # through both interfaces.
+        self.assertEqual(sysfs_read(f'{mdev_dir(self.B)}/migration/compatible_software_version'), '1-1')
         ok, why = self.check(newer, self.B)
         self.assertFalse(ok, why)
-        self.assertEqual(len(why), 1, why)
+        self.assertEqual(len(why), 2, why)
         self.assertIn('refused migration_version', why[0])
         self.assertIn(f'"{newer["migration-version"]}"', why[0])
+        self.assertIn(f'source software_version "{START_VERSION}" is not in "1-1" '
+                      f'({mdev_dir(self.B)}/migration/compatible_software_version)', why[1])
 
         # A fresh instance reads the new version.
         cls = type(self)
@@ -370,13 +409,14 @@ class CompatOnRealKernel(unittest.TestCase):
         pd = self.profile(self.D)
         self.assertEqual(pd['migration-version'], f'{SMALL}-v1')
         self.assertEqual(pd['migration-version'], sysfs_read(f'{mdev_dir(self.D)}/migration_version'))
-        self.assertEqual(pd['attributes'], {'software_version': '1'})
+        self.assertEqual(pd['attributes'], {'software_version': '1', 'type': SMALL})
         ok, why = self.check(newer, self.D)
         self.assertFalse(ok, why)
         self.assertIn(f'target stream version 1 is older than source stream version {START_VERSION} '
                       f'{self.where()}', why)
         self.assertTrue(any('refused migration_version' in w for w in why), why)
-        self.assertEqual(len(why), 2, why)
+        self.assertTrue(any('migration/compatible_*' in w for w in why), why)
+        self.assertEqual(len(why), 3, why)
         # Older to newer still goes (B's driver accepts v1, its stale
         # attributes too); newer to older is not offered.
         ok, why = self.check(pd, self.B)
@@ -397,7 +437,7 @@ class CompatOnRealKernel(unittest.TestCase):
                and time.monotonic() < deadline):
             self.rec.pump(0.1)
         pb = self.profile(self.B)
-        self.assertEqual(pb['attributes'], {'software_version': '1'},
+        self.assertEqual(pb['attributes'], {'software_version': '1', 'type': SMALL},
                          'a "change" uevent did not refresh the profile')
         self.assertEqual(pb['migration-version'], f'{SMALL}-v1')
         self.matrix_changed_after(gen2)
