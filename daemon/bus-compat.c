@@ -292,6 +292,47 @@ int bus_method_get_migration_profile(sd_bus_message *m, void *userdata, sd_bus_e
         return sd_bus_send(NULL, reply, NULL);
 }
 
+/* Keep a copy of what a client is told, for bus_device_emit_profile_changes(). */
+static void remember_told_profile(Daemon *d, const char *name, const VfmigProfile *p)
+{
+        gpointer old;
+
+        if (!d->told_profiles)
+                d->told_profiles = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
+                                                         (GDestroyNotify) vfmig_profile_free);
+        if (g_hash_table_lookup_extended(d->told_profiles, name, NULL, &old) &&
+            (old == p || (old && p && vfmig_profile_equal(old, p))))
+                return;
+        g_hash_table_replace(d->told_profiles, g_strdup(name), p ? vfmig_profile_copy(p) : NULL);
+}
+
+void bus_device_emit_profile_changes(Daemon *d)
+{
+        GHashTableIter it;
+        gpointer name, told;
+
+        if (!d->told_profiles)
+                return;
+        g_hash_table_iter_init(&it, d->told_profiles);
+        while (g_hash_table_iter_next(&it, &name, &told)) {
+                MatrixEntry *e = matrix_lookup(compat_service_matrix(d->compat), name);
+                const VfmigProfile *now = e ? matrix_entry_get_profile(e) : NULL;
+                _cleanup_free_ char *path = NULL;
+
+                if (!inventory_get_device(d->inventory, name)) {
+                        g_hash_table_iter_remove(&it);     /* gone: DeviceRemoved said so */
+                        continue;
+                }
+                if (now == told || (now && told && vfmig_profile_equal(now, told)))
+                        continue;
+                path = bus_device_path(name);
+                if (path && d->bus)
+                        (void) sd_bus_emit_properties_changed(d->bus, path, VFMIG_DBUS_INTERFACE_DEVICE,
+                                                              "Profile", NULL);
+                g_hash_table_iter_replace(&it, now ? vfmig_profile_copy(now) : NULL);
+        }
+}
+
 int bus_property_get_profile(sd_bus *bus, const char *path, const char *interface, const char *property,
                              sd_bus_message *reply, void *userdata, sd_bus_error *error)
 {
@@ -299,6 +340,8 @@ int bus_property_get_profile(sd_bus *bus, const char *path, const char *interfac
         Daemon *d = bus_daemon_of(bus);
         MatrixEntry *e = matrix_lookup(compat_service_matrix(d->compat), dev->name);
         const VfmigProfile *p = e ? matrix_entry_get_profile(e) : NULL;
+
+        remember_told_profile(d, dev->name, p);
 
         if (!p)   /* no rule: an empty dictionary, GetMigrationProfile says why */
                 return sd_bus_message_append(reply, "a{sv}", 0);

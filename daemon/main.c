@@ -249,6 +249,7 @@ static bool target_is_busy(const char *key, void *userdata)
 static void on_matrix_changed(uint64_t generation, void *userdata)
 {
         bus_manager_emit_matrix_changed(userdata, generation);
+        bus_device_emit_profile_changes(userdata);
 }
 
 static void on_device_released(ManagedDevice *m, void *userdata)
@@ -271,6 +272,8 @@ static void daemon_done(Daemon *d)
 {
         if (d->reopens)
                 g_hash_table_destroy(d->reopens);
+        if (d->told_profiles)
+                g_hash_table_destroy(d->told_profiles);
         udev_source_free(d->udev);
         polkit_registry_free(d->polkit_registry);
         if (d->reservations)

@@ -36,6 +36,9 @@ typedef struct Daemon {
         char *host_name;
         GHashTable *identities;            /* real host: parent name -> VfmigDevice* */
         GHashTable *reopens;               /* device name -> its pending second open (main.c) */
+        /* device name -> a copy of the Profile a client last read (NULL: none
+         * then), so that a matrix change can invalidate it (bus-compat.c) */
+        GHashTable *told_profiles;
         /* Targets that must not be offered (reserved, in a job). */
         bool (*is_busy)(const char *key, void *userdata);
 } Daemon;
@@ -58,6 +61,9 @@ int bus_method_check_compatibility(sd_bus_message *m, void *userdata, sd_bus_err
 int bus_method_find_compatible_targets(sd_bus_message *m, void *userdata, sd_bus_error *error);
 int bus_method_export_matrix(sd_bus_message *m, void *userdata, sd_bus_error *error);
 int bus_method_reload(sd_bus_message *m, void *userdata, sd_bus_error *error);
+/* After a matrix change: PropertiesChanged (Profile invalidated) for every
+ * device whose Profile a client has read and which differs now. */
+void bus_device_emit_profile_changes(Daemon *d);
 int bus_property_get_matrix_generation(sd_bus *bus, const char *path, const char *interface, const char *property,
                                        sd_bus_message *reply, void *userdata, sd_bus_error *error);
 int bus_property_get_profile(sd_bus *bus, const char *path, const char *interface, const char *property,

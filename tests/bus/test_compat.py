@@ -303,6 +303,55 @@ class Compat(unittest.TestCase):
             self.assertEqual(r.returncode, 0, r.stderr)
             self.assertEqual(json.loads(r.stdout)['host'], 'sim-host-b')
 
+    def test_profile_change_invalidates_property(self):
+        # Device.Profile emits an invalidation: when a rules change changes
+        # the profile of a device a client has read, the client hears of it;
+        # a device whose profile stays the same is not signalled.
+        admin = tempfile.mkdtemp(dir=self.tmp)
+        with Host('host-b.json', self.cache_b, admin=admin) as b:
+            mlx = b.c.manager('GetDevice', '(s)', (MLX_B,))[0]
+            other = b.c.manager('GetDevice', '(s)', ('0000:31:00.2',))[0]
+            before = b.c.get(mlx, vt.DEVICE, 'Profile')
+            b.c.get(other, vt.DEVICE, 'Profile')
+            rec = vt.SignalRecorder(b.c.bus)
+            with open(os.path.join(RULES, 'mlx5.json')) as f:
+                rules = json.load(f)
+            for rule in rules['rules']:
+                if rule['id'] == 'mlx5-cx7':
+                    rule['migration-version'] = '${fw_version}-admin'
+            with open(os.path.join(admin, 'mlx5.json'), 'w') as f:
+                json.dump(rules, f)
+            # Only 0000:31:00.1 was read of those the override changes ...
+            b.c.manager('Reload')
+            changed = rec.wait_for(lambda s: s[1] == 'PropertiesChanged' and s[2] == mlx)
+            self.assertEqual(changed[3][0], vt.DEVICE)
+            self.assertIn('Profile', changed[3][2])
+            after = b.c.get(mlx, vt.DEVICE, 'Profile')
+            self.assertEqual(after['migration-version'], before['migration-version'] + '-admin')
+            # ... and 0000:31:00.2, read too, changed the same way.
+            rec.wait_for(lambda s: s[1] == 'PropertiesChanged' and s[2] == other)
+            # A change back; then a reload that changes nothing: no signal.
+            os.unlink(os.path.join(admin, 'mlx5.json'))
+            rec.clear()
+            b.c.manager('Reload')
+            rec.wait_for(lambda s: s[1] == 'PropertiesChanged' and s[2] == mlx)
+            self.assertEqual(b.c.get(mlx, vt.DEVICE, 'Profile'), before)
+            # A change of what mlx5-cx7 accepts, not of what it exports: the
+            # matrix changes, the profiles do not, and nothing is signalled.
+            for rule in rules['rules']:
+                if rule['id'] == 'mlx5-cx7':
+                    rule['migration-version'] = '${fw_version}'     # as shipped
+                    rule['accept'] = [{'check': 'set', 'field': 'fw_version', 'values': ['0.0.0']}]
+            with open(os.path.join(admin, 'mlx5.json'), 'w') as f:
+                json.dump(rules, f)
+            rec.clear()
+            b.c.manager('Reload')
+            rec.wait_for(lambda s: s[1] == 'MatrixChanged')
+            rec.pump(0.5)
+            self.assertEqual(b.c.get(mlx, vt.DEVICE, 'Profile'), before)
+            self.assertFalse([s for s in rec.signals if s[1] == 'PropertiesChanged' and s[2] in (mlx, other)],
+                             rec.signals)
+
     def test_reload_keeps_last_good_rules(self):
         admin = tempfile.mkdtemp(dir=self.tmp)
         with Host('host-b.json', self.cache_b, admin=admin) as b:
