@@ -75,7 +75,8 @@ static void help(FILE *f)
                 "     --persist           reserve: keep it after vfmigctl exits\n"
                 "\n"
                 "Exit status: 0 ok, 1 failure, 2 usage error or invalid argument,\n"
-                "3 no such device, 4 access denied, 5 vfmigd not running.\n"
+                "3 no such device, 4 access denied, 5 vfmigd not running,\n"
+                "6 not compatible, 7 busy, 8 not reserved (renew, release).\n"
                 "See vfmigctl(1).\n");
 }
 
