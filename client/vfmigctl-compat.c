@@ -12,6 +12,7 @@
 
 #include "vfmigctl.h"
 #include "vfmig-names.h"
+#include "json-guard.h"
 
 /* Read a profile file ("-" = stdin) as a JSON object. */
 static int read_profile_file(const char *path, JsonObject **ret)
@@ -31,6 +32,10 @@ static int read_profile_file(const char *path, JsonObject **ret)
         } else if (!g_file_get_contents(path, &text, &len, &err)) {
                 fprintf(stderr, "vfmigctl: %s\n", err->message);
                 return VFMIGCTL_EXIT_FAILURE;
+        }
+        if (!vfmig_json_guard_one_value(text, len, NULL)) {
+                fprintf(stderr, "vfmigctl: %s: not JSON: text after the value, or outside JSON\n", path);
+                return VFMIGCTL_EXIT_USAGE;
         }
         if (!json_parser_load_from_data(parser, text, (gssize) len, &err)) {
                 fprintf(stderr, "vfmigctl: %s: not JSON: %s\n", path, err->message);

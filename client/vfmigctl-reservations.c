@@ -22,6 +22,7 @@
 
 #include "vfmigctl.h"
 #include "vfmig-names.h"
+#include "json-guard.h"
 
 #define PROFILE_FILE_MAX (1024 * 1024)
 #define RESERVATION_ID_LEN 32
@@ -90,6 +91,10 @@ static int read_profile(const char *path, JsonObject **ret)
         }
         if (len > PROFILE_FILE_MAX) {
                 fprintf(stderr, "vfmigctl: profile %s: larger than 1 MiB\n", path);
+                return VFMIGCTL_EXIT_USAGE;
+        }
+        if (!vfmig_json_guard_one_value(data, len, NULL)) {
+                fprintf(stderr, "vfmigctl: profile %s: not JSON: text after the value, or outside JSON\n", path);
                 return VFMIGCTL_EXIT_USAGE;
         }
         if (!json_parser_load_from_data(parser, data, len, &err)) {

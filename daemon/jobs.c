@@ -19,6 +19,7 @@
 #include "stream-ticket.h"
 #include "tls-lib.h"
 #include "util.h"
+#include "json-guard.h"
 
 /* Pump steps per dispatch before yielding to other event sources. */
 #define JOB_STEPS_PER_DISPATCH  64
@@ -725,6 +726,8 @@ static void recover_one(Jobs *s, JsonObject *o)
 int jobs_recover(Jobs *s)
 {
         g_autoptr(JsonParser) parser = json_parser_new();
+        g_autofree char *text = NULL;
+        gsize len = 0;
         g_autoptr(GError) err = NULL;
         JsonNode *root;
         JsonArray *a;
@@ -732,7 +735,9 @@ int jobs_recover(Jobs *s)
 
         if (!s->state_path || !g_file_test(s->state_path, G_FILE_TEST_EXISTS))
                 return 0;
-        if (!json_parser_load_from_file(parser, s->state_path, &err) ||
+        if (g_file_get_contents(s->state_path, &text, &len, &err) && !vfmig_json_guard_one_value(text, len, NULL))
+                g_set_error_literal(&err, JSON_PARSER_ERROR, JSON_PARSER_ERROR_PARSE, "not JSON: text after the value, or outside JSON");
+        if (err || !json_parser_load_from_data(parser, text, (gssize) len, &err) ||
             !(root = json_parser_get_root(parser)) || !JSON_NODE_HOLDS_OBJECT(root) ||
             !json_object_has_member(json_node_get_object(root), "jobs") ||
             !JSON_NODE_HOLDS_ARRAY(json_object_get_member(json_node_get_object(root), "jobs"))) {

@@ -19,6 +19,7 @@
 #include "reservations.h"
 #include "util.h"
 #include "vfmig-names.h"
+#include "json-guard.h"
 
 #define log_reservation(level, id, ...) log_internal((level), "VFMIG_RESERVATION", (id), __VA_ARGS__)
 
@@ -524,6 +525,8 @@ int reservations_load(Reservations *s)
         }
         if (len > STATE_FILE_MAX)
                 return move_aside(s, "too large"), 0;
+        if (!vfmig_json_guard_one_value(data, len, NULL))
+                return move_aside(s, "not JSON: text after the value, or outside JSON"), 0;
         if (!json_parser_load_from_data(parser, data, len, &err)) {
                 g_autofree char *why = g_strdup_printf("not JSON: %s", err->message);
                 return move_aside(s, why), 0;

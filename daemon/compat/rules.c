@@ -7,6 +7,7 @@
 #include <json-glib/json-glib.h>
 
 #include "rules-private.h"
+#include "json-guard.h"
 
 #define RULES_FILE_MAX (1024 * 1024)
 #define RULES_PER_FILE_MAX 4096
@@ -883,11 +884,27 @@ static bool parse_file(Ctx *c, const char *text, gsize len, GPtrArray *out)
         JsonArray *rules;
         bool present;
         int64_t format;
+        size_t second = 0;
 
         if (len == 0)
                 return true;   /* an empty file masks a vendor file of the same name */
         if (memchr(text, '\0', len))
                 return fail(c, "(file)", "contains a NUL byte");
+        if (!vfmig_json_guard_one_value(text, len, &second)) {
+                /* where json-glib would say it: PATH:LINE:COL */
+                size_t line = 1, col = 1;
+                for (size_t k = 0; k < second; k++) {
+                        if (text[k] == '\n') {
+                                line++;
+                                col = 1;
+                        } else
+                                col++;
+                }
+                c->error = g_strdup_printf("%s:%zu:%zu: not JSON here (\"%c\"): one value only, with nothing after "
+                                           "it, no comments, strings in double quotes", c->path, line, col,
+                                           g_ascii_isprint(text[second]) ? text[second] : '?');
+                return false;
+        }
         if (!json_parser_load_from_data(parser, text, (gssize) len, &err)) {
                 /* json-glib says "<data>:LINE:COL: Parse error: ..."; keep LINE:COL. */
                 const char *m = err->message;

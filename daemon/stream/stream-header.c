@@ -3,6 +3,7 @@
 #include <errno.h>
 
 #include "stream-private.h"
+#include "json-guard.h"
 
 /*
  * {
@@ -146,6 +147,8 @@ int vfmig_stream_header_from_json(const char *json, size_t len, VfmigStreamHeade
 
         if (!g_utf8_validate(json, (gssize) len, NULL) || memchr(json, 0, len))
                 return fail(ret_error, "header is not UTF-8 text");
+        if (!vfmig_json_guard_one_value(json, len, NULL))
+                return fail(ret_error, "header is not JSON: text after the value, or outside JSON");
         if (!json_parser_load_from_data(parser, json, (gssize) len, &err))
                 return fail(ret_error, "header is not JSON: %s", err->message);
         n = json_parser_get_root(parser);

@@ -7,6 +7,7 @@
 
 #include <glib.h>
 
+#include "json-guard.h"
 #include "profile.h"
 
 static const char good[] =
@@ -71,7 +72,56 @@ static const struct {
         { "{\"format\": 1, \"migration-type\": \"t\", \"migration-version\": \"v\", \"state-size\": 1.5}", "field \"state-size\": must be an unsigned 64-bit" },
         { "{\"format\": 1, \"migration-type\": \"t\", \"migration-version\": \"v\", \"source-host\": \"\"}", "field \"source-host\": is empty" },
         { "{\"format\": 1, \"migration-type\": \"t\", \"migration-version\": \"v\", \"source-device\": \"../x y\"}", "field \"source-device\": \"../x y\" is not a device name" },
+        /* text after the value, or outside JSON: refused before json-glib,
+         * which would leak a second value (json-guard.h) */
+        { "{\"format\": 1}{\"format\": 1}", "not valid JSON at byte 13" },
+        { "9 [1]", "not valid JSON at byte 2" },
+        { "\"x{\" {}", "not valid JSON at byte 5" },
+        { "{\"a\": \"}\\\"{\"} []", "not valid JSON at byte 14" },
+        { "{\"a\": 1} x", "not valid JSON at byte 9" },
+        { "{\"format\": 1 /* { */}{\"b\": 2}", "not valid JSON at byte 13" },
+        { "{\"format\": '{'}{\"b\": 1}", "not valid JSON at byte 11" },
+        { "{\"format\": 0x1, \"migration-type\": \"t\", \"migration-version\": \"v\"}", "not valid JSON at byte 12" },
+        { "\"aq[u\"/:/{\"format\": 1}", "not valid JSON at byte 6" },   /* found by fuzz-profile */
 };
+
+/* The guard alone: only a value followed by an object or an array is refused. */
+static void test_json_guard(void)
+{
+        static const struct {
+                const char *text;
+                bool one;
+                size_t second;
+        } cases[] = {
+                { "", true, 0 },
+                { "  {\"a\": [1, {\"b\": \"]}\"}, -2.5e+3, true, false, null]} \n", true, 0 },
+                { "{\"a\": 1}{\"b\": 2}", false, 8 },
+                { "{\"a\": 1}\n\t [", false, 11 },
+                { "1{}", false, 1 },
+                { "true []", false, 5 },
+                { "\"s\\\"{\"{}", false, 6 },
+                { "{\"a\": 1} 9 {}", false, 9 },
+                { "{\"a\": 1 /* { */}", false, 8 },       /* comments: not JSON */
+                { "{\"a\": 'x'}", false, 6 },            /* single quotes: not JSON */
+                { "{\"a\": 0x10}", false, 7 },           /* hexadecimal: not JSON */
+                { "'x'", false, 0 },
+                { "{\"a\": [1, 2}", true, 0 },           /* unbalanced: json-glib's to refuse */
+                { "{\"a\": \"unterminated", true, 0 },
+                { "[[[[", true, 0 },
+                { "{\"a\": tru}", true, 0 },             /* a misspelt literal: json-glib says */
+        };
+
+        for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+                size_t second = 0;
+                bool one = vfmig_json_guard_one_value(cases[i].text, strlen(cases[i].text), &second);
+
+                if (one != cases[i].one || (!one && second != cases[i].second))
+                        g_error("case %zu (%s): got %d at %zu", i, cases[i].text, one, second);
+        }
+        /* bounded by len: what follows is not looked at */
+        g_assert_true(vfmig_json_guard_one_value("{}{}", 2, NULL));
+        g_assert_true(vfmig_json_guard_one_value("\"x\"", 1, NULL));     /* an unended string */
+}
 
 static void test_bad_profiles(void)
 {
@@ -166,6 +216,7 @@ int main(int argc, char **argv)
         g_test_init(&argc, &argv, NULL);
         g_test_add_func("/compat/profile/json-roundtrip", test_json_roundtrip);
         g_test_add_func("/compat/profile/bad-fields", test_bad_profiles);
+        g_test_add_func("/compat/profile/json-guard", test_json_guard);
         g_test_add_func("/compat/profile/too-long", test_too_long);
         g_test_add_func("/compat/profile/setter-types", test_setter_types);
         g_test_add_func("/compat/profile/caps-text", test_caps_text);

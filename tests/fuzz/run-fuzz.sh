@@ -13,4 +13,7 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/vfmig-fuzz.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 rc=0
 "$fuzzer" "$@" "$work" "$seeds" || rc=$?
+# libFuzzer exits 77 on a finding (crash, leak, timeout), which meson would
+# report as a skipped test: a finding is a failure.
+[ "$rc" -ne 77 ] || { echo "run-fuzz.sh: $fuzzer found a problem (exit 77), see above" >&2; rc=1; }
 exit $rc
