@@ -70,6 +70,7 @@
 #include <glib/gstdio.h>
 #include <systemd/sd-bus.h>
 
+#include "bus-strings.h"
 #include "config.h"
 #include "vfmig-names.h"
 
@@ -535,25 +536,6 @@ static GPtrArray *floor_results_from(sd_bus_message *reply)
         return a;
 }
 
-/* As vfmigd's append_own_string(): an ASCII string is copied into the space
- * sd-bus reserves, without its UTF-8 walk; any other string is checked. */
-static int floor_append_string(sd_bus_message *reply, const char *s)
-{
-        size_t n = strlen(s);
-        unsigned char high = 0;
-        char *space;
-        int r;
-
-        for (size_t i = 0; i < n; i++)
-                high |= (unsigned char) s[i];
-        if (high & 0x80)
-                return sd_bus_message_append_basic(reply, 's', s);
-        r = sd_bus_message_append_string_space(reply, n, &space);
-        if (r >= 0)
-                memcpy(space, s, n);
-        return r < 0 ? r : 0;
-}
-
 static int floor_reply(sd_bus_message *m, GPtrArray *results)
 {
         sd_bus_message *reply = NULL;
@@ -567,9 +549,9 @@ static int floor_reply(sd_bus_message *m, GPtrArray *results)
 
                 r = sd_bus_message_open_container(reply, 'r', "ssbuuas");
                 if (r >= 0)
-                        r = floor_append_string(reply, f->key);
+                        r = vfmig_bus_append_own_string(reply, f->key);
                 if (r >= 0)
-                        r = floor_append_string(reply, f->kind);
+                        r = vfmig_bus_append_own_string(reply, f->kind);
                 if (r >= 0)
                         r = sd_bus_message_append_basic(reply, 'b', &f->compatible);
                 if (r >= 0)
@@ -579,7 +561,7 @@ static int floor_reply(sd_bus_message *m, GPtrArray *results)
                 if (r >= 0)
                         r = sd_bus_message_open_container(reply, 'a', "s");
                 for (guint j = 0; r >= 0 && f->lines[j]; j++)
-                        r = floor_append_string(reply, f->lines[j]);
+                        r = vfmig_bus_append_own_string(reply, f->lines[j]);
                 if (r >= 0)
                         r = sd_bus_message_close_container(reply);
                 if (r >= 0)

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <string.h>
 
+#include "bus-strings.h"
 #include "log.h"
 #include "util.h"
 #include "vfmigd.h"
@@ -534,32 +535,6 @@ static const GPtrArray *explanation_for(Explanation *x, const VfmigVerdict *v)
         return x->lines;
 }
 
-/*
- * Append a string the daemon made itself (a matrix key, a result kind, an
- * explanation line).  sd_bus_message_append_basic() checks every string as
- * UTF-8 one character at a time, a third of what a FindCompatibleTargets
- * reply costs to build.  A string of ASCII bytes is valid UTF-8 as it stands
- * (and strlen() leaves no NUL inside), so it is copied into the space sd-bus
- * reserves for it; anything else takes the checking path.
- */
-static int append_own_string(sd_bus_message *reply, const char *s)
-{
-        size_t n = strlen(s);
-        unsigned char high = 0;
-        char *space;
-        int r;
-
-        for (size_t i = 0; i < n; i++)
-                high |= (unsigned char) s[i];
-        if (high & 0x80)
-                return sd_bus_message_append_basic(reply, 's', s);
-        r = sd_bus_message_append_string_space(reply, n, &space);
-        if (r < 0)
-                return r;
-        memcpy(space, s, n);
-        return 0;
-}
-
 /* a(ssbuuas): key, kind, compatible, score, available instances, explanation. */
 static int append_find_results(sd_bus_message *reply, GPtrArray *results)
 {
@@ -577,9 +552,9 @@ static int append_find_results(sd_bus_message *reply, GPtrArray *results)
 
                 r = sd_bus_message_open_container(reply, 'r', "ssbuuas");
                 if (r >= 0)
-                        r = append_own_string(reply, matrix_entry_get_key(res->entry));
+                        r = vfmig_bus_append_own_string(reply, matrix_entry_get_key(res->entry));
                 if (r >= 0)
-                        r = append_own_string(reply, creatable ? "creatable" : "device");
+                        r = vfmig_bus_append_own_string(reply, creatable ? "creatable" : "device");
                 if (r >= 0)
                         r = sd_bus_message_append_basic(reply, 'b', &compatible);
                 if (r >= 0)
@@ -589,7 +564,7 @@ static int append_find_results(sd_bus_message *reply, GPtrArray *results)
                 if (r >= 0)
                         r = sd_bus_message_open_container(reply, 'a', "s");
                 for (guint j = 0; r >= 0 && j < lines->len; j++)
-                        r = append_own_string(reply, lines->pdata[j]);
+                        r = vfmig_bus_append_own_string(reply, lines->pdata[j]);
                 if (r >= 0)
                         r = sd_bus_message_close_container(reply);
                 if (r >= 0)
