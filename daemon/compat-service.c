@@ -282,8 +282,8 @@ int compat_service_new(sd_event *event, const CompatConfig *cfg, CompatService *
         for (guint i = 0; errors && i < errors->len; i++)
                 log_warning("compatibility rules: %s (file skipped)", (const char *) errors->pdata[i]);
         {
-                g_autofree char *vendor = g_filename_display_name(s->vendor_dir);
-                g_autofree char *admin = g_filename_display_name(s->admin_dir);
+                g_autofree char *vendor = s->vendor_dir ? g_filename_display_name(s->vendor_dir) : g_strdup("(none)");
+                g_autofree char *admin = s->admin_dir ? g_filename_display_name(s->admin_dir) : g_strdup("(none)");
                 log_info("compatibility rules: %u rules from %s and %s", vfmig_rules_count(s->rules), vendor, admin);
         }
         s->matrix = matrix_new(s->rules, cfg->host_name);
