@@ -78,7 +78,7 @@ static int check_compatible_file(int dir, const char *dir_path, const char *file
         const char *name = file + strlen("compatible_");
         const char *value = source->attributes ? g_hash_table_lookup(source->attributes, name) : NULL;
         g_autofree char *bad = NULL;
-        char text[VFMIG_COMPATIBLE_LIST_MAX + 2];
+        char text[VFMIG_COMPATIBLE_LIST_MAX + 3];     /* the list, sysfs's newline, one more, NUL */
         _cleanup_close_ int fd = -1;
         ssize_t n;
         int r;
@@ -90,7 +90,7 @@ static int check_compatible_file(int dir, const char *dir_path, const char *file
         if (n < 0)
                 return -errno;
         text[n] = '\0';
-        if ((size_t) n == sizeof text - 1) {
+        if ((size_t) n == sizeof text - 1) {    /* more than a list and its newline */
                 g_ptr_array_add(fails, g_strdup_printf("%s/%s is longer than %d bytes", dir_path, file,
                                                        VFMIG_COMPATIBLE_LIST_MAX));
                 return 0;
@@ -123,7 +123,7 @@ static int kernel_compatible(const VfmigKernelQuery *q, char **why)
         _cleanup_close_ int dir = -1;
         DIR *d;
         struct dirent *de;
-        int r = 0;
+        int dfd, r = 0;
 
         if (!q->device)
                 return -EOPNOTSUPP;     /* a creatable type: no instance to read */
@@ -132,13 +132,28 @@ static int kernel_compatible(const VfmigKernelQuery *q, char **why)
         dir = open_migration_dir(q->device, &dir_path);
         if (dir < 0)
                 return dir;
-        d = fdopendir(dup(dir));
-        if (!d)
+        dfd = dup(dir);
+        if (dfd < 0)
                 return -errno;
-        while ((de = readdir(d)))
+        d = fdopendir(dfd);
+        if (!d) {
+                r = -errno;
+                close(dfd);
+                return r;
+        }
+        for (;;) {
+                errno = 0;
+                de = readdir(d);
+                if (!de) {
+                        r = -errno;     /* 0 at the end */
+                        break;
+                }
                 if (g_str_has_prefix(de->d_name, "compatible_") && de->d_name[strlen("compatible_")])
                         g_ptr_array_add(files, g_strdup(de->d_name));
+        }
         closedir(d);
+        if (r < 0)
+                return r;
         if (files->len == 0)
                 return -EOPNOTSUPP;
         g_ptr_array_sort(files, compare_strings);

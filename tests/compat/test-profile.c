@@ -81,11 +81,11 @@ static const struct {
         { "{\"a\": 1} x", "not valid JSON at byte 9" },
         { "{\"format\": 1 /* { */}{\"b\": 2}", "not valid JSON at byte 13" },
         { "{\"format\": '{'}{\"b\": 1}", "not valid JSON at byte 11" },
-        { "{\"format\": 0x1, \"migration-type\": \"t\", \"migration-version\": \"v\"}", "not valid JSON at byte 12" },
+        { "{\"format\": 0x1, \"migration-type\": \"t\", \"migration-version\": \"v\"}", "not valid JSON at byte 11" },
         { "\"aq[u\"/:/{\"format\": 1}", "not valid JSON at byte 6" },   /* found by fuzz-profile */
 };
 
-/* The guard alone: only a value followed by an object or an array is refused. */
+/* The guard alone: one JSON value, JSON's tokens and escapes, bounded depth. */
 static void test_json_guard(void)
 {
         static const struct {
@@ -94,21 +94,37 @@ static void test_json_guard(void)
                 size_t second;
         } cases[] = {
                 { "", true, 0 },
-                { "  {\"a\": [1, {\"b\": \"]}\"}, -2.5e+3, true, false, null]} \n", true, 0 },
+                { "  {\"a\": [1, {\"b\": \"]}\"}, -2.5e+3, 0, 0.5, 1E9, true, false, null]} \n", true, 0 },
                 { "{\"a\": 1}{\"b\": 2}", false, 8 },
                 { "{\"a\": 1}\n\t [", false, 11 },
-                { "1{}", false, 1 },
+                { "1{}", false, 0 },                      /* "1{" is no number */
                 { "true []", false, 5 },
                 { "\"s\\\"{\"{}", false, 6 },
                 { "{\"a\": 1} 9 {}", false, 9 },
                 { "{\"a\": 1 /* { */}", false, 8 },       /* comments: not JSON */
                 { "{\"a\": 'x'}", false, 6 },            /* single quotes: not JSON */
-                { "{\"a\": 0x10}", false, 7 },           /* hexadecimal: not JSON */
+                { "{\"a\": 0x10}", false, 6 },           /* hexadecimal: not JSON */
+                { "{\"a\": 017}", false, 6 },            /* octal (json-glib reads 15): not JSON */
+                { "[.5]", false, 1 },
+                { "[1.]", false, 1 },
+                { "[-]", false, 1 },
+                { "[00]", false, 1 },
                 { "'x'", false, 0 },
+                { "{\"a\": tru}", false, 6 },
+                { "{\"a\": truex}", false, 6 },
+                /* escapes as JSON has them: json-glib reads a short \u or a
+                 * lone surrogate on past the closing quote (found in review) */
+                { "[\"\\uD800\",\"]{}\"]", false, 2 },
+                { "[\"\\u1\",\"]{}\"]", false, 2 },
+                { "[\"\\uD800\\u0041\"]", false, 2 },
+                { "[\"\\uDC00\"]", false, 2 },
+                { "[\"\\q\"]", false, 2 },
+                { "[\"a\x01\"]", false, 3 },            /* a raw control character */
+                { "[\"\\uD83D\\uDE00 \\u00e9 \\n\\\"\\/\"]", true, 0 },
                 { "{\"a\": [1, 2}", true, 0 },           /* unbalanced: json-glib's to refuse */
+                { "[1 2]", true, 0 },                    /* grammar: json-glib's */
                 { "{\"a\": \"unterminated", true, 0 },
                 { "[[[[", true, 0 },
-                { "{\"a\": tru}", true, 0 },             /* a misspelt literal: json-glib says */
         };
 
         for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
@@ -117,6 +133,16 @@ static void test_json_guard(void)
 
                 if (one != cases[i].one || (!one && second != cases[i].second))
                         g_error("case %zu (%s): got %d at %zu", i, cases[i].text, one, second);
+        }
+        /* nesting: 64 levels pass, 65 do not (json-glib recurses per level) */
+        {
+                g_autofree char *open = g_strnfill(64, '['), *close = g_strnfill(64, ']');
+                g_autofree char *ok = g_strconcat(open, close, NULL);
+                g_autofree char *deep = g_strnfill(100000, '[');
+                size_t where = 0;
+                g_assert_true(vfmig_json_guard_one_value(ok, strlen(ok), NULL));
+                g_assert_false(vfmig_json_guard_one_value(deep, strlen(deep), &where));
+                g_assert_cmpuint(where, ==, 64);
         }
         /* bounded by len: what follows is not looked at */
         g_assert_true(vfmig_json_guard_one_value("{}{}", 2, NULL));
