@@ -12,7 +12,7 @@
 
 #include "vfmigctl.h"
 #include "vfmig-names.h"
-#include "json-guard.h"
+#include "json-reader.h"
 
 /* Read a profile file ("-" = stdin) as a JSON object. */
 static int read_profile_file(const char *path, JsonObject **ret)
@@ -20,6 +20,7 @@ static int read_profile_file(const char *path, JsonObject **ret)
         g_autoptr(JsonParser) parser = json_parser_new();
         g_autoptr(GError) err = NULL;
         g_autofree char *text = NULL;
+        g_autofree char *why = NULL;
         gsize len = 0;
         JsonNode *root;
 
@@ -33,8 +34,8 @@ static int read_profile_file(const char *path, JsonObject **ret)
                 fprintf(stderr, "vfmigctl: %s\n", err->message);
                 return VFMIGCTL_EXIT_FAILURE;
         }
-        if (!vfmig_json_guard_one_value(text, len, NULL)) {
-                fprintf(stderr, "vfmigctl: %s: not JSON: text after the value, or outside JSON\n", path);
+        if (!jv_check(text, len, &why)) {
+                fprintf(stderr, "vfmigctl: %s: not JSON: %s\n", path, why);
                 return VFMIGCTL_EXIT_USAGE;
         }
         if (!json_parser_load_from_data(parser, text, (gssize) len, &err)) {

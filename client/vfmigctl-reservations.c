@@ -22,7 +22,7 @@
 
 #include "vfmigctl.h"
 #include "vfmig-names.h"
-#include "json-guard.h"
+#include "json-reader.h"
 
 #define PROFILE_FILE_MAX (1024 * 1024)
 #define RESERVATION_ID_LEN 32
@@ -73,6 +73,7 @@ static int read_profile(const char *path, JsonObject **ret)
         g_autoptr(JsonParser) parser = json_parser_new();
         g_autoptr(GError) err = NULL;
         g_autofree char *data = NULL;
+        g_autofree char *why = NULL;
         gsize len = 0;
         JsonNode *root;
 
@@ -93,8 +94,8 @@ static int read_profile(const char *path, JsonObject **ret)
                 fprintf(stderr, "vfmigctl: profile %s: larger than 1 MiB\n", path);
                 return VFMIGCTL_EXIT_USAGE;
         }
-        if (!vfmig_json_guard_one_value(data, len, NULL)) {
-                fprintf(stderr, "vfmigctl: profile %s: not JSON: text after the value, or outside JSON\n", path);
+        if (!jv_check(data, len, &why)) {
+                fprintf(stderr, "vfmigctl: profile %s: not JSON: %s\n", path, why);
                 return VFMIGCTL_EXIT_USAGE;
         }
         if (!json_parser_load_from_data(parser, data, len, &err)) {

@@ -19,7 +19,7 @@
 #include "stream-ticket.h"
 #include "tls-lib.h"
 #include "util.h"
-#include "json-guard.h"
+#include "json-reader.h"
 
 /* Pump steps per dispatch before yielding to other event sources. */
 #define JOB_STEPS_PER_DISPATCH  64
@@ -726,7 +726,7 @@ static void recover_one(Jobs *s, JsonObject *o)
 int jobs_recover(Jobs *s)
 {
         g_autoptr(JsonParser) parser = json_parser_new();
-        g_autofree char *text = NULL;
+        g_autofree char *text = NULL, *why = NULL;
         gsize len = 0;
         g_autoptr(GError) err = NULL;
         JsonNode *root;
@@ -735,8 +735,8 @@ int jobs_recover(Jobs *s)
 
         if (!s->state_path || !g_file_test(s->state_path, G_FILE_TEST_EXISTS))
                 return 0;
-        if (g_file_get_contents(s->state_path, &text, &len, &err) && !vfmig_json_guard_one_value(text, len, NULL))
-                g_set_error_literal(&err, JSON_PARSER_ERROR, JSON_PARSER_ERROR_PARSE, "not JSON: text after the value, or outside JSON");
+        if (g_file_get_contents(s->state_path, &text, &len, &err) && !jv_check(text, len, &why))
+                g_set_error(&err, JSON_PARSER_ERROR, JSON_PARSER_ERROR_PARSE, "not JSON: %s", why);
         if (err || !json_parser_load_from_data(parser, text, (gssize) len, &err) ||
             !(root = json_parser_get_root(parser)) || !JSON_NODE_HOLDS_OBJECT(root) ||
             !json_object_has_member(json_node_get_object(root), "jobs") ||

@@ -589,3 +589,23 @@ Jv *jv_member(const Jv *o, const char *key)
         return NULL;
 }
 
+
+bool jv_check(const char *text, size_t len, char **error)
+{
+        g_autofree char *copy = NULL, *why = NULL;
+        g_auto(Arena) arena = { 0 };
+
+        if (memchr(text, '\0', len)) {
+                if (error)
+                        *error = g_strdup("a NUL byte in the text");
+                return false;
+        }
+        copy = g_malloc(len + 1 + JV_PAD);
+        memcpy(copy, text, len);
+        memset(copy + len, 0, 1 + JV_PAD);
+        if (jv_parse(copy, len, &arena, NULL, NULL, NULL, &why))
+                return true;
+        if (error)
+                *error = g_steal_pointer(&why);
+        return false;
+}

@@ -72,5 +72,17 @@ G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(Arena, arena_clear)
 Jv *jv_parse(char *text, size_t len, Arena *arena, const char *stream_key,
              void (*on_element)(Jv *e, guint index, void *userdata), void *userdata, char **error);
 
+/*
+ * Outside JSON that json-glib is about to parse: true when text[0..len) is
+ * one value as this reader reads it (RFC 8259, UTF-8, at most JV_DEPTH_MAX
+ * deep, nothing after it, no NUL byte); else false with *error (when not
+ * NULL) as jv_parse() words it.  json-glib 1.6 (Debian 12) reads more than
+ * JSON (comments, single quotes, hexadecimal and octal numbers, short \u
+ * escapes), leaks the nodes of a second value after a complete one and a
+ * broken surrogate pair's buffer, and recurses once per nesting level; text
+ * this accepts reaches none of that.  The text is copied, not changed.
+ */
+bool jv_check(const char *text, size_t len, char **error);
+
 /* The member's value (the last one of that name), or NULL. */
 Jv *jv_member(const Jv *o, const char *key);

@@ -19,7 +19,7 @@
 #include "reservations.h"
 #include "util.h"
 #include "vfmig-names.h"
-#include "json-guard.h"
+#include "json-reader.h"
 
 #define log_reservation(level, id, ...) log_internal((level), "VFMIG_RESERVATION", (id), __VA_ARGS__)
 
@@ -506,6 +506,7 @@ int reservations_load(Reservations *s)
 {
         g_autoptr(JsonParser) parser = json_parser_new();
         g_autoptr(GError) err = NULL;
+        g_autofree char *not_json = NULL;
         g_autofree char *data = NULL;
         JsonObject *root;
         JsonArray *arr;
@@ -525,8 +526,10 @@ int reservations_load(Reservations *s)
         }
         if (len > STATE_FILE_MAX)
                 return move_aside(s, "too large"), 0;
-        if (!vfmig_json_guard_one_value(data, len, NULL))
-                return move_aside(s, "not JSON: text after the value, or outside JSON"), 0;
+        if (!jv_check(data, len, &not_json)) {
+                g_autofree char *what = g_strdup_printf("not JSON: %s", not_json);
+                return move_aside(s, what), 0;
+        }
         if (!json_parser_load_from_data(parser, data, len, &err)) {
                 g_autofree char *why = g_strdup_printf("not JSON: %s", err->message);
                 return move_aside(s, why), 0;

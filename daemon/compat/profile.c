@@ -5,7 +5,7 @@
 #include <json-glib/json-glib.h>
 
 #include "profile.h"
-#include "json-guard.h"
+#include "json-reader.h"
 
 static const char *const cap_names[] = {
         "stop-copy", "p2p", "pre-copy", "dma-logging", "needs-p2p",
@@ -384,7 +384,7 @@ int vfmig_profile_from_json(const char *text, gssize len, VfmigProfile **ret, ch
 {
         g_autoptr(JsonParser) parser = json_parser_new_immutable();
         g_autoptr(GError) err = NULL;
-        size_t second = 0;
+        g_autofree char *why = NULL;
 
         *ret = NULL;
         if (len < 0)
@@ -394,11 +394,9 @@ int vfmig_profile_from_json(const char *text, gssize len, VfmigProfile **ret, ch
                         *error = g_strdup("profile: contains a NUL byte");
                 return -EINVAL;
         }
-        if (!vfmig_json_guard_one_value(text, (size_t) len, &second)) {
+        if (!jv_check(text, (size_t) len, &why)) {
                 if (error)
-                        *error = g_strdup_printf("profile: not valid JSON at byte %zu: one value only, with "
-                                                 "nothing after it, no comments, strings in double quotes",
-                                                 second);
+                        *error = g_strdup_printf("profile: not valid JSON: %s", why);
                 return -EINVAL;
         }
         if (!json_parser_load_from_data(parser, text, len, &err)) {

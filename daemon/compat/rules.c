@@ -7,7 +7,7 @@
 #include <json-glib/json-glib.h>
 
 #include "rules-private.h"
-#include "json-guard.h"
+#include "json-reader.h"
 
 #define RULES_FILE_MAX (1024 * 1024)
 #define RULES_PER_FILE_MAX 4096
@@ -884,25 +884,15 @@ static bool parse_file(Ctx *c, const char *text, gsize len, GPtrArray *out)
         JsonArray *rules;
         bool present;
         int64_t format;
-        size_t second = 0;
+        g_autofree char *why = NULL;
 
         if (len == 0)
                 return true;   /* an empty file masks a vendor file of the same name */
         if (memchr(text, '\0', len))
                 return fail(c, "(file)", "contains a NUL byte");
-        if (!vfmig_json_guard_one_value(text, len, &second)) {
-                /* where json-glib would say it: PATH:LINE:COL */
-                size_t line = 1, col = 1;
-                for (size_t k = 0; k < second; k++) {
-                        if (text[k] == '\n') {
-                                line++;
-                                col = 1;
-                        } else
-                                col++;
-                }
-                c->error = g_strdup_printf("%s:%zu:%zu: not JSON here (\"%c\"): one value only, with nothing after "
-                                           "it, no comments, strings in double quotes", c->path, line, col,
-                                           g_ascii_isprint(text[second]) ? text[second] : '?');
+        if (!jv_check(text, len, &why)) {
+                /* "LINE:COL: Parse error: ...", as json-glib words it */
+                c->error = g_strdup_printf("%s:%s", c->path, why);
                 return false;
         }
         if (!json_parser_load_from_data(parser, text, (gssize) len, &err)) {

@@ -3,7 +3,7 @@
 #include <errno.h>
 
 #include "stream-private.h"
-#include "json-guard.h"
+#include "json-reader.h"
 
 /*
  * {
@@ -138,6 +138,7 @@ int vfmig_stream_header_from_json(const char *json, size_t len, VfmigStreamHeade
 {
         g_autoptr(JsonParser) parser = json_parser_new_immutable();
         g_autoptr(GError) err = NULL;
+        g_autofree char *why = NULL;
         JsonObject *root, *opts = NULL;
         JsonArray *devs;
         JsonNode *n;
@@ -147,8 +148,8 @@ int vfmig_stream_header_from_json(const char *json, size_t len, VfmigStreamHeade
 
         if (!g_utf8_validate(json, (gssize) len, NULL) || memchr(json, 0, len))
                 return fail(ret_error, "header is not UTF-8 text");
-        if (!vfmig_json_guard_one_value(json, len, NULL))
-                return fail(ret_error, "header is not JSON: text after the value, or outside JSON");
+        if (!jv_check(json, len, &why))
+                return fail(ret_error, "header is not JSON: %s", why);
         if (!json_parser_load_from_data(parser, json, (gssize) len, &err))
                 return fail(ret_error, "header is not JSON: %s", err->message);
         n = json_parser_get_root(parser);

@@ -7,7 +7,7 @@
 
 #include <glib.h>
 
-#include "json-guard.h"
+#include "json-reader.h"
 #include "profile.h"
 
 static const char good[] =
@@ -48,7 +48,7 @@ static const struct {
         const char *json;
         const char *fragment;
 } bad_profiles[] = {
-        { "", "must be a JSON object" },
+        { "", "not valid JSON: 1:0: Parse error: unexpected end of file" },
         { "[1]", "must be a JSON object" },
         { "{\"format\": 1, \"migration-type\": \"t\"", "not valid JSON" },
         { "{\"migration-type\": \"t\", \"migration-version\": \"v\"}", "field \"format\": is required" },
@@ -72,81 +72,90 @@ static const struct {
         { "{\"format\": 1, \"migration-type\": \"t\", \"migration-version\": \"v\", \"state-size\": 1.5}", "field \"state-size\": must be an unsigned 64-bit" },
         { "{\"format\": 1, \"migration-type\": \"t\", \"migration-version\": \"v\", \"source-host\": \"\"}", "field \"source-host\": is empty" },
         { "{\"format\": 1, \"migration-type\": \"t\", \"migration-version\": \"v\", \"source-device\": \"../x y\"}", "field \"source-device\": \"../x y\" is not a device name" },
-        /* text after the value, or outside JSON: refused before json-glib,
-         * which would leak a second value (json-guard.h) */
-        { "{\"format\": 1}{\"format\": 1}", "not valid JSON at byte 13" },
-        { "9 [1]", "not valid JSON at byte 2" },
-        { "\"x{\" {}", "not valid JSON at byte 5" },
-        { "{\"a\": \"}\\\"{\"} []", "not valid JSON at byte 14" },
-        { "{\"a\": 1} x", "not valid JSON at byte 9" },
-        { "{\"format\": 1 /* { */}{\"b\": 2}", "not valid JSON at byte 13" },
-        { "{\"format\": '{'}{\"b\": 1}", "not valid JSON at byte 11" },
-        { "{\"format\": 0x1, \"migration-type\": \"t\", \"migration-version\": \"v\"}", "not valid JSON at byte 11" },
-        { "\"aq[u\"/:/{\"format\": 1}", "not valid JSON at byte 6" },   /* found by fuzz-profile */
+        /* text after the value, or outside JSON: refused by jv_check()
+         * before json-glib, which would leak a second value */
+        { "{\"format\": 1}{\"format\": 1}", "not valid JSON: 1:" },
+        { "9 [1]", "not valid JSON: 1:" },
+        { "\"x{\" {}", "not valid JSON: 1:" },
+        { "{\"a\": \"}\\\"{\"} []", "not valid JSON: 1:" },
+        { "{\"a\": 1} x", "not valid JSON: 1:" },
+        { "{\"format\": 1 /* { */}{\"b\": 2}", "not valid JSON: 1:" },
+        { "{\"format\": '{'}{\"b\": 1}", "not valid JSON: 1:" },
+        { "{\"format\": 0x1, \"migration-type\": \"t\", \"migration-version\": \"v\"}", "not valid JSON: 1:" },
+        { "\"aq[u\"/:/{\"format\": 1}", "not valid JSON: 1:" },   /* found by fuzz-profile */
 };
 
-/* The guard alone: one JSON value, JSON's tokens and escapes, bounded depth. */
-static void test_json_guard(void)
+/* jv_check(), which every reader of outside JSON asks before json-glib:
+ * one value, JSON's tokens and escapes, bounded depth. */
+static void test_json_check(void)
 {
         static const struct {
                 const char *text;
-                bool one;
-                size_t second;
+                bool ok;
         } cases[] = {
-                { "", true, 0 },
-                { "  {\"a\": [1, {\"b\": \"]}\"}, -2.5e+3, 0, 0.5, 1E9, true, false, null]} \n", true, 0 },
-                { "{\"a\": 1}{\"b\": 2}", false, 8 },
-                { "{\"a\": 1}\n\t [", false, 11 },
-                { "1{}", false, 0 },                      /* "1{" is no number */
-                { "true []", false, 5 },
-                { "\"s\\\"{\"{}", false, 6 },
-                { "{\"a\": 1} 9 {}", false, 9 },
-                { "{\"a\": 1 /* { */}", false, 8 },       /* comments: not JSON */
-                { "{\"a\": 'x'}", false, 6 },            /* single quotes: not JSON */
-                { "{\"a\": 0x10}", false, 6 },           /* hexadecimal: not JSON */
-                { "{\"a\": 017}", false, 6 },            /* octal (json-glib reads 15): not JSON */
-                { "[.5]", false, 1 },
-                { "[1.]", false, 1 },
-                { "[-]", false, 1 },
-                { "[00]", false, 1 },
-                { "'x'", false, 0 },
-                { "{\"a\": tru}", false, 6 },
-                { "{\"a\": truex}", false, 6 },
+                { "  {\"a\": [1, {\"b\": \"]}\"}, -2.5e+3, 0, 0.5, 1E9, true, false, null]} \n", true },
+                { "[\"\\uD83D\\uDE00 \\u00e9 \\n\\\"\\/\"]", true },
+                { "", false },
+                { "{\"a\": 1}{\"b\": 2}", false },          /* json-glib leaks the second value */
+                { "{\"a\": 1}\n\t [", false },
+                { "1{}", false },
+                { "true []", false },
+                { "\"s\\\"{\"{}", false },
+                { "{\"a\": 1} 9 {}", false },
+                { "{\"a\": 1 /* { */}", false },              /* comments: not JSON */
+                { "{\"a\": 'x'}", false },                   /* single quotes: not JSON */
+                { "{\"a\": 0x10}", false },                  /* hexadecimal: not JSON */
+                { "{\"a\": 017}", false },                   /* octal (json-glib reads 15): not JSON */
+                { "[.5]", false },
+                { "[1.]", false },
+                { "[-]", false },
+                { "[00]", false },
+                { "'x'", false },
+                { "{\"a\": tru}", false },
                 /* escapes as JSON has them: json-glib reads a short \u or a
                  * lone surrogate on past the closing quote (found in review) */
-                { "[\"\\uD800\",\"]{}\"]", false, 2 },
-                { "[\"\\u1\",\"]{}\"]", false, 2 },
-                { "[\"\\uD800\\u0041\"]", false, 2 },
-                { "[\"\\uDC00\"]", false, 2 },
-                { "[\"\\q\"]", false, 2 },
-                { "[\"a\x01\"]", false, 3 },            /* a raw control character */
-                { "[\"\\uD83D\\uDE00 \\u00e9 \\n\\\"\\/\"]", true, 0 },
-                { "{\"a\": [1, 2}", true, 0 },           /* unbalanced: json-glib's to refuse */
-                { "[1 2]", true, 0 },                    /* grammar: json-glib's */
-                { "{\"a\": \"unterminated", true, 0 },
-                { "[[[[", true, 0 },
+                { "[\"\\uD800\",\"]{}\"]", false },
+                { "[\"\\u1\",\"]{}\"]", false },
+                { "[\"\\uD800\\u0041\"]", false },
+                { "[\"\\uDC00\"]", false },
+                { "[\"\\q\"]", false },
+                { "[\"a\x01\"]", false },                  /* a raw control character */
+                { "{\"a\": [1, 2}", false },
+                { "[1 2]", false },
+                { "{\"a\": \"unterminated", false },
+                { "[[[[", false },
+                { "[\"caf\xc3\"]", false },                /* not UTF-8 */
         };
 
         for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
-                size_t second = 0;
-                bool one = vfmig_json_guard_one_value(cases[i].text, strlen(cases[i].text), &second);
+                g_autofree char *why = NULL;
+                bool ok = jv_check(cases[i].text, strlen(cases[i].text), &why);
 
-                if (one != cases[i].one || (!one && second != cases[i].second))
-                        g_error("case %zu (%s): got %d at %zu", i, cases[i].text, one, second);
+                if (ok != cases[i].ok)
+                        g_error("case %zu (%s): got %d (%s)", i, cases[i].text, ok, why ? why : "");
+                if (!ok)
+                        g_assert_true(why && strstr(why, "Parse error"));
+                else
+                        g_assert_null(why);
         }
         /* nesting: 64 levels pass, 65 do not (json-glib recurses per level) */
         {
-                g_autofree char *open = g_strnfill(64, '['), *close = g_strnfill(64, ']');
-                g_autofree char *ok = g_strconcat(open, close, NULL);
+                g_autofree char *open64 = g_strnfill(64, '['), *close64 = g_strnfill(64, ']');
+                g_autofree char *ok = g_strconcat(open64, close64, NULL);
                 g_autofree char *deep = g_strnfill(100000, '[');
-                size_t where = 0;
-                g_assert_true(vfmig_json_guard_one_value(ok, strlen(ok), NULL));
-                g_assert_false(vfmig_json_guard_one_value(deep, strlen(deep), &where));
-                g_assert_cmpuint(where, ==, 64);
+                g_assert_true(jv_check(ok, strlen(ok), NULL));
+                g_assert_false(jv_check(deep, strlen(deep), NULL));
         }
-        /* bounded by len: what follows is not looked at */
-        g_assert_true(vfmig_json_guard_one_value("{}{}", 2, NULL));
-        g_assert_true(vfmig_json_guard_one_value("\"x\"", 1, NULL));     /* an unended string */
+        /* bounded by len; a NUL inside is refused; the text is not changed */
+        g_assert_true(jv_check("{}{}", 2, NULL));
+        g_assert_false(jv_check("{}\0{}", 5, NULL));
+        {
+                const char text[] = "{\"a\": \"x\"}";
+                char copy[sizeof text];
+                memcpy(copy, text, sizeof text);
+                g_assert_true(jv_check(copy, strlen(copy), NULL));
+                g_assert_cmpmem(copy, sizeof copy, text, sizeof text);
+        }
 }
 
 static void test_bad_profiles(void)
@@ -242,7 +251,7 @@ int main(int argc, char **argv)
         g_test_init(&argc, &argv, NULL);
         g_test_add_func("/compat/profile/json-roundtrip", test_json_roundtrip);
         g_test_add_func("/compat/profile/bad-fields", test_bad_profiles);
-        g_test_add_func("/compat/profile/json-guard", test_json_guard);
+        g_test_add_func("/compat/profile/json-check", test_json_check);
         g_test_add_func("/compat/profile/too-long", test_too_long);
         g_test_add_func("/compat/profile/setter-types", test_setter_types);
         g_test_add_func("/compat/profile/caps-text", test_caps_text);
