@@ -24,13 +24,19 @@
  *     does no other work (floor.find: without reading the arguments;
  *     floor.find_read: reading them all), and a Ping to it; over that Ping,
  *     the least any sd-bus service could reach with this API's messages
- *     through this dbus-daemon (see "the floor" below);
+ *     through this dbus-daemon (see "the floor" below); and
+ *     floor.read_empty: the same request read, an empty list answered, the
+ *     least any implementation of this method can cost, whatever it
+ *     finds: when that is over 1.2, no service meets the target on this
+ *     machine (query.find_vs_ping.target_reachable 0);
  *   - then the series again, interleaved the same way, with the CPU time
- *     vfmigd and dbus-daemon spend on each call (/proc/PID/schedstat
- *     before and after it), medians: what each adds to a Find beyond a
- *     Ping, over Ping's round trip (query.cpu.find_extra.*), shows how much
- *     of the 0.2 the bus itself takes (dbus-daemon validates every value of
- *     both messages).
+ *     the serving process (vfmigd, or the floor service for its series)
+ *     and dbus-daemon spend on each call (/proc/PID/schedstat before and
+ *     after it), medians: what each adds to a Find beyond a Ping, over
+ *     Ping's round trip (query.cpu.find_extra.*, and the floor's own
+ *     query.cpu.floor.find_read_extra.*), shows how much of the 0.2 the
+ *     bus itself takes (dbus-daemon validates every value of both
+ *     messages).
  * Prints plain "name value" lines; lines starting with '#' are notes.
  * Not a timed test: `meson test -C build --benchmark`, or run it directly:
  *   bench-query [--host FILE] [--vfmigd PATH] [--bus-config FILE]
@@ -544,7 +550,7 @@ static int floor_reply(sd_bus_message *m, GPtrArray *results)
         r = sd_bus_message_new_method_return(m, &reply);
         if (r >= 0)
                 r = sd_bus_message_open_container(reply, 'a', "(ssbuuas)");
-        for (guint i = 0; r >= 0 && i < results->len; i++) {
+        for (guint i = 0; r >= 0 && results && i < results->len; i++) {
                 const FloorResult *f = results->pdata[i];
 
                 r = sd_bus_message_open_container(reply, 'r', "ssbuuas");
@@ -589,10 +595,22 @@ static int floor_find_read(sd_bus_message *m, void *userdata, sd_bus_error *erro
         return floor_reply(m, userdata);
 }
 
+/* The least any implementation of this signature does: read the request,
+ * answer an empty list. */
+static int floor_read_empty(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+        int r = sd_bus_message_skip(m, "a{sv}a{sv}");
+
+        if (r < 0)
+                return r;
+        return floor_reply(m, NULL);
+}
+
 static const sd_bus_vtable floor_vtable[] = {
         SD_BUS_VTABLE_START(0),
         SD_BUS_METHOD("Find", "a{sv}a{sv}", "a(ssbuuas)", floor_find, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD("FindRead", "a{sv}a{sv}", "a(ssbuuas)", floor_find_read, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD("FindReadEmpty", "a{sv}a{sv}", "a(ssbuuas)", floor_read_empty, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_VTABLE_END
 };
 
@@ -749,9 +767,13 @@ static int open_schedstat(pid_t pid)
 }
 
 /* The series on vfmigd (N_VFMIGD) and on the floor service. */
-enum { S_PING, S_FIND, S_GET, S_FIND1, N_VFMIGD, S_FLOOR_PING = N_VFMIGD, S_FLOOR_FIND, S_FLOOR_READ, N_SERIES };
+enum {
+        S_PING, S_FIND, S_GET, S_FIND1, N_VFMIGD,
+        S_FLOOR_PING = N_VFMIGD, S_FLOOR_FIND, S_FLOOR_READ, S_FLOOR_EMPTY, N_SERIES
+};
 static const char *const series_name[N_SERIES] = {
         "ping", "find", "get_property", "find_max1", "floor.ping", "floor.find", "floor.find_read",
+        "floor.read_empty",
 };
 
 static double one(sd_bus *bus, sd_bus_message *profile, int s, guint *results)
@@ -768,7 +790,9 @@ static double one(sd_bus *bus, sd_bus_message *profile, int s, guint *results)
                 break;
         case S_FLOOR_FIND:
         case S_FLOOR_READ:
-                m = new_find_to(bus, profile, arg_max_results, s == S_FLOOR_FIND ? "Find" : "FindRead");
+        case S_FLOOR_EMPTY:
+                m = new_find_to(bus, profile, arg_max_results,
+                                s == S_FLOOR_FIND ? "Find" : s == S_FLOOR_READ ? "FindRead" : "FindReadEmpty");
                 break;
         case S_GET:
                 m = new_call(bus, "org.freedesktop.DBus.Properties", "Get");
@@ -779,7 +803,7 @@ static double one(sd_bus *bus, sd_bus_message *profile, int s, guint *results)
                 m = new_find(bus, profile, s == S_FIND ? arg_max_results : 1);
         }
         reply = timed_call(bus, m, &us);
-        if (results && (s == S_FIND || s == S_FIND1 || s == S_FLOOR_FIND || s == S_FLOOR_READ))
+        if (results && (s == S_FIND || s == S_FIND1 || s >= S_FLOOR_FIND))
                 *results = count_results(reply, NULL);
         sd_bus_message_unref(reply);
         return us;
@@ -901,6 +925,8 @@ static void bench_query(const char *notify_path, int notify_fd)
                                 die("FindCompatibleTargets found no target for %s", arg_device);
                         if ((s == S_FLOOR_FIND || s == S_FLOOR_READ) && res != floor_results->len)
                                 die("the floor service answered %u results, not %u", res, floor_results->len);
+                        if (s == S_FLOOR_EMPTY && res != 0)
+                                die("the floor service answered %u results, not none", res);
                         if (s == S_FIND)
                                 find_results = res;
                         g_array_append_val(t[s], us);
@@ -947,51 +973,70 @@ static void bench_query(const char *notify_path, int notify_fd)
                        pct(t[S_FLOOR_READ], 0.5) / pct(t[S_FLOOR_PING], 0.5));
                 printf("query.floor.find_read_vs_ping.p99 %.3f\n",
                        pct(t[S_FLOOR_READ], 0.99) / pct(t[S_FLOOR_PING], 0.99));
+                printf("query.floor.read_empty_vs_ping.median %.3f\n",
+                       pct(t[S_FLOOR_EMPTY], 0.5) / pct(t[S_FLOOR_PING], 0.5));
+                printf("query.floor.read_empty_vs_ping.p99 %.3f\n",
+                       pct(t[S_FLOOR_EMPTY], 0.99) / pct(t[S_FLOOR_PING], 0.99));
                 printf("query.find_vs_floor_find_read.median %.3f\n",
                        pct(t[S_FIND], 0.5) / pct(t[S_FLOOR_READ], 0.5));
+                printf("query.find_vs_floor_find_read.p99 %.3f\n",
+                       pct(t[S_FIND], 0.99) / pct(t[S_FLOOR_READ], 0.99));
+                /* Can any service meet the target on this machine?  Not when
+                 * reading this request and answering nothing costs more. */
+                printf("query.find_vs_ping.target_reachable %d\n",
+                       pct(t[S_FLOOR_EMPTY], 0.5) / pct(t[S_FLOOR_PING], 0.5) <= 1.2 &&
+                       pct(t[S_FLOOR_EMPTY], 0.99) / pct(t[S_FLOOR_PING], 0.99) <= 1.2);
         }
         {
                 /*
-                 * Where a call's time goes: the CPU time vfmigd and
-                 * dbus-daemon spend on each call (read before and after
-                 * it), the series interleaved as above; medians.  What
+                 * Where a call's time goes: the CPU time the serving
+                 * process (vfmigd, or the floor service for its series)
+                 * and dbus-daemon spend on each call (read before and
+                 * after it), the series interleaved as above; medians.  What
                  * dbus-daemon alone spends on a Find beyond a Ping (it
                  * validates every value of both messages), over a Ping's
                  * round trip, is a part of the 0.2 that no work in vfmigd
                  * can win back.
                  */
-                GArray *cpu[N_VFMIGD][2];
+                GArray *cpu[N_SERIES][2];
                 const char *const who[2] = { "vfmigd", "dbus_daemon" };
-                int fd[2] = { open_schedstat(run.pid), open_schedstat(bus_pid) };
-                double med[N_VFMIGD][2], ping_rtt = pct(t[S_PING], 0.5);
+                int fd[3] = { open_schedstat(run.pid), open_schedstat(bus_pid), open_schedstat(floor_pid) };
+                double med[N_SERIES][2], ping_rtt = pct(t[S_PING], 0.5);
 
-                for (int s = 0; s < N_VFMIGD; s++)
+                for (int s = 0; s < N_SERIES; s++)
                         for (int w = 0; w < 2; w++)
                                 cpu[s][w] = g_array_sized_new(false, false, sizeof(double), arg_rounds);
                 for (guint i = 0; i < arg_rounds; i++)
-                        for (int k = 0; k < N_VFMIGD; k++) {
-                                int s = (int) ((i + (guint) k) % N_VFMIGD);
+                        for (int k = 0; k < N_SERIES; k++) {
+                                int s = (int) ((i + (guint) k) % N_SERIES);
+                                /* the server: vfmigd, or the floor service for its series */
+                                int f[2] = { s < N_VFMIGD ? fd[0] : fd[2], fd[1] };
                                 double before[2], d;
 
                                 for (int w = 0; w < 2; w++)
-                                        before[w] = process_cpu_us(fd[w]);
+                                        before[w] = process_cpu_us(f[w]);
                                 (void) one(bus, profile, s, NULL);
                                 for (int w = 0; w < 2; w++) {
-                                        d = process_cpu_us(fd[w]) - before[w];
+                                        d = process_cpu_us(f[w]) - before[w];
                                         g_array_append_val(cpu[s][w], d);
                                 }
                         }
-                for (int s = 0; s < N_VFMIGD; s++)
+                for (int s = 0; s < N_SERIES; s++)
                         for (int w = 0; w < 2; w++) {
                                 med[s][w] = pct(cpu[s][w], 0.5);
-                                printf("query.cpu.%s.%s_us %.2f\n", series_name[s], who[w], med[s][w]);
+                                printf("query.cpu.%s.%s_us %.2f\n", series_name[s],
+                                       w == 0 && s >= N_VFMIGD ? "floor" : who[w], med[s][w]);
                                 g_array_unref(cpu[s][w]);
                         }
-                for (int w = 0; w < 2; w++) {
+                for (int w = 0; w < 2; w++)
                         printf("query.cpu.find_extra.%s_vs_ping_rtt %.3f\n", who[w],
                                (med[S_FIND][w] - med[S_PING][w]) / ping_rtt);
+                printf("query.cpu.floor.find_read_extra.floor_vs_ping_rtt %.3f\n",
+                       (med[S_FLOOR_READ][0] - med[S_FLOOR_PING][0]) / ping_rtt);
+                printf("query.cpu.floor.find_read_extra.dbus_daemon_vs_ping_rtt %.3f\n",
+                       (med[S_FLOOR_READ][1] - med[S_FLOOR_PING][1]) / ping_rtt);
+                for (int w = 0; w < 3; w++)
                         close(fd[w]);
-                }
         }
         for (int s = 0; s < N_SERIES; s++)
                 g_array_unref(t[s]);
