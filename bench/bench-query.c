@@ -492,8 +492,8 @@ static void bench_start(const char *notify_path, int notify_fd)
  * bench-bus.conf) answers a call with Find's arguments with a copy of the
  * reply vfmigd gave for the same query, built with the same sd-bus calls
  * vfmigd makes, and does nothing else: "find" does not even read the
- * arguments; "find_read" reads every argument (sd_bus_message_skip, which
- * checks each value as reading it does) and then replies the same.  Their
+ * arguments; "find_read" reads every argument as vfmigd does
+ * (floor_read_request()) and then replies the same.  Their
  * round trips over a Ping to the same service are the least any sd-bus
  * service could reach through this dbus-daemon with this API's messages.
  */
@@ -586,14 +586,6 @@ static int floor_find(sd_bus_message *m, void *userdata, sd_bus_error *error)
         return floor_reply(m, userdata);
 }
 
-static int floor_find_read(sd_bus_message *m, void *userdata, sd_bus_error *error)
-{
-        int r = sd_bus_message_skip(m, "a{sv}a{sv}");
-
-        if (r < 0)
-                return r;
-        return floor_reply(m, userdata);
-}
 
 static int floor_read_dict(sd_bus_message *m)
 {
@@ -625,15 +617,32 @@ static int floor_read_dict(sd_bus_message *m)
         return r;
 }
 
-/* The least any implementation of this method does: read the request (each
- * key and value with the fewest sd-bus calls, as vfmigd reads them; a
- * container value skipped whole) and answer an empty list. */
-static int floor_read_empty(sd_bus_message *m, void *userdata, sd_bus_error *error)
+/* Find's arguments read with the fewest sd-bus calls, as vfmigd reads them
+ * (each key, and each value as the type it holds; a container value skipped
+ * whole, which checks it as reading it does): about 50K instructions here,
+ * where sd_bus_message_skip() of the whole request takes 62K. */
+static int floor_read_request(sd_bus_message *m)
 {
         int r = floor_read_dict(m);
 
-        if (r >= 0)
-                r = floor_read_dict(m);
+        return r < 0 ? r : floor_read_dict(m);
+}
+
+static int floor_find_read(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+        int r = floor_read_request(m);
+
+        if (r < 0)
+                return r;
+        return floor_reply(m, userdata);
+}
+
+/* The least any implementation of this method does: read the request and
+ * answer an empty list. */
+static int floor_read_empty(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+        int r = floor_read_request(m);
+
         if (r < 0)
                 return r;
         return floor_reply(m, NULL);
