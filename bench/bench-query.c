@@ -586,7 +586,6 @@ static int floor_find(sd_bus_message *m, void *userdata, sd_bus_error *error)
         return floor_reply(m, userdata);
 }
 
-
 static int floor_read_dict(sd_bus_message *m)
 {
         int r = sd_bus_message_enter_container(m, 'a', "{sv}");
